@@ -1,0 +1,140 @@
+"""Array interop: which framework an input belongs to, host views of it, and wrapping results.
+
+Host inputs (numpy arrays, torch CPU tensors, tensorflow CPU tensors) are viewed as numpy arrays
+without a copy where the framework allows it; the result is handed back in the input's type.
+CUDA inputs (torch CUDA tensors, cupy arrays) are described by their ``__cuda_array_interface__``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+SUPPORTED_DTYPES = ("float32", "float64", "uint8", "int16", "int32", "int64")
+
+
+def _framework(x: Any) -> str:
+    module = type(x).__module__.split(".")[0]
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    if module == "torch" and "torch" in sys.modules:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return "torch"
+    if module == "cupy":
+        return "cupy"
+    if module in ("tensorflow", "tensorflow.python") or type(x).__name__ == "EagerTensor":
+        return "tensorflow"
+    return "other"
+
+
+def is_cuda_array(x: Any) -> bool:
+    """True for arrays that live in CUDA device memory (torch CUDA tensors, cupy arrays)."""
+    fw = _framework(x)
+    if fw == "torch":
+        return bool(x.is_cuda)
+    return fw == "cupy"
+
+
+def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """View ``x`` as a numpy array and return a function that wraps a result like ``x``.
+
+    Raises:
+        TypeError: when ``x`` is not an array this package can read.
+    """
+    fw = _framework(x)
+    if fw == "numpy":
+        return x, lambda out: out
+    if fw == "torch":
+        import torch
+
+        host = x.detach().resolve_conj().resolve_neg().numpy()
+        return host, torch.from_numpy
+    if fw == "tensorflow":
+        import tensorflow as tf
+
+        return np.asarray(x), tf.convert_to_tensor
+    if isinstance(x, (list, tuple)) or np.isscalar(x):
+        raise TypeError(
+            f"{name} must be an array (numpy, torch or tensorflow), got {type(x).__name__}; "
+            f"wrap it with numpy.asarray({name})"
+        )
+    if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
+        return np.asarray(x), lambda out: out
+    raise TypeError(
+        f"{name} must be a numpy array, torch tensor or tensorflow tensor, got {type(x).__name__}"
+    )
+
+
+def check_dtype(dtype: Any, name: str = "x") -> str:
+    """Return the dtype name if the kernels support it, else raise a TypeError saying what to do."""
+    dt = np.dtype(dtype)
+    if dt.name not in SUPPORTED_DTYPES or not dt.isnative:
+        raise TypeError(
+            f"{name} has dtype {dt.str if not dt.isnative else dt.name}, which is not supported; "
+            f"supported are {', '.join(SUPPORTED_DTYPES)} in native byte order "
+            f"(convert with {name}.astype('float32') or {name}.astype('int16'))"
+        )
+    return dt.name
+
+
+@dataclass
+class CudaArray:
+    """Description of a CUDA array from ``__cuda_array_interface__`` (strides in elements)."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dtype: str
+    framework: str
+
+    @classmethod
+    def from_array(cls, x: Any, name: str = "x") -> CudaArray:
+        iface = x.__cuda_array_interface__
+        shape = tuple(int(s) for s in iface["shape"])
+        dtype = check_dtype(np.dtype(iface["typestr"]), name)
+        itemsize = np.dtype(dtype).itemsize
+        if iface.get("strides") is None:
+            strides = []
+            step = 1
+            for extent in reversed(shape):
+                strides.append(step)
+                step *= max(extent, 1)
+            strides_elems = tuple(reversed(strides))
+        else:
+            byte_strides = iface["strides"]
+            if any(s % itemsize for s in byte_strides):
+                raise ValueError(
+                    f"{name} has a stride that is not a multiple of its item size; pass a contiguous copy"
+                )
+            strides_elems = tuple(int(s) // itemsize for s in byte_strides)
+        return cls(int(iface["data"][0]), shape, strides_elems, dtype, _framework(x))
+
+
+def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
+    """A new C-contiguous device array of ``shape`` with ``x``'s dtype, device and framework."""
+    if _framework(x) == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=x.dtype, device=x.device)
+    import cupy
+
+    with x.device:
+        return cupy.empty(shape, dtype=x.dtype)
+
+
+def cuda_stream_and_device(x: Any) -> tuple[int, Any]:
+    """The caller's current CUDA stream handle for ``x``'s device, and a context manager for the device."""
+    if _framework(x) == "torch":
+        import torch
+
+        return int(torch.cuda.current_stream(x.device).cuda_stream), torch.cuda.device(x.device)
+    import cupy
+
+    with x.device:
+        stream = cupy.cuda.get_current_stream().ptr
+    return int(stream), x.device
