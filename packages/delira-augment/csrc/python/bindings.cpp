@@ -11,6 +11,7 @@
 #include "delira_build_config.h"
 
 #include "../core/flip.h"
+#include "../cpu/engine.h"
 #include "../cpu/flip_cpu.h"
 #include "../cpu/parallel.h"
 #if DELIRA_AUGMENT_WITH_CUDA
@@ -102,6 +103,187 @@ void flip_cuda(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string&
 }
 #endif
 
+
+// ---------------------------------------------------------------------------------------------
+// The augmentation engine. Shapes and values are checked in Python (delira.augment.functional);
+// the checks here protect the kernels from inconsistent calls.
+
+delira::cpu::ArrayRef array_ref(const py::array& x, const char* name) {
+  delira::cpu::ArrayRef ref;
+  if (x.ndim() < 1 || x.ndim() > delira::kMaxDims) {
+    throw py::value_error(std::string(name) + " must have 1 to 5 dimensions");
+  }
+  ref.data = x.data();
+  ref.dtype = dtype_of(x.dtype());
+  ref.ndim = static_cast<int>(x.ndim());
+  const auto itemsize = static_cast<std::int64_t>(x.itemsize());
+  for (int d = 0; d < ref.ndim; ++d) {
+    ref.shape[d] = x.shape(d);
+    if (x.strides(d) % itemsize != 0) {
+      throw py::value_error(std::string(name) + " has a stride that is not a multiple of its item size");
+    }
+    ref.stride[d] = x.strides(d) / itemsize;
+  }
+  return ref;
+}
+
+delira::cpu::OutRef out_ref(py::array& x) {
+  delira::cpu::OutRef ref;
+  ref.data = x.mutable_data();
+  ref.dtype = dtype_of(x.dtype());
+  ref.ndim = static_cast<int>(x.ndim());
+  for (int d = 0; d < ref.ndim; ++d) ref.shape[d] = x.shape(d);
+  return ref;
+}
+
+delira::BorderMode border_mode(int mode) {
+  if (mode < 0 || mode > 3) throw py::value_error("unknown border mode " + std::to_string(mode));
+  return static_cast<delira::BorderMode>(mode);
+}
+
+delira::cpu::Program make_program(std::int64_t n, const std::vector<int>& kinds, const std::vector<int>& refs,
+                                  const py::array_t<float, py::array::c_style | py::array::forcecast>& params,
+                                  const py::array_t<bool, py::array::c_style | py::array::forcecast>& active,
+                                  const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds) {
+  delira::cpu::Program prog;
+  const auto n_ops = static_cast<std::int64_t>(kinds.size());
+  if (static_cast<std::int64_t>(refs.size()) != n_ops) throw py::value_error("op_refs must have one entry per op");
+  if (params.ndim() != 3 || params.shape(0) != n || params.shape(1) != n_ops || params.shape(2) != 3) {
+    throw py::value_error("op_params must have shape (N, n_ops, 3)");
+  }
+  if (active.ndim() != 2 || active.shape(0) != n || active.shape(1) != n_ops) {
+    throw py::value_error("op_active must have shape (N, n_ops)");
+  }
+  if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must have shape (N,)");
+  for (std::int64_t j = 0; j < n_ops; ++j) {
+    if (kinds[j] < 0 || kinds[j] > static_cast<int>(delira::OpKind::PercentileClip)) {
+      throw py::value_error("unknown intensity op " + std::to_string(kinds[j]));
+    }
+    if (refs[j] >= n_ops) throw py::value_error("op_refs points past the program");
+    prog.kinds.push_back(static_cast<delira::OpKind>(kinds[j]));
+    prog.refs.push_back(refs[j]);
+  }
+  const float* p = params.data();
+  const bool* a = active.data();
+  for (std::int64_t i = 0; i < n * n_ops; ++i) {
+    delira::OpParams q;
+    q.p[0] = p[3 * i];
+    q.p[1] = p[3 * i + 1];
+    q.p[2] = p[3 * i + 2];
+    q.active = a[i];
+    prog.params.push_back(q);
+  }
+  prog.seeds.assign(seeds.data(), seeds.data() + n);
+  return prog;
+}
+
+py::tuple resample(const py::object& data, const py::object& seg, const std::vector<std::int64_t>& out_shape,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& affine,
+                   const py::object& elastic, const std::vector<float>& grid_origin,
+                   const std::vector<float>& grid_spacing, int order_data, int mode_data, double cval_data,
+                   int order_seg, int mode_seg, double cval_seg, const std::vector<int>& op_kinds,
+                   const std::vector<int>& op_refs,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
+                   const py::array_t<bool, py::array::c_style | py::array::forcecast>& op_active,
+                   const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds) {
+  const int sd = static_cast<int>(out_shape.size());
+  if (sd != 2 && sd != 3) throw py::value_error("output_shape must have 2 or 3 entries");
+  delira::cpu::SpatialSpec spec;
+  spec.ndim = sd;
+  for (int d = 0; d < sd; ++d) {
+    if (out_shape[d] < 0) throw py::value_error("output_shape must be non-negative");
+    spec.out_shape[d] = out_shape[d];
+  }
+  spec.affine.assign(affine.data(), affine.data() + affine.size());
+  spec.order_data = order_data;
+  spec.mode_data = border_mode(mode_data);
+  spec.cval_data = cval_data;
+  spec.order_seg = order_seg;
+  spec.mode_seg = border_mode(mode_seg);
+  spec.cval_seg = cval_seg;
+
+  py::array data_arr, seg_arr;
+  delira::cpu::ArrayRef data_ref, seg_ref;
+  delira::cpu::OutRef out_data_ref, out_seg_ref;
+  py::object out_data = py::none(), out_seg = py::none();
+  std::int64_t n = -1;
+  auto out_dims = [&](const py::array& a) {
+    std::vector<py::ssize_t> dims = {a.shape(0), a.shape(1)};
+    for (int d = 0; d < sd; ++d) dims.push_back(static_cast<py::ssize_t>(out_shape[d]));
+    return dims;
+  };
+  if (!data.is_none()) {
+    data_arr = data.cast<py::array>();
+    data_ref = array_ref(data_arr, "data");
+    py::array o(data_arr.dtype(), out_dims(data_arr));
+    out_data_ref = out_ref(o);
+    out_data = o;
+    n = data_arr.shape(0);
+  }
+  if (!seg.is_none()) {
+    seg_arr = seg.cast<py::array>();
+    seg_ref = array_ref(seg_arr, "seg");
+    py::array o(seg_arr.dtype(), out_dims(seg_arr));
+    out_seg_ref = out_ref(o);
+    out_seg = o;
+    if (n < 0) n = seg_arr.shape(0);
+  }
+  if (n < 0) throw py::value_error("nothing to resample: give data, seg or both");
+  if (!elastic.is_none()) {
+    auto grid = elastic.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+    if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
+      throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
+    }
+    if (static_cast<int>(grid_origin.size()) != sd || static_cast<int>(grid_spacing.size()) != sd) {
+      throw py::value_error("grid_origin and grid_spacing must have ndim entries");
+    }
+    for (int d = 0; d < sd; ++d) {
+      spec.grid[d] = grid.shape(2 + d);
+      spec.grid_origin[d] = grid_origin[d];
+      spec.grid_spacing[d] = grid_spacing[d];
+    }
+    spec.elastic.assign(grid.data(), grid.data() + grid.size());
+  }
+  delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
+  {
+    py::gil_scoped_release release;
+    delira::cpu::resample(data_ref, out_data_ref, seg_ref, out_seg_ref, spec, prog);
+  }
+  return py::make_tuple(out_data, out_seg);
+}
+
+py::array apply_program(const py::array& x, const std::vector<int>& op_kinds, const std::vector<int>& op_refs,
+                        const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
+                        const py::array_t<bool, py::array::c_style | py::array::forcecast>& op_active,
+                        const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds) {
+  delira::cpu::ArrayRef ref = array_ref(x, "x");
+  if (ref.ndim < 3) throw py::value_error("x must be (N, C, *spatial)");
+  std::vector<py::ssize_t> dims(x.shape(), x.shape() + x.ndim());
+  py::array out(x.dtype(), dims);
+  delira::cpu::OutRef oref = out_ref(out);
+  delira::cpu::Program prog = make_program(x.shape(0), op_kinds, op_refs, op_params, op_active, seeds);
+  {
+    py::gil_scoped_release release;
+    delira::cpu::apply_program(ref, oref, prog);
+  }
+  return out;
+}
+
+py::array gaussian_blur(const py::array& x, const py::array_t<float, py::array::c_style | py::array::forcecast>& sigma,
+                        double truncate) {
+  if (x.ndim() < 3) throw py::value_error("x must be (N, C, *spatial)");
+  // A contiguous copy, filtered in place.
+  py::array out = py::array::ensure(x, py::array::c_style);
+  if (out.ptr() == x.ptr()) out = py::array(x.dtype(), std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()), x.data());
+  delira::cpu::OutRef oref = out_ref(out);
+  std::vector<float> s(sigma.data(), sigma.data() + sigma.size());
+  {
+    py::gil_scoped_release release;
+    delira::cpu::gaussian_blur(oref, static_cast<int>(x.ndim()) - 2, s, truncate);
+  }
+  return out;
+}
+
 py::dict build_info() {
   py::dict info;
   info["compiled"] = true;
@@ -142,6 +324,15 @@ PYBIND11_MODULE(_C, m) {
         py::arg("shape"), py::arg("strides"), py::arg("axes"), py::arg("stream"),
         "Flip of a device buffer into a contiguous device buffer on a CUDA stream.");
 #endif
+  m.def("resample", &resample, py::arg("data"), py::arg("seg"), py::arg("out_shape"), py::arg("affine"),
+        py::arg("elastic"), py::arg("grid_origin"), py::arg("grid_spacing"), py::arg("order_data"),
+        py::arg("mode_data"), py::arg("cval_data"), py::arg("order_seg"), py::arg("mode_seg"), py::arg("cval_seg"),
+        py::arg("op_kinds"), py::arg("op_refs"), py::arg("op_params"), py::arg("op_active"), py::arg("seeds"),
+        "Fused spatial resampling of data and seg plus the intensity program (CPU executor).");
+  m.def("apply_program", &apply_program, py::arg("x"), py::arg("op_kinds"), py::arg("op_refs"),
+        py::arg("op_params"), py::arg("op_active"), py::arg("seeds"), "Intensity program on (N, C, *spatial).");
+  m.def("gaussian_blur", &gaussian_blur, py::arg("x"), py::arg("sigma"), py::arg("truncate"),
+        "Separable gaussian filter (mode reflect) of (N, C, *spatial) with per-sample sigma (N, ndim).");
   m.def("build_info", &build_info, "How the extension was built.");
   m.def("cuda_device_count", &cuda_device_count,
         "(number of visible CUDA devices, error text or None).");

@@ -1,12 +1,68 @@
-"""delira.models: Reference classification, segmentation and GAN networks in PyTorch and TensorFlow."""
+"""delira.models: reference classification, segmentation and GAN networks in PyTorch and TensorFlow.
+
+Importing this package imports neither framework. The networks live in two subpackages with the
+same class names, loaded on first use:
+
+- ``delira.models.torch``: ``torch.nn.Module`` networks (imports torch),
+- ``delira.models.tf``: Keras 3 networks on TensorFlow (imports tensorflow and keras),
+- ``delira.models.convert``: ``torch_to_keras`` / ``keras_to_torch`` weight copies.
+
+Both take channels-first input ``(N, C, *spatial) float32``. ``get_model(name, backend=...)`` builds
+a network by name; ``valid_input_sizes`` and ``check_input_size`` need no framework.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from delira.models.configs import (
+    DCGANConfig,
+    DCGANDiscriminatorConfig,
+    DCGANGeneratorConfig,
+    ResNetConfig,
+    UNetConfig,
+)
+from delira.models.input_size import InputSizeRule
+from delira.models.registry import (
+    available_models,
+    check_input_size,
+    get_model,
+    input_size_rule,
+    valid_input_sizes,
+)
 
 try:
     __version__ = version("delira-models")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+_LAZY_SUBMODULES = ("convert", "tf", "torch")
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``torch``, ``tf`` and ``convert`` on first attribute access."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_SUBMODULES])
+
+
+__all__ = [
+    "DCGANConfig",
+    "DCGANDiscriminatorConfig",
+    "DCGANGeneratorConfig",
+    "InputSizeRule",
+    "ResNetConfig",
+    "UNetConfig",
+    "__version__",
+    "available_models",
+    "check_input_size",
+    "get_model",
+    "input_size_rule",
+    "valid_input_sizes",
+]

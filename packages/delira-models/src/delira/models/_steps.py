@@ -1,0 +1,51 @@
+"""Framework-neutral pieces of ``training_step``: picking the optimizer and the losses by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["require_keys", "select_losses", "select_optimizer"]
+
+
+def select_optimizer(optimizers: Mapping[str, Any], model: str, key: str = "default") -> Any:
+    """The optimizer under ``key``, or the only one when the dict holds exactly one.
+
+    Raises:
+        ValueError: no optimizer under ``key`` and not exactly one to fall back to.
+    """
+    if not isinstance(optimizers, Mapping):
+        raise TypeError(
+            f"{model}.training_step takes a dict of optimizers, e.g. {{{key!r}: optimizer}}; "
+            f"got {type(optimizers).__name__}"
+        )
+    if key in optimizers:
+        return optimizers[key]
+    if key == "default" and len(optimizers) == 1:
+        return next(iter(optimizers.values()))
+    raise ValueError(
+        f"{model}.training_step needs an optimizer under {key!r}; got keys {sorted(optimizers)}; "
+        f"pass optimizers={{{key!r}: ...}}"
+    )
+
+
+def select_losses(losses: Mapping[str, Callable[..., Any]], model: str) -> Mapping[str, Callable[..., Any]]:
+    """Check that ``losses`` is a non-empty dict of callables and return it."""
+    if not isinstance(losses, Mapping) or not losses:
+        raise ValueError(
+            f"{model}.training_step needs a non-empty dict of loss callables, e.g. "
+            f"{{'ce': loss_fn}}; got {losses!r}"
+        )
+    for name, fn in losses.items():
+        if not callable(fn):
+            raise TypeError(f"{model}.training_step: losses[{name!r}] is not callable ({type(fn).__name__})")
+    return losses
+
+
+def require_keys(batch: Mapping[str, Any], keys: tuple[str, ...], model: str) -> None:
+    """Raise KeyError naming the missing batch keys and the ones present."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(
+            f"{model} needs batch keys {list(keys)}; missing {missing}; the batch has {sorted(batch)}"
+        )

@@ -1,0 +1,202 @@
+"""DCGAN generator, discriminator and the alternating GAN step in PyTorch (Radford et al. 2016)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from delira.models._steps import require_keys, select_optimizer
+from delira.models.configs import DCGANConfig, DCGANDiscriminatorConfig, DCGANGeneratorConfig
+from delira.models.input_size import check_input_shape
+from delira.models.torch import layers
+from delira.models.torch.network import AbstractNetwork
+
+__all__ = ["DCGAN", "DCGANDiscriminator", "DCGANGenerator", "init_dcgan_weights"]
+
+LEAKY_SLOPE = 0.2
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """The paper's initialisation: conv weights ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(AbstractNetwork):
+    """DCGAN generator: latent ``(N, latent_dim) float32`` -> image ``(N, out_channels, *[image_size] *
+    spatial_dims) float32`` in [-1, 1].
+
+    A 4x4 transposed conv maps the latent vector to 4 x 4; each next transposed conv (4x4, stride 2)
+    doubles the size and halves the channels (BN, ReLU); the last one gives ``out_channels`` (tanh).
+
+    Args: as ``delira.models.configs.DCGANGeneratorConfig``: ``spatial_dims``, ``latent_dim``,
+    ``out_channels``, ``image_size`` (4 * 2**k), ``base_features``.
+
+    Default step: batch keys ``"latent"`` (input) and ``"data"`` (target images), e.g. to fit a
+    generator to images by regression; adversarial training uses ``DCGAN``.
+    """
+
+    input_key = "latent"
+    target_key = "data"
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        latent_dim: int = 100,
+        out_channels: int = 1,
+        image_size: int = 64,
+        base_features: int = 64,
+    ):
+        super().__init__()
+        cfg = DCGANGeneratorConfig(spatial_dims, latent_dim, out_channels, image_size, base_features)
+        self._config = cfg
+        hidden = cfg.hidden_features
+        convs = [layers.conv_transpose(spatial_dims, latent_dim, hidden[0], 4, stride=1, padding=0, bias=False)]
+        convs += [
+            layers.conv_transpose(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
+            for c_in, c_out in zip(hidden[:-1], hidden[1:])
+        ]
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(layers.norm("batch", spatial_dims, c) for c in hidden)
+        self.out = layers.conv_transpose(spatial_dims, hidden[-1], out_channels, 4, stride=2, padding=1)
+        init_dcgan_weights(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, latent_dim) float32 -> (N, out_channels, *[image_size] * spatial_dims) float32``."""
+        cfg = self._config
+        if z.dim() != 2 or z.shape[1] != cfg.latent_dim:
+            raise ValueError(
+                f"{cfg.name} takes latent vectors of shape (N, {cfg.latent_dim}); got shape {tuple(z.shape)}"
+            )
+        x = z.reshape(z.shape[0], cfg.latent_dim, *([1] * cfg.spatial_dims))
+        for conv, norm in zip(self.convs, self.norms):
+            x = torch.relu(norm(conv(x)))
+        return torch.tanh(self.out(x))
+
+
+class DCGANDiscriminator(AbstractNetwork):
+    """DCGAN discriminator: image ``(N, in_channels, *[image_size] * spatial_dims) float32`` -> one
+    logit per image ``(N,) float32`` (no sigmoid).
+
+    4x4 convs with stride 2 halve the size and double the channels (LeakyReLU 0.2; BN from the
+    second on) down to 4 x 4; a last 4x4 conv gives the logit.
+
+    Args: as ``delira.models.configs.DCGANDiscriminatorConfig``: ``spatial_dims``,
+    ``in_channels``, ``image_size`` (4 * 2**k, the only size it takes), ``base_features``.
+
+    Default step: batch keys ``"data"`` and ``"label"`` (``(N,)``, 1 real, 0 fake).
+    """
+
+    target_key = "label"
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, base_features: int = 64):
+        super().__init__()
+        cfg = DCGANDiscriminatorConfig(spatial_dims, in_channels, image_size, base_features)
+        self._config = cfg
+        self._input_rule = cfg.input_rule()
+        hidden = cfg.hidden_features
+        self.convs = nn.ModuleList(
+            layers.conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
+            for c_in, c_out in zip((in_channels, *hidden[:-1]), hidden)
+        )
+        self.norms = nn.ModuleList(layers.norm("batch", spatial_dims, c) for c in hidden[1:])
+        self.out = layers.conv(spatial_dims, hidden[-1], 1, 4)
+        init_dcgan_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, *[image_size] * spatial_dims) float32 -> (N,) float32`` logits."""
+        cfg = self._config
+        check_input_shape(
+            tuple(x.shape), model=cfg.name, spatial_dims=cfg.spatial_dims, channels=cfg.in_channels, rule=self._input_rule
+        )
+        for index, conv in enumerate(self.convs):
+            x = conv(x)
+            if index > 0:
+                x = self.norms[index - 1](x)
+            x = nn.functional.leaky_relu(x, LEAKY_SLOPE)
+        return self.out(x).reshape(x.shape[0])
+
+
+class DCGAN(AbstractNetwork):
+    """A generator and a discriminator trained in alternation (the DCGAN recipe).
+
+    Args: as ``delira.models.configs.DCGANConfig``: ``spatial_dims``, ``latent_dim``,
+    ``channels``, ``image_size``, ``generator_features``, ``discriminator_features``.
+
+    ``forward(z)``: latent ``(N, latent_dim) float32`` -> images ``(N, channels, *spatial) float32``.
+    ``training_step`` takes batch key ``"data"`` (real images), optimizers ``{"generator": ...,
+    "discriminator": ...}`` and losses ``{"adversarial": loss(logits, targets)}``, e.g.
+    ``torch.nn.BCEWithLogitsLoss()``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        latent_dim: int = 100,
+        channels: int = 1,
+        image_size: int = 64,
+        generator_features: int = 64,
+        discriminator_features: int = 64,
+    ):
+        super().__init__()
+        cfg = DCGANConfig(spatial_dims, latent_dim, channels, image_size, generator_features, discriminator_features)
+        self._config = cfg
+        g, d = cfg.generator, cfg.discriminator
+        self.generator = DCGANGenerator(g.spatial_dims, g.latent_dim, g.out_channels, g.image_size, g.base_features)
+        self.discriminator = DCGANDiscriminator(d.spatial_dims, d.in_channels, d.image_size, d.base_features)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Generate images: ``(N, latent_dim) -> (N, channels, *[image_size] * spatial_dims)``."""
+        return self.generator(z)
+
+    def sample_latent(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """``(n, latent_dim) float32`` standard normal latent vectors (torch's global RNG)."""
+        return torch.randn(n, self._config.latent_dim, device=device)
+
+    def training_step(
+        self,
+        batch: Mapping[str, Any],
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        losses: Mapping[str, Callable[..., torch.Tensor]],
+    ) -> tuple[dict[str, float], torch.Tensor]:
+        """One discriminator step, then one generator step.
+
+        Discriminator: minimise ``adv(D(real), 1) + adv(D(G(z).detach()), 0)``; generator:
+        minimise ``adv(D(G(z)), 1)`` (the non-saturating loss) with the same ``z``.
+
+        Returns:
+            ``({"discriminator": float, "generator": float}, fake images (N, C, *spatial))``.
+        """
+        d_opt = select_optimizer(optimizers, "DCGAN", "discriminator")
+        g_opt = select_optimizer(optimizers, "DCGAN", "generator")
+        require_keys(losses, ("adversarial",), "DCGAN losses")
+        adversarial = losses["adversarial"]
+        require_keys(batch, ("data",), "DCGAN")
+        real = batch["data"]
+        z = self.sample_latent(real.shape[0], real.device)
+        ones = torch.ones(real.shape[0], device=real.device)
+        zeros = torch.zeros_like(ones)
+
+        fake = self.generator(z)
+        d_opt.zero_grad(set_to_none=True)
+        d_loss = adversarial(self.discriminator(real), ones) + adversarial(self.discriminator(fake.detach()), zeros)
+        d_loss.backward()
+        d_opt.step()
+
+        g_opt.zero_grad(set_to_none=True)
+        g_loss = adversarial(self.discriminator(fake), ones)
+        g_loss.backward()
+        g_opt.step()
+        # the generator step leaves gradients on the discriminator; drop them so that they are
+        # not mistaken for the discriminator's own
+        self.discriminator.zero_grad(set_to_none=True)
+        return {"discriminator": float(d_loss.detach()), "generator": float(g_loss.detach())}, fake.detach()
