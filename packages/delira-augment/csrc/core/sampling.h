@@ -19,11 +19,15 @@ struct Volume {
   std::int64_t stride[NDIM];
 };
 
+// floor for coordinates. On the host without SSE4.1 floorf is a library call, so it is computed by
+// truncation instead; coordinates are clamped to +-1e9 first (far outside any volume either way).
 DELIRA_HD DELIRA_INLINE float floor_f(float x) {
 #if defined(__CUDA_ARCH__)
   return floorf(x);
 #else
-  return __builtin_floorf(x);
+  x = x < -1e9f ? -1e9f : (x > 1e9f ? 1e9f : x);
+  const float t = static_cast<float>(static_cast<std::int32_t>(x));
+  return t > x ? t - 1.0f : t;
 #endif
 }
 

@@ -12,10 +12,17 @@
 
 #include "../core/rng.h"
 #include "../core/sampling.h"
+#include "engine_isa.h"
 #include "parallel.h"
 #include "stats.h"
 
-namespace delira::cpu {
+// This file is compiled once per instruction set (DELIRA_ISA names the namespace: isa_base,
+// isa_avx2, isa_avx512); engine_dispatch.cpp picks the best one the CPU supports at run time.
+#ifndef DELIRA_ISA
+#define DELIRA_ISA isa_base
+#endif
+
+namespace delira::cpu::DELIRA_ISA {
 namespace {
 
 std::int64_t spatial_numel(const std::int64_t* shape, int sdim) {
@@ -71,20 +78,108 @@ struct ProgramState {
     return s + 1 < stages.size() && prog->kinds[stages[s + 1].head] != OpKind::PercentileClip;
   }
 
-  inline float run_pointwise(std::size_t s, float v, std::uint64_t counter) const {
+  // Applies stage s to a row of values (the stats op at its head, then its pointwise ops).
+  // counter0: noise counter of v[0] (channel * numel + voxel index).
+  void run_row(std::size_t s, int c, float* v, std::int64_t len, std::uint64_t counter0) {
+    if (s > 0) {
+      const int j = stages[s].head;
+      const OpParams& q = params(j);
+      if (q.active) {
+        const int ref = prog->refs[j] >= 0 ? prog->refs[j] : j;
+        run_head(prog->kinds[j], q, stat(c, j), stat(c, ref), v, len);
+      }
+    }
     for (int j : stages[s].pointwise) {
       const OpParams& q = params(j);
-      if (q.active) v = apply_pointwise(prog->kinds[j], q, v, keys[j], counter);
+      if (!q.active) continue;
+      switch (prog->kinds[j]) {
+        case OpKind::Noise:
+          add_noise_row(v, len, counter0, keys[j], q.p[0]);
+          break;
+        case OpKind::Multiply: {
+          const float f = q.p[0];
+          for (std::int64_t i = 0; i < len; ++i) v[i] *= f;
+        } break;
+        case OpKind::Add: {
+          const float a = q.p[0];
+          for (std::int64_t i = 0; i < len; ++i) v[i] += a;
+        } break;
+        case OpKind::Clip: {
+          const float lo = q.p[0], hi = q.p[1];
+          for (std::int64_t i = 0; i < len; ++i) v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
+        } break;
+        default:
+          break;
+      }
     }
-    return v;
   }
 
-  inline float run_head(std::size_t s, int c, float v) {
-    const int j = stages[s].head;
-    const OpParams& q = params(j);
-    if (!q.active) return v;
-    const int ref = prog->refs[j] >= 0 ? prog->refs[j] : j;
-    return apply_with_stats(prog->kinds[j], q, v, stat(c, j), stat(c, ref));
+  // A stats op over a row; one loop per kind so that each vectorises.
+  static void run_head(OpKind kind, const OpParams& q, const Stats& st, const Stats& target, float* v,
+                       std::int64_t len) {
+    switch (kind) {
+      case OpKind::Gamma: {
+        const bool invert = q.p[1] != 0.0f;
+        const float sign_in = invert ? -1.0f : 1.0f;
+        const float lo = invert ? -st.max : st.min;
+        const float range = (invert ? -st.min : st.max) - lo + 1e-7f;
+        const float inv_range = 1.0f / range;
+        const float g = q.p[0];
+        const float sign_out = (invert && q.p[2] == 0.0f) ? -1.0f : 1.0f;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < len; ++i) {
+          const float x = (sign_in * v[i] - lo) * inv_range;
+          v[i] = sign_out * (fast_pow(x, g) * range + lo);
+        }
+      } break;
+      case OpKind::RestoreStats: {
+        const bool negate = q.p[0] != 0.0f;
+        const double target_mean = negate ? -target.mean : target.mean;
+        const double scale = target.std / (st.std + 1e-8);
+        const float a = static_cast<float>((negate ? -1.0 : 1.0) * scale);
+        const float b = static_cast<float>((negate ? -1.0 : 1.0) * (target_mean - st.mean * scale));
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
+      } break;
+      case OpKind::ZScore: {
+        const double sd = st.std > q.p[0] ? st.std : static_cast<double>(q.p[0]);
+        const float a = static_cast<float>(1.0 / sd);
+        const float b = static_cast<float>(-st.mean / sd);
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
+      } break;
+      default:
+        for (std::int64_t i = 0; i < len; ++i) v[i] = apply_with_stats(kind, q, v[i], st, target);
+        break;
+    }
+  }
+
+  // v[i] += sigma * normal(counter0 + i), computing Box-Muller pairs once for two voxels.
+  static void add_noise_row(float* v, std::int64_t len, std::uint64_t counter0, std::uint64_t key, float sigma) {
+    std::int64_t i = 0;
+    if (counter0 & 1) {  // the row starts with the second element of a pair
+      v[0] += sigma * random_normal(key, counter0);
+      i = 1;
+    }
+    const std::uint64_t pair0 = (counter0 + i) >> 1;
+    const std::int64_t pairs = (len - i) / 2;
+    float* w = v + i;
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (std::int64_t p = 0; p < pairs; ++p) {
+      float z0, z1;
+      random_normal_pair(key, pair0 + static_cast<std::uint64_t>(p), &z0, &z1);
+      w[2 * p] += sigma * z0;
+      w[2 * p + 1] += sigma * z1;
+    }
+    if (i + 2 * pairs < len) v[len - 1] += sigma * random_normal(key, counter0 + len - 1);
   }
 
   // Reduces row partials (C, rows) in order into the statistics of stage s + 1's head.
@@ -101,6 +196,32 @@ struct ProgramState {
     }
   }
 };
+
+// Statistics of a row of values.
+RowAccumulator accumulate(const float* v, std::int64_t len) {
+  RowAccumulator acc;
+  if (len == 0) return acc;
+  const double shift = v[0];
+  double s1 = 0.0, s2 = 0.0;
+  float lo = v[0], hi = v[0];
+#if defined(_OPENMP)
+#pragma omp simd reduction(+ : s1, s2) reduction(min : lo) reduction(max : hi)
+#endif
+  for (std::int64_t i = 0; i < len; ++i) {
+    const double d = static_cast<double>(v[i]) - shift;
+    s1 += d;
+    s2 += d * d;
+    lo = v[i] < lo ? v[i] : lo;
+    hi = v[i] > hi ? v[i] : hi;
+  }
+  acc.shift = shift;
+  acc.s1 = s1;
+  acc.s2 = s2;
+  acc.n = len;
+  acc.min = lo;
+  acc.max = hi;
+  return acc;
+}
 
 // numpy.percentile (linear) of a copy of `values`.
 float percentile(std::vector<float>& values, double pct) {
@@ -141,21 +262,21 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
     const int threads = get_num_threads();
     (void)threads;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (numel * C > 16384)
+#pragma omp parallel num_threads(threads) if (numel * C > 16384)
 #endif
-    for (std::int64_t r = 0; r < total_rows; ++r) {
-      const int c = static_cast<int>(r / rows_per_channel);
-      T* row = sample + r * row_len;
-      RowAccumulator acc;
-      const std::int64_t counter0 = r * row_len;
-      for (std::int64_t i = 0; i < row_len; ++i) {
-        float v = static_cast<float>(row[i]);
-        v = st.run_head(s, c, v);
-        v = st.run_pointwise(s, v, static_cast<std::uint64_t>(counter0 + i));
-        row[i] = static_cast<T>(v);
-        if (collect) acc.add(v);
+    {
+      std::vector<float> buf(static_cast<std::size_t>(row_len));
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (std::int64_t r = 0; r < total_rows; ++r) {
+        const int c = static_cast<int>(r / rows_per_channel);
+        T* row = sample + r * row_len;
+        for (std::int64_t i = 0; i < row_len; ++i) buf[i] = static_cast<float>(row[i]);
+        st.run_row(s, c, buf.data(), row_len, static_cast<std::uint64_t>(r * row_len));
+        for (std::int64_t i = 0; i < row_len; ++i) row[i] = static_cast<T>(buf[i]);
+        if (collect) rows[r] = accumulate(buf.data(), row_len);
       }
-      if (collect) rows[r] = acc;
     }
   }
 }
@@ -286,8 +407,24 @@ void prefilter(const T* src, const std::int64_t* src_shape, const std::int64_t* 
 // ---------------------------------------------------------------------------------------------
 // The fused pass.
 
+// B-spline taps of the elastic grid along the last axis, as structure of arrays for vector gathers.
+struct LastAxisTaps {
+  std::vector<std::int32_t> first;
+  std::vector<float> w[4];
+
+  void assign(const std::vector<ControlTaps>& taps) {
+    first.resize(taps.size());
+    for (auto& v : w) v.resize(taps.size());
+    for (std::size_t i = 0; i < taps.size(); ++i) {
+      first[i] = static_cast<std::int32_t>(taps[i].first);
+      for (int k = 0; k < 4; ++k) w[k][i] = taps[i].w[k];
+    }
+  }
+};
+
 template <int NDIM>
 struct SampleGeometry {
+  const LastAxisTaps* last_taps = nullptr;
   Affine<NDIM> affine;
   const float* grid = nullptr;  // elastic control points of this sample, (NDIM, *grid) or nullptr
   std::int64_t grid_shape[NDIM];
@@ -295,9 +432,27 @@ struct SampleGeometry {
   const std::vector<ControlTaps>* taps[NDIM];  // per axis, per output index
 };
 
-// Input coordinates of one output row (all leading indices fixed): coords[i * NDIM + d].
+// Per-thread buffers of one output row.
+struct RowBuffers {
+  std::vector<float> coord[3];      // input coordinates per axis (structure of arrays)
+  std::vector<float> field;         // elastic field along the row's axis, per component
+  std::vector<float> values;        // one channel of data
+  std::vector<float> frac[3];       // linear interpolation: fractional parts
+  std::vector<std::int64_t> base;   // linear: offset of the lower corner; nearest: offset or -1
+  std::vector<std::uint8_t> kind;   // linear: 0 interior, 1 border (general path), 2 outside (cval)
+
+  void resize(std::int64_t len) {
+    for (auto& c : coord) c.resize(static_cast<std::size_t>(len));
+    for (auto& f : frac) f.resize(static_cast<std::size_t>(len));
+    values.resize(static_cast<std::size_t>(len));
+    base.resize(static_cast<std::size_t>(len));
+    kind.resize(static_cast<std::size_t>(len));
+  }
+};
+
+// Input coordinates of one output row (all leading indices fixed) into buf.coord.
 template <int NDIM>
-void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, float* coords, std::vector<float>& field) {
+void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, RowBuffers& buf) {
   std::int64_t lead[NDIM] = {};
   std::int64_t rem = row;
   for (int d = NDIM - 2; d >= 0; --d) {
@@ -305,29 +460,30 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, float* coo
     rem /= g.out_shape[d];
   }
   const std::int64_t len = g.out_shape[NDIM - 1];
-  double base[NDIM];
   for (int d = 0; d < NDIM; ++d) {
     double b = g.affine.b[d];
     for (int e = 0; e < NDIM - 1; ++e) b += static_cast<double>(g.affine.a[d][e]) * static_cast<double>(lead[e]);
-    base[d] = b;
-  }
-  for (std::int64_t i = 0; i < len; ++i) {
-    for (int d = 0; d < NDIM; ++d) {
-      coords[i * NDIM + d] = static_cast<float>(base[d] + static_cast<double>(g.affine.a[d][NDIM - 1]) * static_cast<double>(i));
-    }
+    const float base = static_cast<float>(b);
+    const float step = g.affine.a[d][NDIM - 1];
+    float* c = buf.coord[d].data();
+    const std::int32_t n32 = static_cast<std::int32_t>(len);
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (std::int32_t i = 0; i < n32; ++i) c[i] = base + step * static_cast<float>(i);  // int32: vector cvt
   }
   if (g.grid == nullptr) return;
   // Field along the last axis for this row: contract the leading axes' B-spline taps.
   const std::int64_t gl = g.grid_shape[NDIM - 1];
-  field.assign(static_cast<std::size_t>(NDIM * gl), 0.0f);
+  buf.field.assign(static_cast<std::size_t>(NDIM * gl), 0.0f);
   std::int64_t grid_numel = 1;
   for (int d = 0; d < NDIM; ++d) grid_numel *= g.grid_shape[d];
-  if (NDIM == 3) {
-    const ControlTaps& tz = (*g.taps[0])[lead[0]];
-    const ControlTaps& ty = (*g.taps[1])[lead[1]];
-    for (int comp = 0; comp < NDIM; ++comp) {
-      const float* G = g.grid + comp * grid_numel;
-      float* f = field.data() + comp * gl;
+  for (int comp = 0; comp < NDIM; ++comp) {
+    const float* G = g.grid + comp * grid_numel;
+    float* f = buf.field.data() + comp * gl;
+    if (NDIM == 3) {
+      const ControlTaps& tz = (*g.taps[0])[lead[0]];
+      const ControlTaps& ty = (*g.taps[1])[lead[1]];
       for (int a = 0; a < 4; ++a) {
         for (int b = 0; b < 4; ++b) {
           const float w = tz.w[a] * ty.w[b];
@@ -335,12 +491,8 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, float* coo
           for (std::int64_t k = 0; k < gl; ++k) f[k] += w * src[k];
         }
       }
-    }
-  } else {
-    const ControlTaps& ty = (*g.taps[0])[lead[0]];
-    for (int comp = 0; comp < NDIM; ++comp) {
-      const float* G = g.grid + comp * grid_numel;
-      float* f = field.data() + comp * gl;
+    } else {
+      const ControlTaps& ty = (*g.taps[0])[lead[0]];
       for (int a = 0; a < 4; ++a) {
         const float w = ty.w[a];
         const float* src = G + (ty.first + a) * gl;
@@ -348,12 +500,20 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, float* coo
       }
     }
   }
-  const std::vector<ControlTaps>& tx = *g.taps[NDIM - 1];
-  for (std::int64_t i = 0; i < len; ++i) {
-    const ControlTaps& t = tx[i];
-    for (int comp = 0; comp < NDIM; ++comp) {
-      const float* f = field.data() + comp * gl + t.first;
-      coords[i * NDIM + comp] += t.w[0] * f[0] + t.w[1] * f[1] + t.w[2] * f[2] + t.w[3] * f[3];
+  // Along the row: gather the four control values of every voxel (tables as structure of arrays).
+  const LastAxisTaps& tx = *g.last_taps;
+  const std::int32_t n32 = static_cast<std::int32_t>(len);
+  for (int comp = 0; comp < NDIM; ++comp) {
+    const float* f = buf.field.data() + comp * gl;
+    float* c = buf.coord[comp].data();
+    const std::int32_t* first = tx.first.data();
+    const float *w0 = tx.w[0].data(), *w1 = tx.w[1].data(), *w2 = tx.w[2].data(), *w3 = tx.w[3].data();
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (std::int32_t i = 0; i < n32; ++i) {
+      const std::int32_t k = first[i];
+      c[i] += w0[i] * f[k] + w1[i] * f[k + 1] + w2[i] * f[k + 2] + w3[i] * f[k + 3];
     }
   }
 }
@@ -368,73 +528,217 @@ struct DataSource {
   int pad = 0;
 };
 
-template <typename T, int NDIM, int ORDER>
-void data_row(const DataSource<T, NDIM>& src, const float* coords, std::int64_t len, BorderMode mode, T cval,
-              ProgramState& st, T* out, std::int64_t numel, std::int64_t row, bool collect,
-              RowAccumulator* accs) {
-  using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
-  const int C = static_cast<int>(src.channel.size());
-  Taps<ORDER, NDIM> taps;
-  const std::int64_t row_offset = row * len;
+// Linear interpolation of one row: classify voxels once (vectorised), then gather every channel.
+// Interior voxels (all eight corners inside) take the fast path; the others the general one.
+template <typename T, int NDIM>
+void prepare_linear(const DataSource<T, NDIM>& src, RowBuffers& buf, std::int64_t len, BorderMode mode) {
+  bool fast_ok = true;
+  for (int d = 0; d < NDIM; ++d) fast_ok = fast_ok && src.shape[d] >= 2;
+  const bool constant = mode == BorderMode::Constant;
+  const float* cx[NDIM];
+  float* fr[NDIM];
+  float upper[NDIM];
+  std::int32_t last[NDIM];
+  std::int64_t stride[NDIM];
+  for (int d = 0; d < NDIM; ++d) {
+    cx[d] = buf.coord[d].data();
+    fr[d] = buf.frac[d].data();
+    upper[d] = static_cast<float>(src.shape[d] - 1);
+    last[d] = static_cast<std::int32_t>(std::min<std::int64_t>(src.shape[d] - 2, 1 << 30));
+    stride[d] = src.stride[d];
+  }
+  std::int64_t* base = buf.base.data();
+  std::uint8_t* kind = buf.kind.data();
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
   for (std::int64_t i = 0; i < len; ++i) {
-    compute_taps<ORDER, NDIM>(coords + i * NDIM, src.shape, src.stride, mode, taps, src.pad, src.logical);
-    for (int c = 0; c < C; ++c) {
-      float v = static_cast<float>(gather<Acc, ORDER, NDIM>(src.channel[c], taps, static_cast<Acc>(cval)));
-      const std::int64_t idx = c * numel + row_offset + i;
-      v = st.run_pointwise(0, v, static_cast<std::uint64_t>(idx));
-      out[idx] = static_cast<T>(v);
-      if (collect) accs[c].add(v);
+    bool interior = fast_ok, outside = false;
+    std::int64_t off = 0;
+    for (int d = 0; d < NDIM; ++d) {
+      const float x = cx[d][i];
+      float xc = x < -1e9f ? -1e9f : x;
+      xc = xc > 1e9f ? 1e9f : xc;
+      std::int32_t k = static_cast<std::int32_t>(xc);  // floor by truncation and correction
+      k -= (static_cast<float>(k) > xc) ? 1 : 0;
+      fr[d][i] = x - static_cast<float>(k);
+      interior = interior & (k >= 0) & (k <= last[d]);  // bitwise: no branches in the vector loop
+      outside = outside | (x < 0.0f) | (x > upper[d]);
+      off += static_cast<std::int64_t>(k) * stride[d];
     }
+    base[i] = interior ? off : 0;  // non-interior voxels load from a safe place and are redone below
+    kind[i] = (constant & outside) ? 2 : (interior ? 0 : 1);
   }
 }
 
-template <typename L, int NDIM, int ORDER>
-void seg_row(const std::vector<const L*>& channel, const std::int64_t* shape, const std::int64_t* stride,
-             const float* coords, std::int64_t len, BorderMode mode, L cval, L* out, std::int64_t numel,
-             std::int64_t row) {
-  Taps<ORDER, NDIM> taps;
-  const std::int64_t row_offset = row * len;
-  const int C = static_cast<int>(channel.size());
+template <typename T, int NDIM>
+void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffers& buf, std::int64_t len,
+                   BorderMode mode, T cval, float* out) {
+  using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+  const std::int64_t s0 = src.stride[0], s1 = src.stride[1], s2 = NDIM == 3 ? src.stride[2] : 0;
+  const std::int64_t* base = buf.base.data();
+  const float* f0 = buf.frac[0].data();
+  const float* f1 = buf.frac[1].data();
+  const float* f2 = buf.frac[NDIM - 1].data();
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
   for (std::int64_t i = 0; i < len; ++i) {
-    compute_taps<ORDER, NDIM>(coords + i * NDIM, shape, stride, mode, taps);
-    for (int c = 0; c < C; ++c) {
-      L v;
-      if constexpr (ORDER == 0) {
-        std::int64_t off = 0;
-        for (int d = 0; d < NDIM; ++d) off += taps.offset[d][0];
-        v = taps.outside ? cval : channel[c][off];
-      } else {
-        v = gather_label_linear<L, NDIM>(channel[c], taps, cval);
-      }
-      out[c * numel + row_offset + i] = v;
+    const T* p = data + base[i];
+    if constexpr (NDIM == 3) {
+      const Acc fz = f0[i], fy = f1[i], fx = f2[i];
+      const Acc v000 = p[0], v001 = p[s2], v010 = p[s1], v011 = p[s1 + s2];
+      const Acc v100 = p[s0], v101 = p[s0 + s2], v110 = p[s0 + s1], v111 = p[s0 + s1 + s2];
+      const Acc c00 = v000 + fx * (v001 - v000);
+      const Acc c01 = v010 + fx * (v011 - v010);
+      const Acc c10 = v100 + fx * (v101 - v100);
+      const Acc c11 = v110 + fx * (v111 - v110);
+      const Acc c0 = c00 + fy * (c01 - c00);
+      const Acc c1 = c10 + fy * (c11 - c10);
+      out[i] = static_cast<float>(c0 + fz * (c1 - c0));
+    } else {
+      const Acc fy = f0[i], fx = f1[i];
+      const Acc v00 = p[0], v01 = p[s1], v10 = p[s0], v11 = p[s0 + s1];
+      const Acc c0 = v00 + fx * (v01 - v00);
+      const Acc c1 = v10 + fx * (v11 - v10);
+      out[i] = static_cast<float>(c0 + fy * (c1 - c0));
     }
+  }
+  // Voxels at the border (general taps) or outside (cval).
+  Taps<1, NDIM> taps;
+  for (std::int64_t i = 0; i < len; ++i) {
+    if (buf.kind[i] == 0) continue;
+    if (buf.kind[i] == 2) {
+      out[i] = static_cast<float>(cval);
+      continue;
+    }
+    float x[NDIM];
+    for (int d = 0; d < NDIM; ++d) x[d] = buf.coord[d][i];
+    compute_taps<1, NDIM>(x, src.shape, src.stride, mode, taps);
+    out[i] = static_cast<float>(gather<Acc, 1, NDIM>(data, taps, static_cast<Acc>(cval)));
+  }
+}
+
+// Orders 0 and 3 (and anything else): the general per-voxel path.
+template <typename T, int NDIM, int ORDER>
+void gather_general(const DataSource<T, NDIM>& src, const T* data, const RowBuffers& buf, std::int64_t len,
+                    BorderMode mode, T cval, float* out) {
+  using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
+  Taps<ORDER, NDIM> taps;
+  for (std::int64_t i = 0; i < len; ++i) {
+    float x[NDIM];
+    for (int d = 0; d < NDIM; ++d) x[d] = buf.coord[d][i];
+    compute_taps<ORDER, NDIM>(x, src.shape, src.stride, mode, taps, src.pad, src.logical);
+    out[i] = static_cast<float>(gather<Acc, ORDER, NDIM>(data, taps, static_cast<Acc>(cval)));
+  }
+}
+
+template <typename T, int NDIM>
+void data_row(const DataSource<T, NDIM>& src, int order, RowBuffers& buf, std::int64_t len, BorderMode mode, T cval,
+              ProgramState& st, T* out, std::int64_t numel, std::int64_t row, bool collect, RowAccumulator* accs) {
+  const int C = static_cast<int>(src.channel.size());
+  if (order == 1) prepare_linear<T, NDIM>(src, buf, len, mode);
+  float* v = buf.values.data();
+  for (int c = 0; c < C; ++c) {
+    switch (order) {
+      case 0: gather_general<T, NDIM, 0>(src, src.channel[c], buf, len, mode, cval, v); break;
+      case 1: gather_linear<T, NDIM>(src, src.channel[c], buf, len, mode, cval, v); break;
+      default: gather_general<T, NDIM, 3>(src, src.channel[c], buf, len, mode, cval, v); break;
+    }
+    const std::int64_t offset = c * numel + row * len;
+    st.run_row(0, c, v, len, static_cast<std::uint64_t>(offset));
+    T* dst = out + offset;
+    for (std::int64_t i = 0; i < len; ++i) dst[i] = static_cast<T>(v[i]);
+    if (collect) accs[c] = accumulate(v, len);
   }
 }
 
 template <typename L, int NDIM>
-void seg_rows_dispatch(const ArrayRef& seg, const OutRef& seg_out, std::int64_t n, const SpatialSpec& spec,
-                       const float* coords, std::int64_t len, std::int64_t row, std::int64_t numel) {
+void seg_row(const std::vector<const L*>& channel, const std::int64_t* shape, const std::int64_t* stride, int order,
+             RowBuffers& buf, std::int64_t len, BorderMode mode, L cval, L* out, std::int64_t numel,
+             std::int64_t row) {
+  const int C = static_cast<int>(channel.size());
+  const std::int64_t row_offset = row * len;
+  if (order == 0) {
+    // Offsets once (vectorised; voxels needing the border rule are fixed up after), then every channel.
+    const bool constant = mode == BorderMode::Constant;
+    std::int64_t* base = buf.base.data();
+    std::uint8_t* kind = buf.kind.data();
+    float upper[NDIM];
+    std::int32_t n32[NDIM];
+    std::int64_t st[NDIM];
+    const float* cx[NDIM];
+    for (int d = 0; d < NDIM; ++d) {
+      upper[d] = static_cast<float>(shape[d] - 1);
+      n32[d] = static_cast<std::int32_t>(std::min<std::int64_t>(shape[d], 1 << 30));
+      st[d] = stride[d];
+      cx[d] = buf.coord[d].data();
+    }
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
+    for (std::int64_t i = 0; i < len; ++i) {
+      std::int64_t off = 0;
+      bool outside = false, inside_idx = true;
+      for (int d = 0; d < NDIM; ++d) {
+        const float x = cx[d][i];
+        outside = outside | (x < 0.0f) | (x > upper[d]);
+        float xc = x + 0.5f;
+        xc = xc < -1e9f ? -1e9f : xc;
+        xc = xc > 1e9f ? 1e9f : xc;
+        std::int32_t k = static_cast<std::int32_t>(xc);
+        k -= (static_cast<float>(k) > xc) ? 1 : 0;
+        inside_idx = inside_idx & (k >= 0) & (k < n32[d]);
+        off += static_cast<std::int64_t>(k) * st[d];
+      }
+      base[i] = inside_idx ? off : 0;
+      kind[i] = (constant & outside) ? 2 : (inside_idx ? 0 : 1);
+    }
+    for (std::int64_t i = 0; i < len; ++i) {
+      if (kind[i] != 1) continue;
+      std::int64_t off = 0;
+      for (int d = 0; d < NDIM; ++d) {
+        const std::int64_t k = static_cast<std::int64_t>(floor_f(buf.coord[d][i] + 0.5f));
+        off += map_index(k, shape[d], mode) * stride[d];
+      }
+      base[i] = off;
+    }
+    for (int c = 0; c < C; ++c) {
+      const L* src = channel[c];
+      L* dst = out + c * numel + row_offset;
+      for (std::int64_t i = 0; i < len; ++i) dst[i] = kind[i] == 2 ? cval : src[base[i]];
+    }
+    return;
+  }
+  Taps<1, NDIM> taps;
+  for (std::int64_t i = 0; i < len; ++i) {
+    float x[NDIM];
+    for (int d = 0; d < NDIM; ++d) x[d] = buf.coord[d][i];
+    compute_taps<1, NDIM>(x, shape, stride, mode, taps);
+    for (int c = 0; c < C; ++c) out[c * numel + row_offset + i] = gather_label_linear<L, NDIM>(channel[c], taps, cval);
+  }
+}
+
+template <typename L, int NDIM>
+void seg_rows_typed(const ArrayRef& seg, const OutRef& seg_out, std::int64_t n, const SpatialSpec& spec,
+                    RowBuffers& buf, std::int64_t len, std::int64_t row, std::int64_t numel) {
   const int C = static_cast<int>(seg.shape[1]);
   std::vector<const L*> channel(C);
   const L* base = static_cast<const L*>(seg.data) + n * seg.stride[0];
   for (int c = 0; c < C; ++c) channel[c] = base + c * seg.stride[1];
   L* out = static_cast<L*>(seg_out.data) + n * C * numel;
-  const L cval = static_cast<L>(spec.cval_seg);
-  if (spec.order_seg == 0) {
-    seg_row<L, NDIM, 0>(channel, seg.shape + 2, seg.stride + 2, coords, len, spec.mode_seg, cval, out, numel, row);
-  } else {
-    seg_row<L, NDIM, 1>(channel, seg.shape + 2, seg.stride + 2, coords, len, spec.mode_seg, cval, out, numel, row);
-  }
+  seg_row<L, NDIM>(channel, seg.shape + 2, seg.stride + 2, spec.order_seg, buf, len, spec.mode_seg,
+                   static_cast<L>(spec.cval_seg), out, numel, row);
 }
 
 template <int NDIM>
-void seg_rows(const ArrayRef& seg, const OutRef& seg_out, std::int64_t n, const SpatialSpec& spec,
-              const float* coords, std::int64_t len, std::int64_t row, std::int64_t numel) {
+void seg_rows(const ArrayRef& seg, const OutRef& seg_out, std::int64_t n, const SpatialSpec& spec, RowBuffers& buf,
+              std::int64_t len, std::int64_t row, std::int64_t numel) {
   switch (seg.dtype) {
-    case DType::UInt8: seg_rows_dispatch<std::uint8_t, NDIM>(seg, seg_out, n, spec, coords, len, row, numel); break;
-    case DType::Int16: seg_rows_dispatch<std::int16_t, NDIM>(seg, seg_out, n, spec, coords, len, row, numel); break;
-    case DType::Int32: seg_rows_dispatch<std::int32_t, NDIM>(seg, seg_out, n, spec, coords, len, row, numel); break;
-    case DType::Int64: seg_rows_dispatch<std::int64_t, NDIM>(seg, seg_out, n, spec, coords, len, row, numel); break;
+    case DType::UInt8: seg_rows_typed<std::uint8_t, NDIM>(seg, seg_out, n, spec, buf, len, row, numel); break;
+    case DType::Int16: seg_rows_typed<std::int16_t, NDIM>(seg, seg_out, n, spec, buf, len, row, numel); break;
+    case DType::Int32: seg_rows_typed<std::int32_t, NDIM>(seg, seg_out, n, spec, buf, len, row, numel); break;
+    case DType::Int64: seg_rows_typed<std::int64_t, NDIM>(seg, seg_out, n, spec, buf, len, row, numel); break;
     default: throw std::invalid_argument("seg must have dtype uint8, int16, int32 or int64");
   }
 }
@@ -451,18 +755,12 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
   const std::int64_t rows_per_sample = numel / std::max<std::int64_t>(len, 1);
   if (numel == 0 || N == 0) return;
 
-  // Elastic control taps per axis (shared by all samples).
   const bool elastic = !spec.elastic.empty();
   std::vector<ControlTaps> taps[NDIM];
+  LastAxisTaps last_taps;
   std::int64_t grid_numel = 1;
   if (elastic) {
-    for (int d = 0; d < NDIM; ++d) {
-      grid_numel *= spec.grid[d];
-      taps[d].resize(static_cast<std::size_t>(spec.out_shape[d]));
-      for (std::int64_t o = 0; o < spec.out_shape[d]; ++o) {
-        taps[d][o] = control_taps(static_cast<float>(o), spec.grid_origin[d], 1.0f / spec.grid_spacing[d], spec.grid[d]);
-      }
-    }
+    for (int d = 0; d < NDIM; ++d) grid_numel *= spec.grid[d];
   }
 
   const int threads = get_num_threads();
@@ -477,10 +775,23 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
       g.taps[d] = &taps[d];
     }
     g.grid = elastic ? spec.elastic.data() + n * NDIM * grid_numel : nullptr;
+    if (elastic) {
+      // B-spline taps of this sample's control grid along each axis.
+      for (int d = 0; d < NDIM; ++d) {
+        const float origin = spec.grid_origin[n * NDIM + d];
+        const float inv_spacing = 1.0f / spec.grid_spacing[n * NDIM + d];
+        taps[d].resize(static_cast<std::size_t>(spec.out_shape[d]));
+        for (std::int64_t o = 0; o < spec.out_shape[d]; ++o) {
+          taps[d][o] = control_taps(static_cast<float>(o), origin, inv_spacing, spec.grid[d]);
+        }
+      }
+      last_taps.assign(taps[NDIM - 1]);
+      g.last_taps = &last_taps;
+    }
 
     ProgramState st(prog, n, C);
     const bool collect = st.collects_after(0);
-    std::vector<RowAccumulator> partials(collect || st.stages.size() > 1 ? static_cast<std::size_t>(C) * rows_per_sample : 0);
+    std::vector<RowAccumulator> partials(st.stages.size() > 1 ? static_cast<std::size_t>(C) * rows_per_sample : 0);
 
     // Data source: the input itself, or B-spline coefficients for order 3.
     DataSource<T, NDIM> src;
@@ -510,33 +821,27 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
     }
     T* out_sample = has_data ? static_cast<T*>(out.data) + n * C * numel : nullptr;
     const T cval = static_cast<T>(spec.cval_data);
-    // For order 3 with mode nearest the padded coefficients are sampled with nearest clamping.
-    const BorderMode data_mode = spec.mode_data;
 
 #if defined(_OPENMP)
 #pragma omp parallel num_threads(threads)
 #endif
     {
-      std::vector<float> coords(static_cast<std::size_t>(len * NDIM));
-      std::vector<float> field;
+      RowBuffers buf;
+      buf.resize(len);
       std::vector<RowAccumulator> accs(C);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
       for (std::int64_t r = 0; r < rows_per_sample; ++r) {
-        row_coordinates<NDIM>(g, r, coords.data(), field);
+        row_coordinates<NDIM>(g, r, buf);
         if (has_data) {
-          for (auto& a : accs) a = RowAccumulator();
-          switch (spec.order_data) {
-            case 0: data_row<T, NDIM, 0>(src, coords.data(), len, data_mode, cval, st, out_sample, numel, r, collect, accs.data()); break;
-            case 1: data_row<T, NDIM, 1>(src, coords.data(), len, data_mode, cval, st, out_sample, numel, r, collect, accs.data()); break;
-            default: data_row<T, NDIM, 3>(src, coords.data(), len, data_mode, cval, st, out_sample, numel, r, collect, accs.data()); break;
-          }
+          data_row<T, NDIM>(src, spec.order_data, buf, len, spec.mode_data, cval, st, out_sample, numel, r, collect,
+                            accs.data());
           if (collect) {
             for (int c = 0; c < C; ++c) partials[c * rows_per_sample + r] = accs[c];
           }
         }
-        if (has_seg) seg_rows<NDIM>(seg, seg_out, n, spec, coords.data(), len, r, numel);
+        if (has_seg) seg_rows<NDIM>(seg, seg_out, n, spec, buf, len, r, numel);
       }
     }
     if (has_data && st.stages.size() > 1) run_later_stages<T>(st, out_sample, numel, len, partials);
@@ -563,10 +868,16 @@ void check_spec(const ArrayRef& data, const OutRef& out, const ArrayRef& seg, co
   }
   if (!spec.elastic.empty()) {
     std::int64_t g = 1;
+    if (static_cast<std::int64_t>(spec.grid_origin.size()) != N * sd ||
+        static_cast<std::int64_t>(spec.grid_spacing.size()) != N * sd) {
+      throw std::invalid_argument("elastic grid origin and spacing must be (N, ndim)");
+    }
     for (int d = 0; d < sd; ++d) {
       if (spec.grid[d] < 4) throw std::invalid_argument("elastic grid needs at least 4 control points per axis");
-      if (!(spec.grid_spacing[d] > 0.0f)) throw std::invalid_argument("elastic grid spacing must be > 0");
       g *= spec.grid[d];
+    }
+    for (float s : spec.grid_spacing) {
+      if (!(s > 0.0f)) throw std::invalid_argument("elastic grid spacing must be > 0");
     }
     if (static_cast<std::int64_t>(spec.elastic.size()) != N * sd * g) throw std::invalid_argument("elastic grid has the wrong size");
   }
@@ -655,7 +966,12 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
     T* dst = static_cast<T*>(out.data) + n * C * numel;
     const std::int64_t total_rows = C * rows_per_channel;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (numel * C > 16384)
+#pragma omp parallel num_threads(threads) if (numel * C > 16384)
+#endif
+    {
+    std::vector<float> buf(static_cast<std::size_t>(len));
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
 #endif
     for (std::int64_t r = 0; r < total_rows; ++r) {
       const int c = static_cast<int>(r / rows_per_channel);
@@ -666,14 +982,12 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
         rem /= x.shape[2 + d];
       }
       const std::int64_t step = x.stride[x.ndim - 1];
-      RowAccumulator acc;
-      for (std::int64_t i = 0; i < len; ++i) {
-        const std::int64_t idx = r * len + i;
-        float v = st.run_pointwise(0, static_cast<float>(src[off + i * step]), static_cast<std::uint64_t>(idx));
-        dst[idx] = static_cast<T>(v);
-        if (collect) acc.add(v);
-      }
-      if (collect) partials[r] = acc;
+      float* v = buf.data();
+      for (std::int64_t i = 0; i < len; ++i) v[i] = static_cast<float>(src[off + i * step]);
+      st.run_row(0, c, v, len, static_cast<std::uint64_t>(r * len));
+      for (std::int64_t i = 0; i < len; ++i) dst[r * len + i] = static_cast<T>(v[i]);
+      if (collect) partials[r] = accumulate(v, len);
+    }
     }
     run_later_stages<T>(st, dst, numel, len, partials);
   }
@@ -716,4 +1030,4 @@ void gaussian_blur(const OutRef& x, int spatial_ndim, const std::vector<float>& 
   else throw std::invalid_argument("gaussian_blur needs float32 or float64 data");
 }
 
-}  // namespace delira::cpu
+}  // namespace delira::cpu::DELIRA_ISA

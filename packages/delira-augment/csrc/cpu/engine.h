@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../core/boundary.h"
@@ -45,8 +46,8 @@ struct SpatialSpec {
   // Elastic control points (N, ndim, *grid), input-space displacements; empty for none.
   std::vector<float> elastic;
   std::int64_t grid[3] = {0, 0, 0};
-  float grid_origin[3] = {0, 0, 0};
-  float grid_spacing[3] = {1, 1, 1};
+  std::vector<float> grid_origin;   // (N, ndim): output index of control point 0 per axis
+  std::vector<float> grid_spacing;  // (N, ndim): control point spacing in output voxels
   int order_data = 1;               // 0, 1, 3
   BorderMode mode_data = BorderMode::Constant;
   double cval_data = 0.0;
@@ -67,5 +68,8 @@ void apply_program(const ArrayRef& x, const OutRef& out, const Program& program)
 // sigma (N, spatial ndim) in voxels; truncate as scipy.ndimage.gaussian_filter (radius = int(truncate * sigma + 0.5)).
 void gaussian_blur(const OutRef& x, int spatial_ndim, const std::vector<float>& sigma, double truncate);
 
+
+// Instruction set of the engine build in use: "avx512", "avx2" or "base".
+std::string active_isa();
 
 }  // namespace delira::cpu

@@ -179,8 +179,9 @@ delira::cpu::Program make_program(std::int64_t n, const std::vector<int>& kinds,
 
 py::tuple resample(const py::object& data, const py::object& seg, const std::vector<std::int64_t>& out_shape,
                    const py::array_t<float, py::array::c_style | py::array::forcecast>& affine,
-                   const py::object& elastic, const std::vector<float>& grid_origin,
-                   const std::vector<float>& grid_spacing, int order_data, int mode_data, double cval_data,
+                   const py::object& elastic,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_origin,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_spacing, int order_data, int mode_data, double cval_data,
                    int order_seg, int mode_seg, double cval_seg, const std::vector<int>& op_kinds,
                    const std::vector<int>& op_refs,
                    const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
@@ -234,14 +235,12 @@ py::tuple resample(const py::object& data, const py::object& seg, const std::vec
     if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
       throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
     }
-    if (static_cast<int>(grid_origin.size()) != sd || static_cast<int>(grid_spacing.size()) != sd) {
-      throw py::value_error("grid_origin and grid_spacing must have ndim entries");
+    if (grid_origin.size() != n * sd || grid_spacing.size() != n * sd) {
+      throw py::value_error("grid_origin and grid_spacing must have shape (N, ndim)");
     }
-    for (int d = 0; d < sd; ++d) {
-      spec.grid[d] = grid.shape(2 + d);
-      spec.grid_origin[d] = grid_origin[d];
-      spec.grid_spacing[d] = grid_spacing[d];
-    }
+    for (int d = 0; d < sd; ++d) spec.grid[d] = grid.shape(2 + d);
+    spec.grid_origin.assign(grid_origin.data(), grid_origin.data() + grid_origin.size());
+    spec.grid_spacing.assign(grid_spacing.data(), grid_spacing.data() + grid_spacing.size());
     spec.elastic.assign(grid.data(), grid.data() + grid.size());
   }
   delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
@@ -298,6 +297,7 @@ py::dict build_info() {
 #endif
   info["openmp"] = delira::cpu::openmp_enabled();
   info["num_threads"] = delira::cpu::get_num_threads();
+  info["cpu_isa"] = delira::cpu::active_isa();
   info["compiler"] = std::string(DELIRA_AUGMENT_COMPILER);
   return info;
 }

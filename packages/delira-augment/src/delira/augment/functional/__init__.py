@@ -7,6 +7,47 @@ torch out).
 
 from __future__ import annotations
 
+from delira.augment.functional.elastic import ElasticField, elastic_from_batchgenerators
 from delira.augment.functional.flip import flip
+from delira.augment.functional.intensity import (
+    brightness_additive,
+    brightness_multiplicative,
+    clip,
+    contrast,
+    gamma,
+    gaussian_blur,
+    gaussian_noise,
+    percentile_clip,
+    simulate_low_resolution,
+    zscore_normalize,
+)
+from delira.augment.functional.spatial import (
+    affine_resample,
+    crop,
+    mirror,
+    rotation_matrix,
+    spatial_transform,
+    transform_matrix,
+)
 
-__all__ = ["flip"]
+__all__ = [
+    "ElasticField",
+    "affine_resample",
+    "brightness_additive",
+    "brightness_multiplicative",
+    "clip",
+    "contrast",
+    "crop",
+    "elastic_from_batchgenerators",
+    "flip",
+    "gamma",
+    "gaussian_blur",
+    "gaussian_noise",
+    "mirror",
+    "percentile_clip",
+    "rotation_matrix",
+    "simulate_low_resolution",
+    "spatial_transform",
+    "transform_matrix",
+    "zscore_normalize",
+]

@@ -1,0 +1,42 @@
+"""Transform classes: draw per-sample random parameters and call :mod:`delira.augment.functional`."""
+
+from __future__ import annotations
+
+from delira.augment.transforms.base import Transform
+from delira.augment.transforms.compose import Compose, OneOf, RandomApply
+from delira.augment.transforms.crop import CenterCrop, ForegroundCrop, RandomCrop
+from delira.augment.transforms.intensity import (
+    BrightnessAdditive,
+    BrightnessMultiplicative,
+    Contrast,
+    Gamma,
+    GaussianBlur,
+    GaussianNoise,
+    IntensityTransform,
+    PercentileClip,
+    SimulateLowResolution,
+    ZScoreNormalize,
+)
+from delira.augment.transforms.spatial import Mirror, SpatialTransform
+
+__all__ = [
+    "BrightnessAdditive",
+    "BrightnessMultiplicative",
+    "CenterCrop",
+    "Compose",
+    "Contrast",
+    "ForegroundCrop",
+    "Gamma",
+    "GaussianBlur",
+    "GaussianNoise",
+    "IntensityTransform",
+    "Mirror",
+    "OneOf",
+    "PercentileClip",
+    "RandomApply",
+    "RandomCrop",
+    "SimulateLowResolution",
+    "SpatialTransform",
+    "Transform",
+    "ZScoreNormalize",
+]

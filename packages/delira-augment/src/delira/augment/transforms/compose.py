@@ -1,0 +1,239 @@
+"""Composition: Compose (with kernel fusion), RandomApply and OneOf."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from delira.augment import _engine
+from delira.augment import _validate as v
+from delira.augment._program import Program
+from delira.augment.transforms.base import Transform, as_generator, to_numpy
+from delira.augment.transforms.intensity import IntensityTransform
+from delira.augment.transforms.spatial import Mirror, SpatialTransform, _concat
+
+
+def _flip_affine(affine: np.ndarray, flags: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
+    """Compose per-sample mirroring of the output grid into ``affine`` ``(N, ndim, ndim + 1)``."""
+    out = affine.copy()
+    nd = len(patch)
+    for d in range(nd):
+        sel = flags[:, d]
+        out[sel, :, nd] += out[sel, :, d] * (patch[d] - 1)
+        out[sel, :, d] *= -1.0
+    return out
+
+
+class Compose(Transform):
+    """Apply transforms in order, fusing what can share one kernel pass.
+
+    A :class:`SpatialTransform` followed by fusable intensity transforms (noise, brightness, contrast,
+    gamma, z-score, clipping) and :class:`Mirror` runs as a single pass: each output voxel is sampled
+    once, passes through the intensity operations and is written once. Consecutive intensity
+    transforms without a spatial transform are fused the same way. Random parameters are drawn in
+    the order of the transforms, so the result does not depend on whether fusion happened, except for
+    which voxel receives which noise value.
+
+    Args:
+        transforms: the transforms, applied in order.
+        fuse: set False to run every transform on its own (for debugging and comparisons).
+        seed, backend, data_key, seg_key: as for :class:`Transform`; ``backend`` given here overrides
+            the members' backends.
+    """
+
+    def __init__(
+        self, transforms: Sequence[Transform], *, fuse: bool = True, backend: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(1.0, backend=backend or "auto", **kwargs)
+        self.transforms = list(transforms)
+        for t in self.transforms:
+            if not callable(t):
+                raise TypeError(f"Compose: {t!r} is not a transform")
+        self.fuse = bool(fuse)
+        self.override_backend = backend
+
+    def apply(self, batch, rng):
+        i = 0
+        ts = self.transforms
+        while i < len(ts):
+            t = ts[i]
+            if self.override_backend is not None and isinstance(t, Transform):
+                t.backend = self.override_backend
+            if not (self.fuse and isinstance(t, (SpatialTransform, IntensityTransform))):
+                batch = t.apply(batch, rng) if isinstance(t, Transform) else t(rng=rng, **batch)
+                i += 1
+                continue
+            j = i + 1
+            while j < len(ts) and self._fusable_after(t, ts[j]):
+                j += 1
+            batch = self._run_group(ts[i:j], batch, rng)
+            i = j
+        return batch
+
+    @staticmethod
+    def _fusable_after(head: Transform, t: Any) -> bool:
+        same_keys = isinstance(t, Transform) and t.data_key == head.data_key
+        if isinstance(t, IntensityTransform):
+            return same_keys
+        return (
+            isinstance(head, SpatialTransform)
+            and isinstance(t, Mirror)
+            and same_keys
+            and t.seg_key == head.seg_key
+        )
+
+    def _run_group(self, group: list[Transform], batch, rng):
+        head = group[0]
+        if self.override_backend is not None:
+            for t in group:
+                t.backend = self.override_backend
+        n, shape = head.batch_size(batch), head.spatial_shape(batch)
+        if isinstance(head, SpatialTransform):
+            affine, linear, field, patch = head.draw(rng, n, shape, None)
+            rest = group[1:]
+        else:
+            rest = group
+        program = Program(n)
+        flags = np.zeros((n, len(shape)), dtype=bool)
+        for t in rest:
+            if isinstance(t, Mirror):
+                flags ^= t.draw_flags(rng, n, len(shape))
+            else:
+                program.extend(t.program(rng, n))
+        if not isinstance(head, SpatialTransform):
+            host, wrap = to_numpy(batch[head.data_key], head.data_key)
+            v.image_dtype(host, head.data_key)
+            batch[head.data_key] = wrap(_engine.run_program(host, program, head.backend))
+            return batch
+        from delira.augment.functional.spatial import spatial_transform
+
+        data = batch.get(head.data_key)
+        seg = batch.get(head.seg_key) if head.seg_key is not None else None
+        out_d, out_s = spatial_transform(
+            data,
+            seg,
+            affine=_flip_affine(affine, flags, patch),
+            linear=linear,
+            patch_size=patch,
+            elastic=field,
+            order_data=head.order_data,
+            order_seg=head.order_seg,
+            mode_data=head.mode_data,
+            cval_data=head.cval_data,
+            mode_seg=head.mode_seg,
+            cval_seg=head.cval_seg,
+            program=program,
+            backend=head.backend,
+        )
+        if data is not None:
+            batch[head.data_key] = out_d
+        if seg is not None:
+            batch[head.seg_key] = out_s
+        return batch
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(t) for t in self.transforms)
+        return f"Compose([\n  {inner}\n])"
+
+
+def _subset(batch: dict[str, Any], idx: np.ndarray, keys: list[str]) -> dict[str, Any]:
+    sub = dict(batch)
+    for k in keys:
+        sub[k] = batch[k][idx] if isinstance(batch[k], np.ndarray) else _take(batch[k], idx)
+    return sub
+
+
+def _take(x: Any, idx: np.ndarray) -> Any:
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        import torch
+
+        return x[torch.as_tensor(idx, dtype=torch.long)]
+    if module.startswith("tensorflow") or type(x).__name__ == "EagerTensor":
+        import tensorflow as tf
+
+        return tf.gather(x, idx)
+    return np.asarray(x)[idx]
+
+
+def _array_keys(batch: dict[str, Any], n: int) -> list[str]:
+    return [k for k, x in batch.items() if hasattr(x, "shape") and len(x.shape) > 0 and int(x.shape[0]) == n]
+
+
+def _merge(batch: dict[str, Any], parts: list[tuple[np.ndarray, dict[str, Any]]], keys: list[str], n: int):
+    out = dict(batch)
+    for k in keys:
+        pieces: list[Any] = [None] * n
+        for idx, sub in parts:
+            x = sub[k]
+            for pos, i in enumerate(idx):
+                pieces[i] = x[pos : pos + 1]
+        shapes = {tuple(p.shape[1:]) for p in pieces}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"the chosen transforms gave {k!r} different shapes {sorted(shapes)}; "
+                "RandomApply and OneOf need transforms that keep the shape"
+            )
+        out[k] = _concat(pieces, batch[k])
+    return out
+
+
+class RandomApply(Transform):
+    """Apply ``transform`` to each sample with probability ``p`` (the others pass unchanged)."""
+
+    def __init__(self, transform: Transform, p: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(p, **kwargs)
+        self.transform = transform
+
+    def apply(self, batch, rng):
+        n = self.batch_size(batch)
+        active = self.draw_active(rng, n)
+        keys = _array_keys(batch, n)
+        parts = [(np.flatnonzero(~active), _subset(batch, np.flatnonzero(~active), keys))]
+        idx = np.flatnonzero(active)
+        if idx.size:
+            sub = _subset(batch, idx, keys)
+            parts.append(
+                (
+                    idx,
+                    self.transform.apply(sub, rng)
+                    if isinstance(self.transform, Transform)
+                    else self.transform(rng=rng, **sub),
+                )
+            )
+        return _merge(batch, parts, keys, n)
+
+
+class OneOf(Transform):
+    """Apply one of ``transforms`` to each sample, chosen per sample with ``weights`` (uniform by default)."""
+
+    def __init__(
+        self, transforms: Sequence[Transform], weights: Sequence[float] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(1.0, **kwargs)
+        self.transforms = list(transforms)
+        if not self.transforms:
+            raise ValueError("OneOf needs at least one transform")
+        w = np.ones(len(self.transforms)) if weights is None else v.finite_array(weights, "weights")
+        if w.shape != (len(self.transforms),) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(
+                f"weights={weights!r} must be {len(self.transforms)} non-negative numbers with a positive sum"
+            )
+        self.weights = w / w.sum()
+
+    def apply(self, batch, rng):
+        n = self.batch_size(batch)
+        choice = rng.choice(len(self.transforms), size=n, p=self.weights)
+        keys = _array_keys(batch, n)
+        parts = []
+        for k, t in enumerate(self.transforms):
+            idx = np.flatnonzero(choice == k)
+            if idx.size:
+                sub = _subset(batch, idx, keys)
+                parts.append((idx, t.apply(sub, rng) if isinstance(t, Transform) else t(rng=rng, **sub)))
+        return _merge(batch, parts, keys, n)
+
+
+__all__ = ["Compose", "OneOf", "RandomApply", "as_generator"]

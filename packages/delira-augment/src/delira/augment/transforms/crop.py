@@ -1,0 +1,113 @@
+"""Crops without resampling: centre, random and foreground-biased patch selection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from delira.augment import _validate as v
+from delira.augment.functional.spatial import crop
+from delira.augment.transforms.base import Transform, to_numpy
+
+
+class _Crop(Transform):
+    def __init__(self, size: Any, pad_value: float = 0.0, pad_value_seg: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(1.0, **kwargs)
+        self.size = tuple(int(s) for s in size)
+        if len(self.size) not in (2, 3) or min(self.size) < 1:
+            raise ValueError(f"size={size!r} must have 2 or 3 positive entries")
+        self.pad_value = v.finite(pad_value, "pad_value")
+        self.pad_value_seg = v.finite(pad_value_seg, "pad_value_seg")
+
+    def centers(self, batch, rng, n, shape) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(self, batch, rng):
+        n, shape = self.batch_size(batch), self.spatial_shape(batch)
+        if len(shape) != len(self.size):
+            raise ValueError(
+                f"crop size {self.size} has {len(self.size)} axes but the data has {len(shape)} {shape}"
+            )
+        centers = self.centers(batch, rng, n, shape)
+        if batch.get(self.data_key) is not None:
+            batch[self.data_key] = crop(batch[self.data_key], centers, self.size, self.pad_value)
+        if self.has_seg(batch):
+            batch[self.seg_key] = crop(batch[self.seg_key], centers, self.size, self.pad_value_seg)
+        return batch
+
+
+class CenterCrop(_Crop):
+    """Cut a patch of ``size`` around the centre voxel (``shape // 2``), padding where it reaches outside."""
+
+    def centers(self, batch, rng, n, shape):
+        return np.repeat(np.asarray(shape, dtype=np.int64)[None] // 2, n, axis=0)
+
+
+def _random_centers(rng, n, shape, size) -> np.ndarray:
+    shape_a, size_a = np.asarray(shape), np.asarray(size)
+    lo = size_a // 2
+    hi = shape_a - (size_a - size_a // 2)  # last centre whose patch fits
+    lo, hi = np.minimum(lo, shape_a // 2), np.maximum(hi, shape_a // 2)
+    return rng.integers(lo, hi + 1, size=(n, len(shape)))
+
+
+class RandomCrop(_Crop):
+    """Cut a patch of ``size`` at a uniformly random position that keeps it inside the input."""
+
+    def centers(self, batch, rng, n, shape):
+        return _random_centers(rng, n, shape, self.size)
+
+
+class ForegroundCrop(_Crop):
+    """Random crops, with a fraction of the samples centred on a foreground voxel (nnU-Net's oversampling).
+
+    Args:
+        size: patch size.
+        p_foreground: per-sample probability of centring on a random voxel of a random foreground
+            class (nnU-Net uses 0.33).
+        class_locations_key: batch key of precomputed locations: a list (one per sample) of dicts
+            ``{label: (K, ndim) voxel indices}``; when absent, locations come from the segmentation.
+        background: label(s) not counted as foreground.
+    """
+
+    def __init__(
+        self,
+        size: Any,
+        p_foreground: float = 0.33,
+        class_locations_key: str = "class_locations",
+        background: Any = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(size, **kwargs)
+        self.p_foreground = v.probability(p_foreground, "p_foreground")
+        self.class_locations_key = class_locations_key
+        self.background = set(np.atleast_1d(background).tolist())
+
+    def centers(self, batch, rng, n, shape):
+        centers = _random_centers(rng, n, shape, self.size)
+        forced = rng.random(n) < self.p_foreground
+        locations = batch.get(self.class_locations_key)
+        seg = None
+        if locations is None and self.has_seg(batch):
+            seg, _ = to_numpy(batch[self.seg_key], self.seg_key)
+        for i in np.flatnonzero(forced):
+            if locations is not None:
+                per_class = {
+                    k: np.asarray(val)
+                    for k, val in locations[i].items()
+                    if k not in self.background and len(val)
+                }
+            elif seg is not None:
+                labels = [int(u) for u in np.unique(seg[i]) if int(u) not in self.background]
+                per_class = {u: np.argwhere((seg[i] == u).any(axis=0)) for u in labels}
+            else:
+                raise KeyError(
+                    f"ForegroundCrop needs {self.seg_key!r} or {self.class_locations_key!r} in the batch"
+                )
+            if not per_class:
+                continue  # no foreground in this sample: keep the random crop
+            keys = sorted(per_class)
+            pts = per_class[keys[rng.integers(len(keys))]]
+            centers[i] = pts[rng.integers(len(pts))]
+        return centers

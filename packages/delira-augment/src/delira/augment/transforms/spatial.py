@@ -1,0 +1,264 @@
+"""Spatial transforms: the fused spatial transform and mirroring."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from delira.augment import _validate as v
+from delira.augment._program import Program
+from delira.augment.functional import elastic as E
+from delira.augment.functional.spatial import mirror, spatial_transform, transform_matrix
+from delira.augment.transforms.base import Transform, uniform
+
+
+def _per_axis_ranges(value: Any, nd: int, name: str) -> list[tuple[float, float]]:
+    if value is None:
+        return [(0.0, 0.0)] * nd
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        if len(value) != nd:
+            raise ValueError(f"{name} has {len(value)} ranges; expected one per axis ({nd})")
+        return [v.value_range(r, name) for r in value]
+    return [v.value_range(value, name)] * nd
+
+
+class SpatialTransform(Transform):
+    """Rotation, scaling, shear, translation, elastic deformation and cropping in one resampling pass.
+
+    Every parameter is drawn per sample; each part is applied with its own probability (as
+    batchgenerators' ``p_rot_per_sample`` etc.). The patch is cut around the centre of the input, or
+    around a random centre with ``random_crop``; where the patch reaches outside the input it is padded
+    according to the border modes.
+
+    Args:
+        patch_size: output spatial shape ``(D, H, W)`` or ``(H, W)``; None keeps the input's shape.
+        rotation: degrees; a range for every axis or one range per rotation axis (3 in 3D, 1 in 2D).
+        scale: range of the isotropic scale factor (> 1 zooms out); ``scale_per_axis`` draws one per axis.
+        shear: range of the off-diagonal shear factors, or None.
+        translation: range in input voxels, or None.
+        elastic_magnitude: range of the RMS elastic displacement in voxels (see ``functional.elastic``).
+        elastic_scale: range of the control point spacing in voxels (smoothness).
+        elastic_alpha, elastic_sigma: batchgenerators' parameters instead of magnitude/scale; converted
+            with ``elastic_from_batchgenerators`` at the range ends.
+        p_rotation, p_scale, p_shear, p_translation, p_elastic: per-sample probabilities of each part.
+        random_crop: patch centre uniform so that the patch stays inside (or ``crop_margin`` voxels of
+            the centre from the border when given).
+        order_data: 0, 1 or 3. order_seg: 0 (nearest) or 1 (per-label linear + argmax, as nnU-Net v2).
+        mode_data, cval_data, mode_seg, cval_seg: border handling.
+    """
+
+    def __init__(
+        self,
+        patch_size: Any = None,
+        *,
+        rotation: Any = (-30.0, 30.0),
+        scale: Any = (0.7, 1.4),
+        scale_per_axis: bool = False,
+        shear: Any = None,
+        translation: Any = None,
+        elastic_magnitude: Any = None,
+        elastic_scale: Any = (15.0, 22.0),
+        elastic_alpha: Any = None,
+        elastic_sigma: Any = None,
+        p_rotation: float = 1.0,
+        p_scale: float = 1.0,
+        p_shear: float = 1.0,
+        p_translation: float = 1.0,
+        p_elastic: float = 1.0,
+        random_crop: bool = False,
+        crop_margin: Any = None,
+        order_data: int = 1,
+        order_seg: int = 0,
+        mode_data: str = "constant",
+        cval_data: float = 0.0,
+        mode_seg: str = "constant",
+        cval_seg: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(1.0, **kwargs)
+        self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
+        if self.patch_size is not None and (len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1):
+            raise ValueError(f"patch_size={patch_size!r} must have 2 or 3 positive entries")
+        self.rotation = rotation
+        self.scale = v.value_range(scale, "scale", low=1e-6)
+        self.scale_per_axis = bool(scale_per_axis)
+        self.shear = None if shear is None else v.value_range(shear, "shear")
+        self.translation = None if translation is None else v.value_range(translation, "translation")
+        if elastic_alpha is not None or elastic_sigma is not None:
+            if elastic_magnitude is not None:
+                raise ValueError(
+                    "give elastic_magnitude/elastic_scale or elastic_alpha/elastic_sigma, not both"
+                )
+            self.elastic_bg = (
+                v.value_range(elastic_alpha, "elastic_alpha", low=0.0),
+                v.value_range(elastic_sigma, "elastic_sigma", low=1e-6),
+            )
+            self.elastic_magnitude = None
+        else:
+            self.elastic_bg = None
+            self.elastic_magnitude = (
+                None
+                if elastic_magnitude is None
+                else v.value_range(elastic_magnitude, "elastic_magnitude", low=0.0)
+            )
+        self.elastic_scale = v.value_range(elastic_scale, "elastic_scale", low=1.0)
+        self.p_rotation = v.probability(p_rotation, "p_rotation")
+        self.p_scale = v.probability(p_scale, "p_scale")
+        self.p_shear = v.probability(p_shear, "p_shear")
+        self.p_translation = v.probability(p_translation, "p_translation")
+        self.p_elastic = v.probability(p_elastic, "p_elastic")
+        self.random_crop = bool(random_crop)
+        self.crop_margin = crop_margin
+        if order_data not in (0, 1, 3):
+            raise ValueError(f"order_data={order_data!r}; use 0, 1 or 3")
+        if order_seg not in (0, 1):
+            raise ValueError(f"order_seg={order_seg!r}; use 0 (nearest) or 1 (per-label linear + argmax)")
+        self.order_data, self.order_seg = order_data, order_seg
+        v.mode_code(mode_data, "mode_data")
+        v.mode_code(mode_seg, "mode_seg")
+        self.mode_data, self.cval_data = mode_data, v.finite(cval_data, "cval_data")
+        self.mode_seg, self.cval_seg = mode_seg, v.finite(cval_seg, "cval_seg")
+
+    @property
+    def has_elastic(self) -> bool:
+        return self.elastic_magnitude is not None or self.elastic_bg is not None
+
+    def draw(self, rng: np.random.Generator, n: int, shape: tuple[int, ...], mirror_flags: np.ndarray | None):
+        """Per-sample affine maps, linear parts and elastic field for input spatial ``shape``."""
+        nd = len(shape)
+        patch = self.patch_size or shape
+        if len(patch) != nd:
+            raise ValueError(
+                f"patch_size {patch} has {len(patch)} axes but the data has {nd} spatial axes {shape}"
+            )
+        n_angles = 3 if nd == 3 else 1
+        ranges = _per_axis_ranges(self.rotation, n_angles, "rotation")
+        angles = np.stack([uniform(rng, r, n) for r in ranges], axis=1) * (math.pi / 180.0)
+        angles[rng.random(n) >= self.p_rotation] = 0.0
+        scales = uniform(rng, self.scale, (n, nd if self.scale_per_axis else 1)) * np.ones((1, nd))
+        scales[rng.random(n) >= self.p_scale] = 1.0
+        shears = None
+        if self.shear is not None:
+            shears = uniform(rng, self.shear, (n, nd, nd))
+            shears[rng.random(n) >= self.p_shear] = 0.0
+        trans = np.zeros((n, nd))
+        if self.translation is not None:
+            trans = uniform(rng, self.translation, (n, nd))
+            trans[rng.random(n) >= self.p_translation] = 0.0
+        centers = self._centers(rng, n, shape, patch)
+        affine = np.empty((n, nd, nd + 1))
+        linear = np.empty((n, nd, nd))
+        for i in range(n):
+            affine[i], linear[i] = transform_matrix(
+                shape,
+                patch,
+                rotation=angles[i] if nd == 3 else angles[i, 0],
+                scale=scales[i],
+                shear=None if shears is None else shears[i],
+                translation=trans[i],
+                mirror=None if mirror_flags is None else mirror_flags[i],
+                center=centers[i],
+            )
+        field = None
+        if self.has_elastic:
+            if self.elastic_bg is not None:
+                (a_lo, a_hi), (s_lo, s_hi) = self.elastic_bg
+                alpha, sigma = uniform(rng, (a_lo, a_hi), n), uniform(rng, (s_lo, s_hi), n)
+                conv = [E.elastic_from_batchgenerators(a, s, nd) for a, s in zip(alpha, sigma)]
+                magnitude = np.array([c[0] for c in conv])
+                scale = np.array([c[1] for c in conv])
+            else:
+                magnitude = uniform(rng, self.elastic_magnitude, n)
+                scale = uniform(rng, self.elastic_scale, n)
+            magnitude[rng.random(n) >= self.p_elastic] = 0.0
+            if np.any(magnitude > 0):
+                field = E.random_field(rng, tuple(patch), magnitude, scale)
+        return affine, linear, field, tuple(patch)
+
+    def _centers(self, rng, n, shape, patch) -> np.ndarray:
+        shape_a = np.asarray(shape, dtype=np.float64)
+        mid = (shape_a - 1) / 2
+        if not self.random_crop:
+            return np.repeat(mid[None], n, axis=0)
+        if self.crop_margin is not None:
+            margin = np.broadcast_to(np.asarray(self.crop_margin, dtype=np.float64), (len(shape),))
+            lo, hi = margin, shape_a - 1 - margin
+        else:
+            half = (np.asarray(patch, dtype=np.float64) - 1) / 2
+            lo, hi = half, shape_a - 1 - half
+        lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
+        return np.floor(rng.uniform(lo, hi + 1, (n, len(shape))).clip(lo, hi))
+
+    def apply(self, batch, rng, program: Program | None = None, mirror_flags: np.ndarray | None = None):
+        data = batch.get(self.data_key)
+        seg = batch.get(self.seg_key) if self.seg_key is not None else None
+        n, shape = self.batch_size(batch), self.spatial_shape(batch)
+        affine, linear, field, patch = self.draw(rng, n, shape, mirror_flags)
+        out_d, out_s = spatial_transform(
+            data,
+            seg,
+            affine=affine,
+            linear=linear,
+            patch_size=patch,
+            elastic=field,
+            order_data=self.order_data,
+            order_seg=self.order_seg,
+            mode_data=self.mode_data,
+            cval_data=self.cval_data,
+            mode_seg=self.mode_seg,
+            cval_seg=self.cval_seg,
+            program=program,
+            backend=self.backend,
+        )
+        if data is not None:
+            batch[self.data_key] = out_d
+        if seg is not None:
+            batch[self.seg_key] = out_s
+        return batch
+
+
+class Mirror(Transform):
+    """Reverse each of ``axes`` (spatial axes, from 0) with probability ``p_per_axis``, per sample."""
+
+    def __init__(self, axes: Any = (0, 1, 2), p_per_axis: float = 0.5, p: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(p, **kwargs)
+        self.axes = tuple(int(a) for a in axes)
+        self.p_per_axis = v.probability(p_per_axis, "p_per_axis")
+
+    def draw_flags(self, rng: np.random.Generator, n: int, nd: int) -> np.ndarray:
+        if any(a < 0 or a >= nd for a in self.axes):
+            raise ValueError(f"Mirror axes {self.axes} do not fit data with {nd} spatial axes")
+        flags = np.zeros((n, nd), dtype=bool)
+        draws = rng.random((n, len(self.axes))) < self.p_per_axis
+        flags[:, list(self.axes)] = draws
+        flags[~self.draw_active(rng, n)] = False
+        return flags
+
+    def apply(self, batch, rng):
+        n, nd = self.batch_size(batch), len(self.spatial_shape(batch))
+        flags = self.draw_flags(rng, n, nd)
+        for key in (self.data_key, self.seg_key):
+            if key is None or batch.get(key) is None:
+                continue
+            x = batch[key]
+            parts = []
+            for i in range(n):
+                axes = tuple(np.flatnonzero(flags[i]))
+                parts.append(mirror(x[i : i + 1], axes) if axes else x[i : i + 1])
+            batch[key] = _concat(parts, x)
+        return batch
+
+
+def _concat(parts: list, like: Any) -> Any:
+    if isinstance(like, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    module = type(like).__module__.split(".")[0]
+    if module == "torch":
+        import torch
+
+        return torch.cat(parts, dim=0)
+    import tensorflow as tf
+
+    return tf.concat(parts, axis=0)
