@@ -7,19 +7,19 @@ from types import ModuleType
 
 from .errors import MissingDependencyError
 
-# The import name of each optional dependency -> (distribution name, delira-io extra).
+# The import name of each optional dependency -> (distribution name, how to install it).
 _EXTRAS: dict[str, tuple[str, str]] = {
-    "nibabel": ("nibabel", "nifti"),
-    "SimpleITK": ("SimpleITK", "itk"),
-    "pydicom": ("pydicom", "dicom"),
-    "PIL": ("pillow", "image"),
-    "tifffile": ("tifffile", "image"),
-    "safetensors": ("safetensors", "torch"),
-    "torch": ("torch", "torch"),
-    "tensorflow": ("tensorflow", "tf"),
-    "keras": ("keras", "tf"),
-    "onnx": ("onnx", "onnx"),
-    "onnxruntime": ("onnxruntime", "onnx"),
+    "nibabel": ("nibabel", "pip install 'delira-io[nifti]'"),
+    "SimpleITK": ("SimpleITK", "pip install 'delira-io[itk]'"),
+    "pydicom": ("pydicom", "pip install 'delira-io[dicom]'"),
+    "PIL": ("pillow", "pip install 'delira-io[image]'"),
+    "tifffile": ("tifffile", "pip install 'delira-io[image]'"),
+    "safetensors": ("safetensors", "pip install 'delira-io[torch]' (or 'delira-io[tf]' for Keras)"),
+    "torch": ("torch", "pip install 'delira-io[torch]'"),
+    "tensorflow": ("tensorflow", "pip install 'delira-io[tf]'"),
+    "keras": ("keras", "pip install 'delira-io[tf]'"),
+    "onnx": ("onnx", "pip install 'delira-io[onnx]'"),
+    "onnxruntime": ("onnxruntime", "pip install 'delira-io[onnx]'"),
 }
 
 
@@ -34,8 +34,8 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        dist, extra = _EXTRAS.get(top, (top, "all"))
+        dist, how = _EXTRAS.get(top, (top, "pip install 'delira-io[all]'"))
         raise MissingDependencyError(
-            f"{purpose} needs {dist}, which is not installed ({exc}): pip install 'delira-io[{extra}]'",
+            f"{purpose} needs {dist}, which is not installed: {how} ({type(exc).__name__}: {exc})",
             name=top,
         ) from exc

@@ -13,7 +13,8 @@ Geometry: x runs along a row (column index), y down the columns (row index), z a
 (frames); ``spacing = (PixelSpacing[1], PixelSpacing[0], dz)``, ``origin`` is the
 ImagePositionPatient of the first slice, ``direction`` has the row cosine, the column cosine and
 the slice normal as columns. For a folder, slices are sorted along the normal and ``dz`` is the
-distance between slice positions; for one file ``dz`` is SpacingBetweenSlices, else 1 (ITK's choice).
+distance between slice positions; for one file ``dz`` is the step of GridFrameOffsetVector (RT
+dose), else SpacingBetweenSlices, else 1 (ITK's choices).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def dataset_to_dict(ds: Any) -> dict[str, Any]:
 def _rescale(ds: Any) -> tuple[float, float]:
     slope = _find(ds, "RescaleSlope")
     intercept = _find(ds, "RescaleIntercept")
-    return (1.0 if slope in (None, "") else float(slope), 0.0 if intercept in (None, "") else float(intercept))
+    return (
+        1.0 if slope in (None, "") else float(slope),
+        0.0 if intercept in (None, "") else float(intercept),
+    )
 
 
 def _stored_range(ds: Any, stored_dtype: np.dtype) -> tuple[int, int]:
@@ -92,7 +96,11 @@ def _stored_range(ds: Any, stored_dtype: np.dtype) -> tuple[int, int]:
 
 def _output_dtype(datasets: list[Any], stored_dtype: np.dtype) -> np.dtype:
     rescales = {_rescale(ds) for ds in datasets}
-    if rescales == {(1.0, 0.0)} or stored_dtype.kind not in "iu" or int(datasets[0].get("SamplesPerPixel", 1)) > 1:
+    if (
+        rescales == {(1.0, 0.0)}
+        or stored_dtype.kind not in "iu"
+        or int(datasets[0].get("SamplesPerPixel", 1)) > 1
+    ):
         return stored_dtype
     if not all(s.is_integer() and i.is_integer() for s, i in rescales):
         return np.dtype(np.float32)
@@ -144,10 +152,39 @@ def _to_xyz(frames: np.ndarray) -> np.ndarray:
 
 
 # --- readers -------------------------------------------------------------------------------------
+def _assume_transfer_syntax(ds: Any, pydicom: Any) -> None:
+    """Give a file read without its meta header the transfer syntax its encoding shows."""
+    if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
+        return
+    implicit_vr, little_endian = getattr(ds, "original_encoding", (None, None))
+    if implicit_vr is None:
+        return
+    uid = pydicom.uid
+    syntax = (
+        uid.ImplicitVRLittleEndian
+        if implicit_vr
+        else uid.ExplicitVRLittleEndian
+        if little_endian
+        else uid.ExplicitVRBigEndian
+    )
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+
+
 def read(path: Path) -> Image:
     """Read one DICOM file: ``array`` is ``(X, Y, frames[, samples])``, one frame for a single slice."""
     pydicom = require("pydicom", f"reading {path.name}")
-    ds = pydicom.dcmread(str(path))
+    try:
+        ds = pydicom.dcmread(str(path))
+    except require("pydicom.errors", f"reading {path.name}").InvalidDicomError as exc:
+        # old files without the 128-byte preamble and "DICM" prefix need force=True
+        ds = pydicom.dcmread(str(path), force=True)
+        if "Rows" not in ds or "Columns" not in ds:
+            raise ImageReadError(
+                f"{path} is not a DICOM file ({exc}); expected a DICOM image with the DICM preamble"
+            ) from exc
+        _assume_transfer_syntax(ds, pydicom)
     if not any(int(tag) in _PIXEL_TAGS for tag in ds.keys()):
         raise ImageReadError(
             f"{path} is a DICOM file without pixel data (SOP class {ds.get('SOPClassUID', 'unknown')}); "
@@ -158,10 +195,20 @@ def read(path: Path) -> Image:
     if int(ds.get("NumberOfFrames") or 1) == 1:
         pixels = pixels[None]
     row, col, (sx, sy), origin = _in_plane(ds)
-    dz = _find(ds, "SpacingBetweenSlices")
     meta = dataset_to_dict(ds)
     meta["format"] = "dicom"
-    return Image(_to_xyz(pixels), (sx, sy, float(dz) if dz else 1.0), tuple(origin), _direction(row, col), meta)
+    return Image(_to_xyz(pixels), (sx, sy, _frame_spacing(ds)), tuple(origin), _direction(row, col), meta)
+
+
+def _frame_spacing(ds: Any) -> float:
+    """The distance between frames: GridFrameOffsetVector (RT dose), SpacingBetweenSlices, else 1."""
+    offsets = ds.get("GridFrameOffsetVector")
+    if offsets is not None and len(offsets) > 1:
+        gaps = np.diff([float(v) for v in offsets])
+        if np.all(gaps > 0) and np.allclose(gaps, gaps[0], rtol=1e-4):
+            return float(gaps[0])
+    dz = _find(ds, "SpacingBetweenSlices")
+    return float(dz) if dz else 1.0
 
 
 def read_series(folder: Path) -> Image:
@@ -170,11 +217,12 @@ def read_series(folder: Path) -> Image:
     ``array`` is ``(X, Y, Z[, samples])`` with slices sorted along the slice normal.
     """
     pydicom = require("pydicom", f"reading the DICOM folder {folder}")
+    invalid_dicom = require("pydicom.errors", f"reading the DICOM folder {folder}").InvalidDicomError
     headers: list[tuple[Path, Any]] = []
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
         try:
             ds = pydicom.dcmread(str(file), stop_before_pixels=True)
-        except pydicom.errors.InvalidDicomError:
+        except invalid_dicom:
             continue  # not a DICOM file (a README, a thumbnail...)
         except Exception as exc:
             raise ImageReadError(
@@ -183,7 +231,9 @@ def read_series(folder: Path) -> Image:
         if "Rows" in ds and "Columns" in ds:  # an image, not a DICOMDIR or a report
             headers.append((file, ds))
     if not headers:
-        raise ImageReadError(f"{folder} holds no DICOM image files; expected a folder with one file per slice")
+        raise ImageReadError(
+            f"{folder} holds no DICOM image files; expected a folder with one file per slice"
+        )
     series: dict[str, list[tuple[Path, Any]]] = {}
     for file, ds in headers:
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((file, ds))

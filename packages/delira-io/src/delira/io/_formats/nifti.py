@@ -49,7 +49,9 @@ def write(path: Path, image: Image) -> None:
     if image.ndim < 3 and array.ndim > image.ndim:
         array = array.reshape(image.spatial_shape + (1,) * (3 - image.ndim) + array.shape[image.ndim :])
     if array.ndim > 7:
-        raise ImageWriteError(f"NIfTI stores at most 7 axes; the array to write to {path} has shape {array.shape}")
+        raise ImageWriteError(
+            f"NIfTI stores at most 7 axes; the array to write to {path} has shape {array.shape}"
+        )
     affine = ras_affine_from_geometry(image.spacing, image.origin, image.direction)  # type: ignore[arg-type]
     try:
         img = nib.Nifti1Image(array, affine)
