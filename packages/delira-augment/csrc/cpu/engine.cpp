@@ -80,7 +80,8 @@ struct ProgramState {
 
   // Applies stage s to a row of values (the stats op at its head, then its pointwise ops).
   // counter0: noise counter of v[0] (channel * numel + voxel index).
-  void run_row(std::size_t s, int c, float* v, std::int64_t len, std::uint64_t counter0) {
+  template <typename V>
+  void run_row(std::size_t s, int c, V* v, std::int64_t len, std::uint64_t counter0) {
     if (s > 0) {
       const int j = stages[s].head;
       const OpParams& q = params(j);
@@ -97,15 +98,15 @@ struct ProgramState {
           add_noise_row(v, len, counter0, keys[j], q.p[0]);
           break;
         case OpKind::Multiply: {
-          const float f = q.p[0];
+          const V f = q.p[0];
           for (std::int64_t i = 0; i < len; ++i) v[i] *= f;
         } break;
         case OpKind::Add: {
-          const float a = q.p[0];
+          const V a = q.p[0];
           for (std::int64_t i = 0; i < len; ++i) v[i] += a;
         } break;
         case OpKind::Clip: {
-          const float lo = q.p[0], hi = q.p[1];
+          const V lo = q.p[0], hi = q.p[1];
           for (std::int64_t i = 0; i < len; ++i) v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
         } break;
         default:
@@ -115,7 +116,8 @@ struct ProgramState {
   }
 
   // A stats op over a row; one loop per kind so that each vectorises.
-  static void run_head(OpKind kind, const OpParams& q, const Stats& st, const Stats& target, float* v,
+  template <typename V>
+  static void run_head(OpKind kind, const OpParams& q, const Stats& st, const Stats& target, V* v,
                        std::int64_t len) {
     switch (kind) {
       case OpKind::Gamma: {
@@ -130,16 +132,16 @@ struct ProgramState {
 #pragma omp simd
 #endif
         for (std::int64_t i = 0; i < len; ++i) {
-          const float x = (sign_in * v[i] - lo) * inv_range;
-          v[i] = sign_out * (fast_pow(x, g) * range + lo);
+          const float x = (sign_in * static_cast<float>(v[i]) - lo) * inv_range;
+          v[i] = static_cast<V>(sign_out * (fast_pow(x, g) * range + lo));
         }
       } break;
       case OpKind::RestoreStats: {
         const bool negate = q.p[0] != 0.0f;
         const double target_mean = negate ? -target.mean : target.mean;
         const double scale = target.std / (st.std + 1e-8);
-        const float a = static_cast<float>((negate ? -1.0 : 1.0) * scale);
-        const float b = static_cast<float>((negate ? -1.0 : 1.0) * (target_mean - st.mean * scale));
+        const V a = static_cast<V>((negate ? -1.0 : 1.0) * scale);
+        const V b = static_cast<V>((negate ? -1.0 : 1.0) * (target_mean - st.mean * scale));
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
@@ -147,21 +149,24 @@ struct ProgramState {
       } break;
       case OpKind::ZScore: {
         const double sd = st.std > q.p[0] ? st.std : static_cast<double>(q.p[0]);
-        const float a = static_cast<float>(1.0 / sd);
-        const float b = static_cast<float>(-st.mean / sd);
+        const V a = static_cast<V>(1.0 / sd);
+        const V b = static_cast<V>(-st.mean / sd);
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
         for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
       } break;
       default:
-        for (std::int64_t i = 0; i < len; ++i) v[i] = apply_with_stats(kind, q, v[i], st, target);
+        for (std::int64_t i = 0; i < len; ++i) {
+          v[i] = static_cast<V>(apply_with_stats(kind, q, static_cast<float>(v[i]), st, target));
+        }
         break;
     }
   }
 
   // v[i] += sigma * normal(counter0 + i), computing Box-Muller pairs once for two voxels.
-  static void add_noise_row(float* v, std::int64_t len, std::uint64_t counter0, std::uint64_t key, float sigma) {
+  template <typename V>
+  static void add_noise_row(V* v, std::int64_t len, std::uint64_t counter0, std::uint64_t key, float sigma) {
     std::int64_t i = 0;
     if (counter0 & 1) {  // the row starts with the second element of a pair
       v[0] += sigma * random_normal(key, counter0);
@@ -169,7 +174,7 @@ struct ProgramState {
     }
     const std::uint64_t pair0 = (counter0 + i) >> 1;
     const std::int64_t pairs = (len - i) / 2;
-    float* w = v + i;
+    V* w = v + i;
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
@@ -198,12 +203,13 @@ struct ProgramState {
 };
 
 // Statistics of a row of values.
-RowAccumulator accumulate(const float* v, std::int64_t len) {
+template <typename V>
+RowAccumulator accumulate(const V* v, std::int64_t len) {
   RowAccumulator acc;
   if (len == 0) return acc;
   const double shift = v[0];
   double s1 = 0.0, s2 = 0.0;
-  float lo = v[0], hi = v[0];
+  V lo = v[0], hi = v[0];
 #if defined(_OPENMP)
 #pragma omp simd reduction(+ : s1, s2) reduction(min : lo) reduction(max : hi)
 #endif
@@ -218,8 +224,8 @@ RowAccumulator accumulate(const float* v, std::int64_t len) {
   acc.s1 = s1;
   acc.s2 = s2;
   acc.n = len;
-  acc.min = lo;
-  acc.max = hi;
+  acc.min = static_cast<float>(lo);
+  acc.max = static_cast<float>(hi);
   return acc;
 }
 
@@ -265,17 +271,14 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
 #pragma omp parallel num_threads(threads) if (numel * C > 16384)
 #endif
     {
-      std::vector<float> buf(static_cast<std::size_t>(row_len));
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
       for (std::int64_t r = 0; r < total_rows; ++r) {
         const int c = static_cast<int>(r / rows_per_channel);
-        T* row = sample + r * row_len;
-        for (std::int64_t i = 0; i < row_len; ++i) buf[i] = static_cast<float>(row[i]);
-        st.run_row(s, c, buf.data(), row_len, static_cast<std::uint64_t>(r * row_len));
-        for (std::int64_t i = 0; i < row_len; ++i) row[i] = static_cast<T>(buf[i]);
-        if (collect) rows[r] = accumulate(buf.data(), row_len);
+        T* row = sample + r * row_len;  // float32 / float64 rows are processed in place
+        st.run_row(s, c, row, row_len, static_cast<std::uint64_t>(r * row_len));
+        if (collect) rows[r] = accumulate(row, row_len);
       }
     }
   }
@@ -436,7 +439,8 @@ struct SampleGeometry {
 struct RowBuffers {
   std::vector<float> coord[3];      // input coordinates per axis (structure of arrays)
   std::vector<float> field;         // elastic field along the row's axis, per component
-  std::vector<float> values;        // one channel of data
+  std::vector<float> values;        // one channel of data (float32 data)
+  std::vector<double> values64;     // one channel of data (float64 data)
   std::vector<float> frac[3];       // linear interpolation: fractional parts
   std::vector<std::int64_t> base;   // linear: offset of the lower corner; nearest: offset or -1
   std::vector<std::uint8_t> kind;   // linear: 0 interior, 1 border (general path), 2 outside (cval)
@@ -445,6 +449,7 @@ struct RowBuffers {
     for (auto& c : coord) c.resize(static_cast<std::size_t>(len));
     for (auto& f : frac) f.resize(static_cast<std::size_t>(len));
     values.resize(static_cast<std::size_t>(len));
+    values64.resize(static_cast<std::size_t>(len));
     base.resize(static_cast<std::size_t>(len));
     kind.resize(static_cast<std::size_t>(len));
   }
@@ -573,7 +578,7 @@ void prepare_linear(const DataSource<T, NDIM>& src, RowBuffers& buf, std::int64_
 
 template <typename T, int NDIM>
 void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffers& buf, std::int64_t len,
-                   BorderMode mode, T cval, float* out) {
+                   BorderMode mode, T cval, T* out) {
   using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   const std::int64_t s0 = src.stride[0], s1 = src.stride[1], s2 = NDIM == 3 ? src.stride[2] : 0;
   const std::int64_t* base = buf.base.data();
@@ -595,13 +600,13 @@ void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffe
       const Acc c11 = v110 + fx * (v111 - v110);
       const Acc c0 = c00 + fy * (c01 - c00);
       const Acc c1 = c10 + fy * (c11 - c10);
-      out[i] = static_cast<float>(c0 + fz * (c1 - c0));
+      out[i] = static_cast<T>(c0 + fz * (c1 - c0));
     } else {
       const Acc fy = f0[i], fx = f1[i];
       const Acc v00 = p[0], v01 = p[s1], v10 = p[s0], v11 = p[s0 + s1];
       const Acc c0 = v00 + fx * (v01 - v00);
       const Acc c1 = v10 + fx * (v11 - v10);
-      out[i] = static_cast<float>(c0 + fy * (c1 - c0));
+      out[i] = static_cast<T>(c0 + fy * (c1 - c0));
     }
   }
   // Voxels at the border (general taps) or outside (cval).
@@ -609,27 +614,27 @@ void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffe
   for (std::int64_t i = 0; i < len; ++i) {
     if (buf.kind[i] == 0) continue;
     if (buf.kind[i] == 2) {
-      out[i] = static_cast<float>(cval);
+      out[i] = cval;
       continue;
     }
     float x[NDIM];
     for (int d = 0; d < NDIM; ++d) x[d] = buf.coord[d][i];
     compute_taps<1, NDIM>(x, src.shape, src.stride, mode, taps);
-    out[i] = static_cast<float>(gather<Acc, 1, NDIM>(data, taps, static_cast<Acc>(cval)));
+    out[i] = static_cast<T>(gather<Acc, 1, NDIM>(data, taps, static_cast<Acc>(cval)));
   }
 }
 
 // Orders 0 and 3 (and anything else): the general per-voxel path.
 template <typename T, int NDIM, int ORDER>
 void gather_general(const DataSource<T, NDIM>& src, const T* data, const RowBuffers& buf, std::int64_t len,
-                    BorderMode mode, T cval, float* out) {
+                    BorderMode mode, T cval, T* out) {
   using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   Taps<ORDER, NDIM> taps;
   for (std::int64_t i = 0; i < len; ++i) {
     float x[NDIM];
     for (int d = 0; d < NDIM; ++d) x[d] = buf.coord[d][i];
     compute_taps<ORDER, NDIM>(x, src.shape, src.stride, mode, taps, src.pad, src.logical);
-    out[i] = static_cast<float>(gather<Acc, ORDER, NDIM>(data, taps, static_cast<Acc>(cval)));
+    out[i] = static_cast<T>(gather<Acc, ORDER, NDIM>(data, taps, static_cast<Acc>(cval)));
   }
 }
 
@@ -638,7 +643,12 @@ void data_row(const DataSource<T, NDIM>& src, int order, RowBuffers& buf, std::i
               ProgramState& st, T* out, std::int64_t numel, std::int64_t row, bool collect, RowAccumulator* accs) {
   const int C = static_cast<int>(src.channel.size());
   if (order == 1) prepare_linear<T, NDIM>(src, buf, len, mode);
-  float* v = buf.values.data();
+  T* v;
+  if constexpr (std::is_same<T, double>::value) {
+    v = buf.values64.data();
+  } else {
+    v = buf.values.data();
+  }
   for (int c = 0; c < C; ++c) {
     switch (order) {
       case 0: gather_general<T, NDIM, 0>(src, src.channel[c], buf, len, mode, cval, v); break;
@@ -647,8 +657,7 @@ void data_row(const DataSource<T, NDIM>& src, int order, RowBuffers& buf, std::i
     }
     const std::int64_t offset = c * numel + row * len;
     st.run_row(0, c, v, len, static_cast<std::uint64_t>(offset));
-    T* dst = out + offset;
-    for (std::int64_t i = 0; i < len; ++i) dst[i] = static_cast<T>(v[i]);
+    std::copy(v, v + len, out + offset);
     if (collect) accs[c] = accumulate(v, len);
   }
 }
@@ -969,7 +978,6 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
 #pragma omp parallel num_threads(threads) if (numel * C > 16384)
 #endif
     {
-    std::vector<float> buf(static_cast<std::size_t>(len));
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
@@ -982,10 +990,9 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
         rem /= x.shape[2 + d];
       }
       const std::int64_t step = x.stride[x.ndim - 1];
-      float* v = buf.data();
-      for (std::int64_t i = 0; i < len; ++i) v[i] = static_cast<float>(src[off + i * step]);
+      T* v = dst + r * len;  // copy the row into the output, then work in place
+      for (std::int64_t i = 0; i < len; ++i) v[i] = src[off + i * step];
       st.run_row(0, c, v, len, static_cast<std::uint64_t>(r * len));
-      for (std::int64_t i = 0; i < len; ++i) dst[r * len + i] = static_cast<T>(v[i]);
       if (collect) partials[r] = accumulate(v, len);
     }
     }

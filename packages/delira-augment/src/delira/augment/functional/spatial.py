@@ -28,6 +28,8 @@ def rotation_matrix(angles: Any, ndim: int) -> np.ndarray:
     rotations apply in the order axis 0, axis 1, axis 2 (``R = R2 @ R1 @ R0``).
     """
     angles = np.atleast_1d(np.asarray(angles, dtype=np.float64))
+    if angles.shape == (1,) and ndim == 3:
+        angles = np.repeat(angles, 3)  # one number: the same angle about every axis
     if ndim == 2:
         c, s = np.cos(angles[0]), np.sin(angles[0])
         return np.array([[c, -s], [s, c]])
@@ -245,6 +247,8 @@ def affine_resample(
         )
     if order not in (0, 1, 3):
         raise ValueError(f"order={order!r}; use 0, 1 or 3")
+    v.mode_code(mode, "mode")
+    v.finite(cval, "cval")
     affine = np.broadcast_to(m[:nd].astype(np.float64), (batch.shape[0], nd, nd + 1))
     if batch.size == 0 or 0 in out_spatial:
         return wrap(np.empty(lead + tuple(out_spatial), dtype=host.dtype))

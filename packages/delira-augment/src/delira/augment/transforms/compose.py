@@ -26,6 +26,24 @@ def _flip_affine(affine: np.ndarray, flags: np.ndarray, patch: tuple[int, ...]) 
     return out
 
 
+def _flip_field(field, flags: np.ndarray, patch: tuple[int, ...]):
+    """The elastic field evaluated at mirrored output indices: control points reversed along flipped axes.
+
+    A cubic B-spline is symmetric, so ``e(P - 1 - o)`` is the field with the control array reversed and
+    its origin moved to ``P - 1 - origin - (K - 1) * spacing``; the displacement vectors are unchanged
+    (mirroring follows the spatial transform, as when run unfused).
+    """
+    from delira.augment.functional.elastic import ElasticField
+
+    values, origin = field.values.copy(), field.origin.copy()
+    k = np.asarray(values.shape[2:])
+    for i, f in enumerate(flags):
+        for d in np.flatnonzero(f):
+            values[i] = np.flip(values[i], axis=1 + d)
+            origin[i, d] = patch[d] - 1 - field.origin[i, d] - (k[d] - 1) * field.spacing[i, d]
+    return ElasticField(values, origin, field.spacing)
+
+
 class Compose(Transform):
     """Apply transforms in order, fusing what can share one kernel pass.
 
@@ -109,6 +127,8 @@ class Compose(Transform):
             return batch
         from delira.augment.functional.spatial import spatial_transform
 
+        if field is not None and flags.any():
+            field = _flip_field(field, flags, patch)
         data = batch.get(head.data_key)
         seg = batch.get(head.seg_key) if head.seg_key is not None else None
         out_d, out_s = spatial_transform(

@@ -178,18 +178,32 @@ class SpatialTransform(Transform):
         return affine, linear, field, tuple(patch)
 
     def _centers(self, rng, n, shape, patch) -> np.ndarray:
-        shape_a = np.asarray(shape, dtype=np.float64)
-        mid = (shape_a - 1) / 2
+        """Patch centres in input coordinates, chosen so that the patch lies on the voxel grid.
+
+        Without rotation and scaling the patch is then an exact crop: its first voxel is
+        ``shape // 2 - patch // 2`` (as CenterCrop) or a random integer start.
+        """
+        shape_a = np.asarray(shape, dtype=np.int64)
+        patch_a = np.asarray(patch, dtype=np.int64)
+        half = (patch_a - 1) / 2.0
         if not self.random_crop:
-            return np.repeat(mid[None], n, axis=0)
+            start = shape_a // 2 - patch_a // 2
+            return np.repeat((start + half)[None], n, axis=0)
         if self.crop_margin is not None:
             margin = np.broadcast_to(np.asarray(self.crop_margin, dtype=np.float64), (len(shape),))
-            lo, hi = margin, shape_a - 1 - margin
+            lo = np.ceil(margin - half).astype(np.int64)
+            hi = np.floor(shape_a - 1 - margin - half).astype(np.int64)
+            if np.any(hi < lo):
+                raise ValueError(
+                    f"crop_margin={self.crop_margin!r} leaves no valid patch centre in a volume of shape {tuple(shape)}; "
+                    "use a smaller margin"
+                )
         else:
-            half = (np.asarray(patch, dtype=np.float64) - 1) / 2
-            lo, hi = half, shape_a - 1 - half
-        lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)
-        return np.floor(rng.uniform(lo, hi + 1, (n, len(shape))).clip(lo, hi))
+            lo, hi = np.zeros(len(shape), np.int64), shape_a - patch_a
+            mid = shape_a // 2 - patch_a // 2
+            lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)  # patch larger than the input: centred
+        start = rng.integers(lo, hi + 1, size=(n, len(shape)))
+        return start + half[None]
 
     def apply(self, batch, rng, program: Program | None = None, mirror_flags: np.ndarray | None = None):
         data = batch.get(self.data_key)
