@@ -12,8 +12,13 @@ from delira.augment.transforms.base import Transform, to_numpy
 
 
 class _Crop(Transform):
-    def __init__(self, size: Any, pad_value: float = 0.0, pad_value_seg: float = 0.0, **kwargs: Any) -> None:
+    """Base of the crops: patches of ``size`` around per-sample centres (padded where they reach outside,
+    unless ``pad_if_needed=False``, which makes a patch larger than the input an error)."""
+
+    def __init__(self, size: Any, pad_value: float = 0.0, pad_value_seg: float = 0.0, pad_if_needed: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(1.0, **kwargs)
+        self.pad_if_needed = bool(pad_if_needed)
         self.size = tuple(int(s) for s in size)
         if len(self.size) not in (2, 3) or min(self.size) < 1:
             raise ValueError(f"size={size!r} must have 2 or 3 positive entries")
@@ -28,6 +33,11 @@ class _Crop(Transform):
         if len(shape) != len(self.size):
             raise ValueError(
                 f"crop size {self.size} has {len(self.size)} axes but the data has {len(shape)} {shape}"
+            )
+        if not self.pad_if_needed and any(p > s for p, s in zip(self.size, shape)):
+            raise ValueError(
+                f"crop size {self.size} is larger than the input {shape}; pass a smaller size or "
+                "pad_if_needed=True to pad with pad_value"
             )
         centers = self.centers(batch, rng, n, shape)
         if batch.get(self.data_key) is not None:
