@@ -20,12 +20,12 @@ AUGMENT_SOURCES := $(shell find packages/delira-augment/csrc -type f) \
 	packages/delira-augment/CMakeLists.txt packages/delira-augment/pyproject.toml
 CPP_SOURCES := $(AUGMENT_SOURCES) CMakeLists.txt $(shell find tests -name '*.cpp' -o -name '*.h')
 
-.PHONY: demo test setup lint test-cpp test-sanitize test-python clean
+.PHONY: demo test setup lint test-cpp test-sanitize test-fuzz-sanitize test-python clean
 
 demo: setup
 	$(VENV)/bin/delira-augment-bench --quick
 
-test: setup lint test-cpp test-sanitize test-python
+test: setup lint test-cpp test-sanitize test-fuzz-sanitize test-python
 
 setup: $(STAMPS)/augment $(STAMPS)/members
 
@@ -67,6 +67,18 @@ $(BUILD)/asan/CMakeCache.txt: $(STAMPS)/deps
 test-sanitize: $(BUILD)/asan/CMakeCache.txt $(CPP_SOURCES)
 	cmake --build $(BUILD)/asan -j $(JOBS)
 	ctest --test-dir $(BUILD)/asan --output-on-failure
+
+# The Python extension built with AddressSanitizer + UBSan, driven by the hypothesis fuzz tests.
+$(BUILD)/asan-py/CMakeCache.txt: $(STAMPS)/deps
+	cmake -S . -B $(BUILD)/asan-py -DDELIRA_SANITIZE=ON -DDELIRA_AUGMENT_CUDA=OFF -DDELIRA_AUGMENT_PYTHON=ON \
+		-DDELIRA_BUILD_TESTS=OFF -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -m pybind11 --cmakedir)
+
+test-fuzz-sanitize: $(BUILD)/asan-py/CMakeCache.txt $(CPP_SOURCES) setup
+	cmake --build $(BUILD)/asan-py -j $(JOBS)
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		DELIRA_AUGMENT_EXTENSION=$$(ls $(abspath $(BUILD))/asan-py/packages/delira-augment/_C*.so) DELIRA_FUZZ_EXAMPLES=300 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/augment/test_fuzz.py tests/augment/test_affine_resample.py
 
 test-python: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -21,7 +21,12 @@ def batch():
 
 
 def test_probability_zero_leaves_data_and_one_changes_every_sample(batch):
-    for t in [da.GaussianNoise((0.1, 0.2), p=0.0), da.Gamma(p=0.0), da.Contrast(p=0.0), da.GaussianBlur(p=0.0)]:
+    for t in [
+        da.GaussianNoise((0.1, 0.2), p=0.0),
+        da.Gamma(p=0.0),
+        da.Contrast(p=0.0),
+        da.GaussianBlur(p=0.0),
+    ]:
         np.testing.assert_array_equal(t(**batch)["data"], batch["data"])
     out = da.BrightnessMultiplicative((1.5, 2.0), p=1.0, seed=0)(**batch)["data"]
     ratio = out.reshape(6, -1)[:, 0] / batch["data"].reshape(6, -1)[:, 0]
@@ -45,11 +50,13 @@ def test_gamma_draws_like_batchgenerators():
 def test_torch_tensors_in_and_out(batch):
     import torch
 
-    t = da.Compose([da.SpatialTransform((16, 16, 16), elastic_magnitude=(0, 2)), da.GaussianNoise(), da.Mirror()],
-                   seed=0)
+    t = da.Compose(
+        [da.SpatialTransform((16, 16, 16), elastic_magnitude=(0, 2)), da.GaussianNoise(), da.Mirror()], seed=0
+    )
     out = t(data=torch.from_numpy(batch["data"]), seg=torch.from_numpy(batch["seg"]))
-    ref = da.Compose([da.SpatialTransform((16, 16, 16), elastic_magnitude=(0, 2)), da.GaussianNoise(), da.Mirror()],
-                     seed=0)(data=batch["data"], seg=batch["seg"])
+    ref = da.Compose(
+        [da.SpatialTransform((16, 16, 16), elastic_magnitude=(0, 2)), da.GaussianNoise(), da.Mirror()], seed=0
+    )(data=batch["data"], seg=batch["seg"])
     assert isinstance(out["data"], torch.Tensor) and out["seg"].dtype == torch.uint8
     np.testing.assert_array_equal(out["data"].numpy(), ref["data"])
     np.testing.assert_array_equal(out["seg"].numpy(), ref["seg"])
@@ -74,7 +81,9 @@ def test_random_apply_and_one_of_per_sample(batch):
     assert 0 < changed.sum() < 6
     np.testing.assert_allclose(out["data"][changed], batch["data"][changed] * 3.0, rtol=1e-6)
     assert out["case_id"] == batch["case_id"]
-    out = da.OneOf([da.BrightnessMultiplicative((2.0, 2.0)), da.BrightnessAdditive(10.0, 0.0)], seed=3)(**batch)
+    out = da.OneOf([da.BrightnessMultiplicative((2.0, 2.0)), da.BrightnessAdditive(10.0, 0.0)], seed=3)(
+        **batch
+    )
     mult = np.isclose(out["data"], batch["data"] * 2.0).all(axis=(1, 2, 3, 4))
     add = np.isclose(out["data"], batch["data"] + 10.0).all(axis=(1, 2, 3, 4))
     assert np.all(mult ^ add) and mult.any() and add.any()
@@ -114,8 +123,18 @@ def test_foreground_crop_centres_on_foreground():
 def test_fallback_equals_compiled_for_fixed_parameters(batch):
     patch = (16, 18, 20)
     rng = np.random.default_rng(4)
-    a, lin = zip(*[F.transform_matrix(batch["data"].shape[2:], patch, rotation=rng.uniform(-0.5, 0.5, 3),
-                                      scale=rng.uniform(0.8, 1.2), mirror=rng.random(3) < 0.5) for _ in range(6)])
+    a, lin = zip(
+        *[
+            F.transform_matrix(
+                batch["data"].shape[2:],
+                patch,
+                rotation=rng.uniform(-0.5, 0.5, 3),
+                scale=rng.uniform(0.8, 1.2),
+                mirror=rng.random(3) < 0.5,
+            )
+            for _ in range(6)
+        ]
+    )
     field = F.elastic.random_field(rng, patch, np.full(6, 2.0), np.full(6, 7.0))
     prog = F.intensity.program_ops("multiply", 6, factor=1.3)
     prog.extend(F.intensity.program_ops("contrast", 6, factor=0.8))
@@ -129,9 +148,13 @@ def test_fallback_equals_compiled_for_fixed_parameters(batch):
 
 def test_fallback_gives_the_same_distributions(batch):
     pipe = lambda backend: da.Compose(  # noqa: E731
-        [da.SpatialTransform((16, 16, 16), elastic_alpha=(0, 900), elastic_sigma=(9, 13)),
-         da.GaussianNoise((0.1, 0.1)), da.Gamma()],
-        seed=5, backend=backend,
+        [
+            da.SpatialTransform((16, 16, 16), elastic_alpha=(0, 900), elastic_sigma=(9, 13)),
+            da.GaussianNoise((0.1, 0.1)),
+            da.Gamma(),
+        ],
+        seed=5,
+        backend=backend,
     )
     cpu = pipe("cpu")(**batch)
     bg = pipe("batchgenerators")(**batch)
@@ -187,9 +210,11 @@ def test_bad_construction(make, error, match):
 
 def test_bad_batches(batch):
     t = da.SpatialTransform((16, 16, 16))
-    with pytest.raises(ValueError, match="seg has shape .* but data has shape .*same batch size and spatial shape"):
+    with pytest.raises(
+        ValueError, match=r"seg has shape .* but data has shape .*same batch size and spatial shape"
+    ):
         t(data=batch["data"], seg=batch["seg"][:, :, :10])
-    with pytest.raises(ValueError, match="patch_size .* has 2 axes"):
+    with pytest.raises(ValueError, match=r"patch_size .* has 2 axes"):
         da.SpatialTransform((16, 16))(**batch)
     with pytest.raises(TypeError, match="segmentations must be uint8"):
         t(data=batch["data"], seg=batch["seg"].astype(np.float32))

@@ -585,10 +585,15 @@ void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffe
   const float* f0 = buf.frac[0].data();
   const float* f1 = buf.frac[1].data();
   const float* f2 = buf.frac[NDIM - 1].data();
+  // The vector loop reads all eight corners of every voxel; non-interior voxels read the corners of
+  // voxel (0, 0, 0), which exist only when every axis has at least two elements.
+  bool fast_ok = true;
+  for (int d = 0; d < NDIM; ++d) fast_ok = fast_ok && src.shape[d] >= 2;
+  const std::int64_t vec_len = fast_ok ? len : 0;
 #if defined(_OPENMP)
 #pragma omp simd
 #endif
-  for (std::int64_t i = 0; i < len; ++i) {
+  for (std::int64_t i = 0; i < vec_len; ++i) {
     const T* p = data + base[i];
     if constexpr (NDIM == 3) {
       const Acc fz = f0[i], fy = f1[i], fx = f2[i];

@@ -7,14 +7,35 @@ and the operations fall back to their pure-Python implementations.
 
 from __future__ import annotations
 
+import os
 import warnings
 from types import ModuleType
 
 _C: ModuleType | None
 IMPORT_ERROR: str | None
 
+
+def _load_from(path: str) -> ModuleType:
+    """Load the extension from ``path`` (a development hook: e.g. a sanitizer build of the superbuild)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    loader = importlib.machinery.ExtensionFileLoader("delira.augment._C", path)
+    spec = importlib.util.spec_from_file_location("delira.augment._C", path, loader=loader)
+    if spec is None:
+        raise ImportError(f"DELIRA_AUGMENT_EXTENSION={path!r} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    sys.modules["delira.augment._C"] = module
+    return module
+
+
 try:
-    from delira.augment import _C  # type: ignore[attr-defined, no-redef]
+    if os.environ.get("DELIRA_AUGMENT_EXTENSION"):
+        _C = _load_from(os.environ["DELIRA_AUGMENT_EXTENSION"])
+    else:
+        from delira.augment import _C  # type: ignore[attr-defined, no-redef]
 
     IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - exercised only in a build without the extension

@@ -15,8 +15,14 @@ class _Crop(Transform):
     """Base of the crops: patches of ``size`` around per-sample centres (padded where they reach outside,
     unless ``pad_if_needed=False``, which makes a patch larger than the input an error)."""
 
-    def __init__(self, size: Any, pad_value: float = 0.0, pad_value_seg: float = 0.0, pad_if_needed: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        size: Any,
+        pad_value: float = 0.0,
+        pad_value_seg: float = 0.0,
+        pad_if_needed: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(1.0, **kwargs)
         self.pad_if_needed = bool(pad_if_needed)
         self.size = tuple(int(s) for s in size)
