@@ -1,0 +1,9 @@
+"""Dataset formats on disk: the Medical Segmentation Decathlon / nnU-Net raw layout and manifests."""
+
+from __future__ import annotations
+
+from delira.data.formats.cases import CaseReader, default_reader
+from delira.data.formats.manifest import ManifestDataset
+from delira.data.formats.msd import DecathlonDataset
+
+__all__ = ["CaseReader", "DecathlonDataset", "ManifestDataset", "default_reader"]
