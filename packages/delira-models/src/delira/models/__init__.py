@@ -26,9 +26,11 @@ from delira.models.configs import (
 )
 from delira.models.input_size import InputSizeRule
 from delira.models.registry import (
+    BACKENDS,
     available_models,
     check_input_size,
     get_model,
+    import_backend,
     input_size_rule,
     valid_input_sizes,
 )
@@ -43,6 +45,8 @@ _LAZY_SUBMODULES = ("convert", "tf", "torch")
 
 def __getattr__(name: str) -> Any:
     """Import ``torch``, ``tf`` and ``convert`` on first attribute access."""
+    if name in BACKENDS:
+        return import_backend(name)
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

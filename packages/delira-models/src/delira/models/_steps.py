@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["require_keys", "select_losses", "select_optimizer"]
+__all__ = ["deep_supervision_weights", "require_keys", "select_losses", "select_optimizer"]
 
 
 def select_optimizer(optimizers: Mapping[str, Any], model: str, key: str = "default") -> Any:
@@ -49,3 +49,10 @@ def require_keys(batch: Mapping[str, Any], keys: tuple[str, ...], model: str) ->
         raise KeyError(
             f"{model} needs batch keys {list(keys)}; missing {missing}; the batch has {sorted(batch)}"
         )
+
+
+def deep_supervision_weights(count: int) -> list[float]:
+    """Loss weights of ``count`` deep-supervision outputs, full resolution first: proportional to
+    1, 1/2, 1/4, ..., summing to 1."""
+    raw = [0.5**k for k in range(count)]
+    return [w / sum(raw) for w in raw]

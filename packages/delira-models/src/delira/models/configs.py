@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from delira.models.input_size import InputSizeRule
@@ -133,7 +133,9 @@ class UNetConfig(_Config):
         in_channels: channels of the input image.
         num_classes: channels of the output logits (background included).
         features: channels of each stage, shallowest first, e.g. (32, 64, 128, 256); if left out,
-            ``base_features * 2**i`` for ``num_stages`` stages.
+            ``base_features * 2**i`` for ``num_stages`` stages. After construction all three hold
+            the resolved values (``features[0]``, ``len(features)``), so equal networks have
+            equal configs.
         base_features: channels of the first stage when ``features`` is left out (default 32).
         num_stages: number of resolution levels, >= 2 (default 4); ``num_stages - 1`` max-poolings,
             so spatial sizes must be divisible by ``2**(num_stages - 1)``.
@@ -154,7 +156,6 @@ class UNetConfig(_Config):
     block: str = "plain"
     upsample: str = "transpose"
     deep_supervision: bool = False
-    _resolved: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         owner = "UNet"
@@ -168,7 +169,7 @@ class UNetConfig(_Config):
             features = tuple(self.features)
             for f in features:
                 _positive_int(owner, "every entry of features", f)
-            if self.base_features is not None and self.base_features != features[0]:
+            if self.base_features is not None and features and self.base_features != features[0]:
                 raise ValueError(
                     f"{owner}: base_features={self.base_features} contradicts features={features}; "
                     "pass features or base_features, not both"
@@ -178,32 +179,37 @@ class UNetConfig(_Config):
                     f"{owner}: num_stages={self.num_stages} but features has {len(features)} entries "
                     f"{features}; pass features or num_stages, not both"
                 )
-            object.__setattr__(self, "features", features)
         else:
-            base = _positive_int(owner, "base_features", 32 if self.base_features is None else self.base_features)
+            base = _positive_int(
+                owner, "base_features", 32 if self.base_features is None else self.base_features
+            )
             stages = _positive_int(owner, "num_stages", 4 if self.num_stages is None else self.num_stages)
             features = tuple(base * 2**i for i in range(stages))
         if len(features) < 2:
             raise ValueError(
-                f"{owner}: needs at least 2 stages (one pooling and one upsampling); got features={features}"
+                f"{owner}: needs at least 2 stages (one pooling and one upsampling); got "
+                f"num_stages={len(features)} (features={features}); pass num_stages >= 2"
             )
         if self.deep_supervision and len(features) < 3:
             raise ValueError(
                 f"{owner}: deep_supervision needs at least 3 stages (it adds outputs below full resolution); "
                 f"got {len(features)}; add a stage or set deep_supervision=False"
             )
+        # store the resolved values, so that equal networks have equal configs
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "base_features", features[0])
+        object.__setattr__(self, "num_stages", len(features))
         object.__setattr__(self, "deep_supervision", bool(self.deep_supervision))
-        object.__setattr__(self, "_resolved", features)
 
     @property
     def stage_features(self) -> tuple[int, ...]:
         """Channels of each stage, shallowest first (``features`` resolved)."""
-        return self._resolved
+        return self.features  # type: ignore[return-value]
 
     @property
     def depth(self) -> int:
         """Number of stages (resolution levels)."""
-        return len(self._resolved)
+        return len(self.stage_features)
 
     @property
     def name(self) -> str:
@@ -219,13 +225,6 @@ class UNetConfig(_Config):
             minimum=factor,
             hint="crop or pad the input to one of them, or build the UNet with fewer stages",
         )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The constructor arguments as a plain dict, with ``features`` resolved."""
-        out = super().as_dict()
-        out.pop("_resolved")
-        out.update(features=list(self._resolved), base_features=None, num_stages=None)
-        return out
 
 
 def _image_size(owner: str, size: Any) -> int:

@@ -25,6 +25,7 @@ __all__ = [
     "available_models",
     "check_input_size",
     "get_model",
+    "import_backend",
     "input_size_rule",
     "valid_input_sizes",
 ]
@@ -62,7 +63,9 @@ def _entry(name: str) -> _Entry:
         return _MODELS[key]
     close = difflib.get_close_matches(str(key), _MODELS, n=1)
     suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown model {name!r}; available models are {', '.join(available_models())}{suggestion}")
+    raise ValueError(
+        f"unknown model {name!r}; available models are {', '.join(available_models())}{suggestion}"
+    )
 
 
 def _config(name: str, kwargs: dict[str, Any]) -> Any:
@@ -98,8 +101,25 @@ def get_model(name: str, backend: str = "torch", **kwargs: Any) -> Any:
         raise ValueError(f"backend must be 'torch' or 'tf'; got {backend!r}")
     entry = _entry(name)
     _config(name, kwargs)  # validate before importing a framework
-    module = importlib.import_module(BACKENDS[backend])
+    module = import_backend(backend)
     return getattr(module, entry.attribute)(**kwargs)
+
+
+_EXTRAS = {"torch": "torch", "tensorflow": "tf", "keras": "tf"}
+
+
+def import_backend(backend: str) -> Any:
+    """Import ``delira.models.torch`` or ``delira.models.tf``; a missing framework raises
+    ImportError naming the extra to install."""
+    try:
+        return importlib.import_module(BACKENDS[backend])
+    except ModuleNotFoundError as exc:
+        if exc.name not in _EXTRAS:
+            raise
+        raise ImportError(
+            f"delira.models backend {backend!r} needs {exc.name}, which is not installed; "
+            f"pip install 'delira-models[{_EXTRAS[exc.name]}]'"
+        ) from exc
 
 
 def input_size_rule(name: str, **kwargs: Any) -> InputSizeRule:

@@ -73,7 +73,7 @@ class Conv(keras.layers.Layer):
     as ``torch.nn.Conv{2,3}d(in_channels, out_channels, kernel_size, stride, padding, bias)``.
 
     Args:
-        kernel_initializer: overrides PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        kernel_initializer, bias_initializer: override PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     """
 
     def __init__(
@@ -86,23 +86,41 @@ class Conv(keras.layers.Layer):
         padding: int = 0,
         bias: bool = True,
         kernel_initializer: Any = None,
+        bias_initializer: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.stride = stride
         self.padding = padding
+        # stride 1 with padding (k - 1) / 2 is TensorFlow's "same" padding, symmetric: no pad op
+        self._same = stride == 1 and 2 * padding == kernel_size - 1
         fan_in = in_channels * kernel_size**spatial_dims
         self.kernel = self.add_weight(
             shape=(kernel_size,) * spatial_dims + (in_channels, out_channels),
             initializer=kernel_initializer or _uniform(fan_in),
             name="kernel",
         )
-        self.bias = self.add_weight(shape=(out_channels,), initializer=_uniform(fan_in), name="bias") if bias else None
+        self.bias = (
+            self.add_weight(
+                shape=(out_channels,), initializer=bias_initializer or _uniform(fan_in), name="bias"
+            )
+            if bias
+            else None
+        )
         self.built = True
 
     def call(self, x: Any) -> Any:
         """Convolve channels-last ``x``."""
-        y = ops.conv(_pad(x, self.padding), self.kernel, strides=self.stride, padding="valid", data_format="channels_last")
+        if self._same:
+            y = ops.conv(x, self.kernel, strides=1, padding="same", data_format="channels_last")
+        else:
+            y = ops.conv(
+                _pad(x, self.padding),
+                self.kernel,
+                strides=self.stride,
+                padding="valid",
+                data_format="channels_last",
+            )
         return y if self.bias is None else y + self.bias
 
 
@@ -120,6 +138,7 @@ class ConvTranspose(keras.layers.Layer):
         padding: int = 0,
         bias: bool = True,
         kernel_initializer: Any = None,
+        bias_initializer: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -131,12 +150,20 @@ class ConvTranspose(keras.layers.Layer):
             initializer=kernel_initializer or _uniform(fan_in),
             name="kernel",
         )
-        self.bias = self.add_weight(shape=(out_channels,), initializer=_uniform(fan_in), name="bias") if bias else None
+        self.bias = (
+            self.add_weight(
+                shape=(out_channels,), initializer=bias_initializer or _uniform(fan_in), name="bias"
+            )
+            if bias
+            else None
+        )
         self.built = True
 
     def call(self, x: Any) -> Any:
         """Transposed-convolve channels-last ``x``."""
-        y = ops.conv_transpose(x, self.kernel, strides=self.stride, padding="valid", data_format="channels_last")
+        y = ops.conv_transpose(
+            x, self.kernel, strides=self.stride, padding="valid", data_format="channels_last"
+        )
         p = self.padding
         if p:
             spatial = len(y.shape) - 2
@@ -164,7 +191,9 @@ class InstanceNorm(keras.layers.Layer):
         return (x - mean) * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
 
 
-def batch_norm(spatial_dims: int, channels: int, gamma_initializer: Any = "ones") -> keras.layers.BatchNormalization:
+def batch_norm(
+    spatial_dims: int, channels: int, gamma_initializer: Any = "ones"
+) -> keras.layers.BatchNormalization:
     """A built ``keras.layers.BatchNormalization`` for ``(N, *S, channels)`` with PyTorch's
     defaults (eps 1e-5, momentum 0.1 in PyTorch's convention).
 
@@ -204,20 +233,19 @@ def max_pool(x: Any, kernel_size: int, stride: int, padding: int = 0) -> Any:
 
 
 def _upsample_axis(x: Any, axis: int) -> Any:
-    n = x.shape[axis]
-    index = [slice(None)] * len(x.shape)
-
     def part(start: int | None, stop: int | None) -> Any:
+        index = [slice(None)] * len(x.shape)
         index[axis] = slice(start, stop)
         return x[tuple(index)]
 
-    previous = ops.concatenate([part(0, 1), part(0, n - 1)], axis=axis) if n > 1 else x
-    following = ops.concatenate([part(1, n), part(n - 1, n)], axis=axis) if n > 1 else x
+    # neighbours with clamped edges; works for sizes unknown while tracing (and for size 1)
+    previous = ops.concatenate([part(None, 1), part(None, -1)], axis=axis)
+    following = ops.concatenate([part(1, None), part(-1, None)], axis=axis)
     even = 0.75 * x + 0.25 * previous
     odd = 0.75 * x + 0.25 * following
-    stacked = ops.stack([even, odd], axis=axis + 1)
-    shape = [-1 if s is None else s for s in x.shape]
-    shape[axis] = 2 * n
+    stacked = ops.stack([even, odd], axis=axis + 1)  # (..., n, 2, ...)
+    shape = list(ops.shape(x))
+    shape[axis] = shape[axis] * 2
     return ops.reshape(stacked, shape)
 
 
@@ -236,7 +264,15 @@ class Projection(keras.layers.Layer):
     ``(N, *S, in_channels) -> (N, *ceil(S / stride), out_channels)``.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int, norm_kind: str, **kwargs: Any):
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        norm_kind: str,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.conv = Conv(spatial_dims, in_channels, out_channels, 1, stride=stride, bias=False)
         self.norm = norm(norm_kind, spatial_dims, out_channels)

@@ -60,7 +60,9 @@ class DCGANGenerator(AbstractNetwork):
         cfg = DCGANGeneratorConfig(spatial_dims, latent_dim, out_channels, image_size, base_features)
         self._config = cfg
         hidden = cfg.hidden_features
-        convs = [layers.conv_transpose(spatial_dims, latent_dim, hidden[0], 4, stride=1, padding=0, bias=False)]
+        convs = [
+            layers.conv_transpose(spatial_dims, latent_dim, hidden[0], 4, stride=1, padding=0, bias=False)
+        ]
         convs += [
             layers.conv_transpose(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
             for c_in, c_out in zip(hidden[:-1], hidden[1:])
@@ -98,7 +100,9 @@ class DCGANDiscriminator(AbstractNetwork):
 
     target_key = "label"
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, base_features: int = 64):
+    def __init__(
+        self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, base_features: int = 64
+    ):
         super().__init__()
         cfg = DCGANDiscriminatorConfig(spatial_dims, in_channels, image_size, base_features)
         self._config = cfg
@@ -116,7 +120,11 @@ class DCGANDiscriminator(AbstractNetwork):
         """``(N, C, *[image_size] * spatial_dims) float32 -> (N,) float32`` logits."""
         cfg = self._config
         check_input_shape(
-            tuple(x.shape), model=cfg.name, spatial_dims=cfg.spatial_dims, channels=cfg.in_channels, rule=self._input_rule
+            tuple(x.shape),
+            model=cfg.name,
+            spatial_dims=cfg.spatial_dims,
+            channels=cfg.in_channels,
+            rule=self._input_rule,
         )
         for index, conv in enumerate(self.convs):
             x = conv(x)
@@ -148,10 +156,14 @@ class DCGAN(AbstractNetwork):
         discriminator_features: int = 64,
     ):
         super().__init__()
-        cfg = DCGANConfig(spatial_dims, latent_dim, channels, image_size, generator_features, discriminator_features)
+        cfg = DCGANConfig(
+            spatial_dims, latent_dim, channels, image_size, generator_features, discriminator_features
+        )
         self._config = cfg
         g, d = cfg.generator, cfg.discriminator
-        self.generator = DCGANGenerator(g.spatial_dims, g.latent_dim, g.out_channels, g.image_size, g.base_features)
+        self.generator = DCGANGenerator(
+            g.spatial_dims, g.latent_dim, g.out_channels, g.image_size, g.base_features
+        )
         self.discriminator = DCGANDiscriminator(d.spatial_dims, d.in_channels, d.image_size, d.base_features)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -188,7 +200,9 @@ class DCGAN(AbstractNetwork):
 
         fake = self.generator(z)
         d_opt.zero_grad(set_to_none=True)
-        d_loss = adversarial(self.discriminator(real), ones) + adversarial(self.discriminator(fake.detach()), zeros)
+        d_loss = adversarial(self.discriminator(real), ones) + adversarial(
+            self.discriminator(fake.detach()), zeros
+        )
         d_loss.backward()
         d_opt.step()
 

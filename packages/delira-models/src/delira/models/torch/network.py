@@ -61,7 +61,9 @@ class AbstractNetwork(nn.Module):
         """Number of trainable parameters (the figure both frameworks agree on)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def prepare_batch(self, batch: Mapping[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
+    def prepare_batch(
+        self, batch: Mapping[str, Any], device: torch.device | str | None = None
+    ) -> dict[str, Any]:
         """Convert a numpy batch dict to tensors on ``device`` (see ``to_tensor``).
 
         Args:

@@ -86,7 +86,12 @@ class ResNet(AbstractNetwork):
     target_key = "label"
 
     def __init__(
-        self, depth: int = 18, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, width: int = 64
+        self,
+        depth: int = 18,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        width: int = 64,
     ):
         super().__init__()
         cfg = ResNetConfig(depth, spatial_dims, in_channels, num_classes, width)
@@ -110,7 +115,11 @@ class ResNet(AbstractNetwork):
         """``(N, C, *spatial) float32 -> (N, num_classes) float32`` logits."""
         cfg = self._config
         check_input_shape(
-            tuple(x.shape), model=cfg.name, spatial_dims=cfg.spatial_dims, channels=cfg.in_channels, rule=self._input_rule
+            tuple(x.shape),
+            model=cfg.name,
+            spatial_dims=cfg.spatial_dims,
+            channels=cfg.in_channels,
+            rule=self._input_rule,
         )
         x = self.pool(torch.relu(self.norm1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):

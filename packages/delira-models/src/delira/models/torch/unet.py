@@ -8,19 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from delira.models._steps import deep_supervision_weights
 from delira.models.configs import UNetConfig
 from delira.models.input_size import check_input_shape
 from delira.models.torch import layers
 from delira.models.torch.network import AbstractNetwork
 
-__all__ = ["PlainBlock", "ResidualBlock", "UNet", "UpConv", "deep_supervision_weights"]
-
-
-def deep_supervision_weights(count: int) -> list[float]:
-    """Loss weights of ``count`` outputs, full resolution first: proportional to 1, 1/2, 1/4, ...,
-    summing to 1."""
-    raw = [0.5**k for k in range(count)]
-    return [w / sum(raw) for w in raw]
+__all__ = ["PlainBlock", "ResidualBlock", "UNet", "UpConv"]
 
 
 class PlainBlock(nn.Module):
@@ -119,16 +113,16 @@ class UNet(AbstractNetwork):
     ):
         super().__init__()
         cfg = UNetConfig(
-            spatial_dims,
-            in_channels,
-            num_classes,
-            None if features is None else tuple(features),
-            base_features,
-            num_stages,
-            norm,
-            block,
-            upsample,
-            deep_supervision,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            features=None if features is None else tuple(features),
+            base_features=base_features,
+            num_stages=num_stages,
+            norm=norm,
+            block=block,
+            upsample=upsample,
+            deep_supervision=deep_supervision,
         )
         self._config = cfg
         self._input_rule = cfg.input_rule()
@@ -136,7 +130,8 @@ class UNet(AbstractNetwork):
         block_cls = ResidualBlock if block == "residual" else PlainBlock
         self.pool = layers.max_pool(spatial_dims, 2, stride=2)
         self.encoder = nn.ModuleList(
-            block_cls(spatial_dims, c_in, c_out, norm) for c_in, c_out in zip((in_channels, *feats[:-1]), feats)
+            block_cls(spatial_dims, c_in, c_out, norm)
+            for c_in, c_out in zip((in_channels, *feats[:-1]), feats)
         )
         levels = range(len(feats) - 2, -1, -1)  # decoder levels, deepest first
         self.up = nn.ModuleList(UpConv(spatial_dims, feats[i + 1], feats[i], upsample) for i in levels)
@@ -152,7 +147,11 @@ class UNet(AbstractNetwork):
         """``(N, C, *S) float32 -> (N, num_classes, *S) float32`` logits (a list with deep supervision)."""
         cfg = self._config
         check_input_shape(
-            tuple(x.shape), model=cfg.name, spatial_dims=cfg.spatial_dims, channels=cfg.in_channels, rule=self._input_rule
+            tuple(x.shape),
+            model=cfg.name,
+            spatial_dims=cfg.spatial_dims,
+            channels=cfg.in_channels,
+            rule=self._input_rule,
         )
         skips = []
         for level, block in enumerate(self.encoder):
