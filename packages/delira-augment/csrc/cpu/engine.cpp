@@ -16,6 +16,10 @@
 #include "parallel.h"
 #include "stats.h"
 
+// Row loops use dynamic scheduling in chunks of rows: each row's partial statistics are stored by
+// row index and merged in a fixed order, so results stay independent of the thread count, and a
+// thread slowed by other processes on its core does not hold the others up at the barrier.
+//
 // This file is compiled once per instruction set (DELIRA_ISA names the namespace: isa_base,
 // isa_avx2, isa_avx512); engine_dispatch.cpp picks the best one the CPU supports at run time.
 #ifndef DELIRA_ISA
@@ -272,7 +276,7 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
 #endif
     {
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
 #endif
       for (std::int64_t r = 0; r < total_rows; ++r) {
         const int c = static_cast<int>(r / rows_per_channel);
@@ -844,7 +848,7 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
       buf.resize(len);
       std::vector<RowAccumulator> accs(C);
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
 #endif
       for (std::int64_t r = 0; r < rows_per_sample; ++r) {
         row_coordinates<NDIM>(g, r, buf);
@@ -984,7 +988,7 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
 #endif
     {
 #if defined(_OPENMP)
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 16)
 #endif
     for (std::int64_t r = 0; r < total_rows; ++r) {
       const int c = static_cast<int>(r / rows_per_channel);
