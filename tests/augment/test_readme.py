@@ -38,7 +38,9 @@ def _marks(code: str):
     "code", [pytest.param(c, marks=_marks(c), id=f"example{i}") for i, c in enumerate(_examples())]
 )
 def test_readme_example_runs_standalone(code):
-    result = subprocess.run([sys.executable, "-c", _BLOCKER + code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCKER + code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
