@@ -23,7 +23,7 @@ CPP_SOURCES := $(AUGMENT_SOURCES) CMakeLists.txt $(shell find tests -name '*.cpp
 .PHONY: demo test setup lint test-cpp test-sanitize test-fuzz-sanitize test-python clean
 
 demo: setup
-	$(VENV)/bin/delira-augment-bench --quick
+	$(VENV)/bin/delira-augment-bench --json bench-results/augment.json
 
 test: setup lint test-cpp test-sanitize test-fuzz-sanitize test-python
 
