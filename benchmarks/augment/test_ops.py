@@ -50,15 +50,35 @@ def test_spatial_rotation_scale_data_and_seg(benchmark, volume):
 def test_spatial_with_elastic(benchmark, volume):
     a, lin = _affine(SHAPE[2:], (96, 96, 96), rotation=[0.3, 0.2, 0.1], scale=1.2)
     field = E.random_field(np.random.default_rng(0), (96, 96, 96), np.array([2.0]), np.array([19.0]))
-    benchmark(F.spatial_transform, volume[0], volume[1], affine=a, linear=lin, elastic=field, patch_size=(96, 96, 96))
+    benchmark(
+        F.spatial_transform,
+        volume[0],
+        volume[1],
+        affine=a,
+        linear=lin,
+        elastic=field,
+        patch_size=(96, 96, 96),
+    )
 
 
 @pytest.mark.parametrize(
     "name",
-    ["gaussian_noise", "brightness_multiplicative", "contrast", "gamma", "zscore_normalize", "percentile_clip"],
+    [
+        "gaussian_noise",
+        "brightness_multiplicative",
+        "contrast",
+        "gamma",
+        "zscore_normalize",
+        "percentile_clip",
+    ],
 )
 def test_intensity(benchmark, volume, name):
-    args = {"gaussian_noise": (0.1,), "brightness_multiplicative": (1.1,), "contrast": (1.2,), "gamma": (0.8,)}
+    args = {
+        "gaussian_noise": (0.1,),
+        "brightness_multiplicative": (1.1,),
+        "contrast": (1.2,),
+        "gamma": (0.8,),
+    }
     benchmark(getattr(F, name), volume[0], *args.get(name, ()))
 
 

@@ -15,6 +15,7 @@
 #include "../cpu/flip_cpu.h"
 #include "../cpu/parallel.h"
 #if DELIRA_AUGMENT_WITH_CUDA
+#include "../cuda/engine_cuda.h"
 #include "../cuda/flip_cuda.h"
 #endif
 
@@ -283,6 +284,115 @@ py::array gaussian_blur(const py::array& x, const py::array_t<float, py::array::
   return out;
 }
 
+#if DELIRA_AUGMENT_WITH_CUDA
+// ---------------------------------------------------------------------------------------------
+// The CUDA executor: device pointers, shapes and strides (in elements) come from the Python layer,
+// which reads them from __cuda_array_interface__ and allocates the outputs through the input's framework.
+
+delira::cuda::DeviceArray device_array(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+                                       const std::vector<std::int64_t>& strides, const char* name) {
+  delira::cuda::DeviceArray a;
+  if (ptr == 0) return a;
+  if (shape.size() != strides.size() || shape.size() < 3 || shape.size() > 5) {
+    throw py::value_error(std::string(name) + " must be (N, C, *spatial) with matching strides");
+  }
+  a.data = reinterpret_cast<const void*>(ptr);
+  a.dtype = dtype_from_name(dtype);
+  a.ndim = static_cast<int>(shape.size());
+  for (int d = 0; d < a.ndim; ++d) {
+    a.shape[d] = shape[d];
+    a.stride[d] = strides[d];
+  }
+  return a;
+}
+
+void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const std::vector<std::int64_t>& data_shape,
+                   const std::vector<std::int64_t>& data_strides, std::uintptr_t seg_ptr, const std::string& seg_dtype,
+                   const std::vector<std::int64_t>& seg_shape, const std::vector<std::int64_t>& seg_strides,
+                   std::uintptr_t out_ptr, std::uintptr_t seg_out_ptr, const std::vector<std::int64_t>& out_shape,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& affine, const py::object& elastic,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_origin,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_spacing, int order_data,
+                   int mode_data, double cval_data, int order_seg, int mode_seg, double cval_seg,
+                   const std::vector<int>& op_kinds, const std::vector<int>& op_refs,
+                   const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
+                   const py::array_t<bool, py::array::c_style | py::array::forcecast>& op_active,
+                   const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds,
+                   std::uintptr_t stream) {
+  const int sd = static_cast<int>(out_shape.size());
+  if (sd != 2 && sd != 3) throw py::value_error("output_shape must have 2 or 3 entries");
+  delira::cuda::DeviceArray data = device_array(data_ptr, data_dtype, data_shape, data_strides, "data");
+  delira::cuda::DeviceArray seg = device_array(seg_ptr, seg_dtype, seg_shape, seg_strides, "seg");
+  if (!data.data && !seg.data) throw py::value_error("nothing to resample: give data, seg or both");
+  const std::int64_t n = data.data ? data.shape[0] : seg.shape[0];
+  if (data.data && data.ndim != sd + 2) throw py::value_error("data must have ndim + 2 axes");
+  if (seg.data && (seg.ndim != sd + 2 || seg.shape[0] != n)) throw py::value_error("seg must be (N, C, *spatial) like data");
+  if (data.data && data.dtype != DType::Float32 && data.dtype != DType::Float64) throw py::type_error("data must be float32 or float64");
+  if (seg.data && (seg.dtype == DType::Float32 || seg.dtype == DType::Float64)) throw py::type_error("seg must have an integer dtype");
+  if (order_data != 0 && order_data != 1 && order_data != 3) throw py::value_error("order must be 0, 1 or 3");
+  if (order_seg != 0 && order_seg != 1) throw py::value_error("seg order must be 0 or 1");
+  if (affine.size() != n * sd * (sd + 1)) throw py::value_error("affine must be (N, ndim, ndim + 1)");
+  delira::cpu::SpatialSpec spec;
+  spec.ndim = sd;
+  for (int d = 0; d < sd; ++d) spec.out_shape[d] = out_shape[d];
+  spec.affine.assign(affine.data(), affine.data() + affine.size());
+  spec.order_data = order_data;
+  spec.mode_data = border_mode(mode_data);
+  spec.cval_data = cval_data;
+  spec.order_seg = order_seg;
+  spec.mode_seg = border_mode(mode_seg);
+  spec.cval_seg = cval_seg;
+  if (!elastic.is_none()) {
+    auto grid = elastic.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+    if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
+      throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
+    }
+    if (grid_origin.size() != n * sd || grid_spacing.size() != n * sd) {
+      throw py::value_error("grid_origin and grid_spacing must have shape (N, ndim)");
+    }
+    for (int d = 0; d < sd; ++d) {
+      spec.grid[d] = grid.shape(2 + d);
+      if (spec.grid[d] < 4) throw py::value_error("elastic grid needs at least 4 control points per axis");
+    }
+    spec.elastic.assign(grid.data(), grid.data() + grid.size());
+    spec.grid_origin.assign(grid_origin.data(), grid_origin.data() + grid_origin.size());
+    spec.grid_spacing.assign(grid_spacing.data(), grid_spacing.data() + grid_spacing.size());
+  }
+  delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
+  py::gil_scoped_release release;
+  delira::cuda::resample(data, reinterpret_cast<void*>(out_ptr), seg, reinterpret_cast<void*>(seg_out_ptr), spec, prog,
+                         reinterpret_cast<void*>(stream));
+}
+
+void apply_program_cuda(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+                        const std::vector<int>& op_kinds, const std::vector<int>& op_refs,
+                        const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
+                        const py::array_t<bool, py::array::c_style | py::array::forcecast>& op_active,
+                        const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds,
+                        std::uintptr_t stream) {
+  if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
+  const DType dt = dtype_from_name(dtype);
+  if (dt != DType::Float32 && dt != DType::Float64) throw py::type_error("x must be float32 or float64");
+  delira::cpu::Program prog = make_program(shape[0], op_kinds, op_refs, op_params, op_active, seeds);
+  py::gil_scoped_release release;
+  delira::cuda::apply_program(reinterpret_cast<void*>(ptr), dt, shape.data(), static_cast<int>(shape.size()), prog,
+                              reinterpret_cast<void*>(stream));
+}
+
+void gaussian_blur_cuda(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+                        const py::array_t<float, py::array::c_style | py::array::forcecast>& sigma, double truncate,
+                        std::uintptr_t stream) {
+  if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
+  const DType dt = dtype_from_name(dtype);
+  if (dt != DType::Float32 && dt != DType::Float64) throw py::type_error("x must be float32 or float64");
+  if (sigma.size() != shape[0] * static_cast<py::ssize_t>(shape.size() - 2)) throw py::value_error("sigma must be (N, ndim)");
+  std::vector<float> s(sigma.data(), sigma.data() + sigma.size());
+  py::gil_scoped_release release;
+  delira::cuda::gaussian_blur(reinterpret_cast<void*>(ptr), dt, shape.data(), static_cast<int>(shape.size()), s, truncate,
+                              reinterpret_cast<void*>(stream));
+}
+#endif
+
 py::dict build_info() {
   py::dict info;
   info["compiled"] = true;
@@ -333,6 +443,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("op_params"), py::arg("op_active"), py::arg("seeds"), "Intensity program on (N, C, *spatial).");
   m.def("gaussian_blur", &gaussian_blur, py::arg("x"), py::arg("sigma"), py::arg("truncate"),
         "Separable gaussian filter (mode reflect) of (N, C, *spatial) with per-sample sigma (N, ndim).");
+#if DELIRA_AUGMENT_WITH_CUDA
+  m.def("resample_cuda", &resample_cuda, "The fused pass on device arrays (CUDA executor).");
+  m.def("apply_program_cuda", &apply_program_cuda, "Intensity program in place on a contiguous device array.");
+  m.def("gaussian_blur_cuda", &gaussian_blur_cuda, "Gaussian filter in place on a contiguous device array.");
+#endif
   m.def("build_info", &build_info, "How the extension was built.");
   m.def("cuda_device_count", &cuda_device_count,
         "(number of visible CUDA devices, error text or None).");

@@ -82,22 +82,57 @@ def check_dtype(dtype: Any, name: str = "x") -> str:
     return dt.name
 
 
+def np_dtype(x: Any) -> np.dtype:
+    """The numpy dtype of a numpy, torch, cupy or tensorflow array."""
+    if isinstance(x, np.ndarray):
+        return x.dtype
+    fw = _framework(x)
+    if fw == "torch":
+        import torch
+
+        return (
+            np.dtype(torch.empty((), dtype=x.dtype).numpy().dtype)
+            if x.dtype != torch.bfloat16
+            else np.dtype("V2")
+        )
+    if fw == "tensorflow":
+        return np.dtype(x.dtype.as_numpy_dtype)
+    return np.dtype(x.dtype)
+
+
 @dataclass
 class CudaArray:
-    """Description of a CUDA array from ``__cuda_array_interface__`` (strides in elements)."""
+    """A CUDA array described by its ``__cuda_array_interface__`` (strides in elements).
+
+    Has ``shape``, ``ndim``, ``size`` and ``dtype`` (numpy) like an array, so the argument checks
+    apply to it unchanged; ``obj`` is the framework array itself.
+    """
 
     ptr: int
     shape: tuple[int, ...]
     strides: tuple[int, ...]
-    dtype: str
+    dtype: np.dtype
     framework: str
+    obj: Any = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def dtype_name(self) -> str:
+        return self.dtype.name
 
     @classmethod
     def from_array(cls, x: Any, name: str = "x") -> CudaArray:
         iface = x.__cuda_array_interface__
         shape = tuple(int(s) for s in iface["shape"])
-        dtype = check_dtype(np.dtype(iface["typestr"]), name)
-        itemsize = np.dtype(dtype).itemsize
+        dt = np.dtype(iface["typestr"])
+        itemsize = dt.itemsize
         if iface.get("strides") is None:
             strides = []
             step = 1
@@ -112,7 +147,7 @@ class CudaArray:
                     f"{name} has a stride that is not a multiple of its item size; pass a contiguous copy"
                 )
             strides_elems = tuple(int(s) // itemsize for s in byte_strides)
-        return cls(int(iface["data"][0]), shape, strides_elems, dtype, _framework(x))
+        return cls(int(iface["data"][0]), shape, strides_elems, dt, _framework(x), x)
 
 
 def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
@@ -120,11 +155,21 @@ def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
     if _framework(x) == "torch":
         import torch
 
-        return torch.empty(shape, dtype=x.dtype, device=x.device)
+        return torch.empty(tuple(shape), dtype=x.dtype, device=x.device)
     import cupy
 
     with x.device:
-        return cupy.empty(shape, dtype=x.dtype)
+        return cupy.empty(tuple(shape), dtype=x.dtype)
+
+
+def cuda_contiguous_copy(x: Any) -> Any:
+    """A new C-contiguous copy of the CUDA array ``x`` in its framework (the output of in-place kernels)."""
+    if _framework(x) == "torch":
+        return x.detach().clone(memory_format=__import__("torch").contiguous_format)
+    import cupy
+
+    with x.device:
+        return cupy.ascontiguousarray(x).copy()
 
 
 def cuda_stream_and_device(x: Any) -> tuple[int, Any]:

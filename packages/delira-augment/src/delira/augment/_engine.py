@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from delira.augment import _extension
+from delira.augment import _arrays, _extension
+from delira.augment._cuda import require_cuda
 from delira.augment._program import Program
 
-BACKENDS = ("auto", "cpu", "batchgenerators")
+BACKENDS = ("auto", "cpu", "cuda", "batchgenerators")
 
 
-def resolve(backend: str) -> str:
-    """The concrete backend (``cpu`` or ``batchgenerators``) for ``backend``."""
+def resolve(backend: str, cuda_input: bool = False) -> str:
+    """The concrete backend (``cpu``, ``cuda`` or ``batchgenerators``) for ``backend`` and the input's device."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; use one of {', '.join(map(repr, BACKENDS))}")
+    if cuda_input:
+        if backend not in ("auto", "cuda"):
+            raise ValueError(
+                f"backend={backend!r} got CUDA arrays; use backend='cuda' or 'auto', or move the arrays to the "
+                "CPU first (x.cpu() / cupy.asnumpy(x))"
+            )
+        return "cuda"
+    if backend == "cuda":
+        raise ValueError(
+            "backend='cuda' needs CUDA arrays (torch CUDA tensors or cupy arrays); move the batch to the GPU "
+            "(x.cuda()) or use backend='auto'"
+        )
     if backend == "cpu":
         if _extension._C is None:
             raise RuntimeError(
@@ -56,6 +69,27 @@ def resample(
     """
     n = (data if data is not None else seg).shape[0]
     program = program if program is not None else Program(n)
+    cuda = isinstance(data, _arrays.CudaArray) or isinstance(seg, _arrays.CudaArray)
+    if cuda and not (
+        (data is None or isinstance(data, _arrays.CudaArray))
+        and (seg is None or isinstance(seg, _arrays.CudaArray))
+    ):
+        raise ValueError("data and seg must both be CUDA arrays or both host arrays; move one of them")
+    if resolve(backend, cuda) == "cuda":
+        return _resample_cuda(
+            data,
+            seg,
+            out_shape,
+            affine,
+            elastic,
+            order_data,
+            mode_data,
+            cval_data,
+            order_seg,
+            mode_seg,
+            cval_seg,
+            program,
+        )
     if resolve(backend) == "batchgenerators":
         from delira.augment import _fallback
 
@@ -95,6 +129,19 @@ def resample(
 
 def run_program(x: np.ndarray, program: Program, backend: str = "auto") -> np.ndarray:
     """Apply ``program`` to the float array ``x`` ``(N, C, *spatial)``; returns a new contiguous array."""
+    if resolve(backend, isinstance(x, _arrays.CudaArray)) == "cuda":
+        out = _arrays.cuda_contiguous_copy(x.obj)
+        module = require_cuda("intensity transforms")
+        stream, device = _arrays.cuda_stream_and_device(out)
+        with device:
+            module.apply_program_cuda(
+                _arrays.CudaArray.from_array(out).ptr,
+                x.dtype.name,
+                list(x.shape),
+                *_program_args(program),
+                stream,
+            )
+        return out
     if resolve(backend) == "batchgenerators":
         from delira.augment import _fallback
 
@@ -106,8 +153,79 @@ def gaussian_blur(
     x: np.ndarray, sigma: np.ndarray, truncate: float = 4.0, backend: str = "auto"
 ) -> np.ndarray:
     """Separable gaussian filter (mode reflect) of ``x`` ``(N, C, *spatial)`` with ``sigma`` ``(N, ndim)``."""
+    if resolve(backend, isinstance(x, _arrays.CudaArray)) == "cuda":
+        out = _arrays.cuda_contiguous_copy(x.obj)
+        module = require_cuda("gaussian_blur")
+        stream, device = _arrays.cuda_stream_and_device(out)
+        with device:
+            module.gaussian_blur_cuda(
+                _arrays.CudaArray.from_array(out).ptr,
+                x.dtype.name,
+                list(x.shape),
+                np.ascontiguousarray(sigma, dtype=np.float32),
+                float(truncate),
+                stream,
+            )
+        return out
     if resolve(backend) == "batchgenerators":
         from delira.augment import _fallback
 
         return _fallback.gaussian_blur(x, sigma, truncate)
     return _extension._C.gaussian_blur(x, np.ascontiguousarray(sigma, dtype=np.float32), float(truncate))
+
+
+def _resample_cuda(
+    data,
+    seg,
+    out_shape,
+    affine,
+    elastic,
+    order_data,
+    mode_data,
+    cval_data,
+    order_seg,
+    mode_seg,
+    cval_seg,
+    program: Program,
+):
+    """The fused pass on the GPU: outputs allocated through the input's framework, the caller's stream."""
+    module = require_cuda("spatial_transform")
+    like = data if data is not None else seg
+    n, sd = like.shape[0], len(out_shape)
+    out_d = None if data is None else _arrays.cuda_empty_like(data.obj, data.shape[:2] + tuple(out_shape))
+    out_s = None if seg is None else _arrays.cuda_empty_like(seg.obj, seg.shape[:2] + tuple(out_shape))
+    empty = np.zeros((0,), dtype=np.float32)
+
+    def describe(a):
+        return (0, "float32", [], []) if a is None else (a.ptr, a.dtype.name, list(a.shape), list(a.strides))
+
+    def pointer(o):
+        return 0 if o is None else _arrays.CudaArray.from_array(o).ptr
+
+    stream, device = _arrays.cuda_stream_and_device(like.obj)
+    with device:
+        module.resample_cuda(
+            *describe(data),
+            *describe(seg),
+            pointer(out_d),
+            pointer(out_s),
+            list(out_shape),
+            np.ascontiguousarray(affine, dtype=np.float32),
+            None if elastic is None else elastic.values,
+            empty if elastic is None else elastic.origin.reshape(n, sd),
+            empty if elastic is None else elastic.spacing.reshape(n, sd),
+            order_data,
+            mode_data,
+            float(cval_data),
+            order_seg,
+            mode_seg,
+            float(cval_seg),
+            *_program_args(program),
+            stream,
+        )
+    return out_d, out_s
+
+
+def _program_args(program: Program) -> list:
+    args = program.kernel_args()
+    return [args["op_kinds"], args["op_refs"], args["op_params"], args["op_active"], args["seeds"]]

@@ -18,6 +18,14 @@ from delira.augment._program import OpKind, Program
 
 
 def _image(x: Any) -> tuple[np.ndarray, Any]:
+    if _arrays.is_cuda_array(x):
+        host = _arrays.CudaArray.from_array(x)
+        if host.ndim < 3 or host.ndim > 5:
+            raise ValueError(f"x has shape {host.shape}; expected (N, C, *spatial) with 1 to 3 spatial axes")
+        v.image_dtype(host, "x")
+        if host.size == 0:
+            raise ValueError(f"x has shape {host.shape}, which is empty")
+        return host, lambda out: out
     host, wrap = _arrays.to_host(x)
     if host.ndim < 3 or host.ndim > 5:
         raise ValueError(f"x has shape {host.shape}; expected (N, C, *spatial) with 1 to 3 spatial axes")
@@ -164,6 +172,11 @@ def simulate_low_resolution(
     from delira.augment.functional.spatial import affine_resample
 
     host, wrap = _image(x)
+    if isinstance(host, _arrays.CudaArray):
+        raise NotImplementedError(
+            "simulate_low_resolution on CUDA arrays is not implemented yet; apply it on the CPU, or use "
+            "affine_resample twice on the GPU"
+        )
     n, nd = host.shape[0], host.ndim - 2
     zooms = _per_sample(zoom, n, "zoom")
     if np.any((zooms <= 0) | (zooms > 1)):

@@ -98,6 +98,12 @@ def transform_matrix(
 
 
 def _as_batch(x: Any, name: str, spatial_ndim: int | None, kind: str) -> tuple[np.ndarray, Any]:
+    """A host (numpy) view or, for CUDA arrays, a device description, checked; and the output wrapper."""
+    if _arrays.is_cuda_array(x):
+        host = _arrays.CudaArray.from_array(x, name)
+        v.batch_array(host, name, spatial_ndim)
+        (v.image_dtype if kind == "image" else v.label_dtype)(host, name)
+        return host, lambda out: out  # outputs are allocated in the input's framework already
     host, wrap = _arrays.to_host(x, name)
     v.batch_array(host, name, spatial_ndim)
     (v.image_dtype if kind == "image" else v.label_dtype)(host, name)
@@ -229,18 +235,22 @@ def affine_resample(
         raise ValueError(
             f"the last row of matrix must be {np.eye(nd + 1)[nd].tolist()}, got {m[nd].tolist()}"
         )
-    host, wrap = _arrays.to_host(x)
-    if host.ndim < nd or host.ndim > nd + 2:
+    if _arrays.is_cuda_array(x):
+        host, wrap = x, (lambda out: out)
+    else:
+        host, wrap = _arrays.to_host(x)
+    shape = tuple(int(s) for s in host.shape)
+    if len(shape) < nd or len(shape) > nd + 2:
         raise ValueError(
-            f"x has shape {host.shape}; a {nd + 1}x{nd + 1} matrix needs (N, C, *{nd} spatial), (C, *spatial) or (*spatial)"
+            f"x has shape {shape}; a {nd + 1}x{nd + 1} matrix needs (N, C, *{nd} spatial), (C, *spatial) or (*spatial)"
         )
-    spatial = host.shape[host.ndim - nd :]
+    spatial = shape[len(shape) - nd :]
     out_spatial = (
         spatial if output_shape is None else v.int_tuple(output_shape, nd, "output_shape", minimum=0)
     )
-    lead = host.shape[: host.ndim - nd]
-    batch = host.reshape((-1, 1, *spatial))
-    is_label = host.dtype.kind in "iu"
+    lead = shape[: len(shape) - nd]
+    dtype = _arrays.np_dtype(host)
+    is_label = dtype.kind in "iu"
     if is_label and order == 3:
         raise ValueError(
             "order=3 is not defined for label arrays; use order=0 (nearest) or 1 (per-label linear)"
@@ -249,9 +259,13 @@ def affine_resample(
         raise ValueError(f"order={order!r}; use 0, 1 or 3")
     v.mode_code(mode, "mode")
     v.finite(cval, "cval")
-    affine = np.broadcast_to(m[:nd].astype(np.float64), (batch.shape[0], nd, nd + 1))
-    if batch.size == 0 or 0 in out_spatial:
-        return wrap(np.empty(lead + tuple(out_spatial), dtype=host.dtype))
+    n_batch = int(np.prod(lead)) if lead else 1
+    if n_batch == 0 or 0 in spatial or 0 in out_spatial:
+        if _arrays.is_cuda_array(host):
+            return _arrays.cuda_empty_like(host, lead + tuple(out_spatial))
+        return wrap(np.empty(lead + tuple(out_spatial), dtype=dtype))
+    batch = host.reshape((n_batch, 1, *spatial))
+    affine = np.broadcast_to(m[:nd].astype(np.float64), (n_batch, nd, nd + 1))
     kwargs = {"affine": affine, "patch_size": out_spatial, "backend": backend}
     if is_label:
         _, out = spatial_transform(None, batch, order_seg=order, mode_seg=mode, cval_seg=cval, **kwargs)
@@ -280,6 +294,11 @@ def crop(x: Any, center: Any, size: tuple[int, ...], pad_value: float = 0.0) -> 
     Returns:
         ``(N, C, *size)`` array of x's dtype and type.
     """
+    if _arrays.is_cuda_array(x):
+        raise NotImplementedError(
+            "crop on CUDA arrays is not implemented yet; crop on the CPU before moving the batch to the GPU, "
+            "or use SpatialTransform (which crops on the GPU)"
+        )
     host, wrap = _arrays.to_host(x)
     nd = host.ndim - 2
     size = v.int_tuple(size, nd, "size")

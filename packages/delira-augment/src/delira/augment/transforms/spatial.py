@@ -273,6 +273,10 @@ def _concat(parts: list, like: Any) -> Any:
         import torch
 
         return torch.cat(parts, dim=0)
+    if module == "cupy":
+        import cupy
+
+        return cupy.concatenate(parts, axis=0)
     import tensorflow as tf
 
     return tf.concat(parts, axis=0)
