@@ -1,7 +1,8 @@
 """Array interop: which framework an input belongs to, host views of it, and wrapping results.
 
 Host inputs (numpy arrays, torch CPU tensors, tensorflow CPU tensors) are viewed as numpy arrays
-without a copy where the framework allows it; the result is handed back in the input's type.
+without a copy (torch's shared-memory ``.numpy()``, tensorflow through DLPack); results are handed
+back in the input's type, again without a copy.
 CUDA inputs (torch CUDA tensors, cupy arrays) are described by their ``__cuda_array_interface__``.
 """
 
@@ -32,6 +33,19 @@ def _framework(x: Any) -> str:
     return "other"
 
 
+class _DLPackCapsule:
+    """Presents a DLPack capsule (from tf.experimental.dlpack) through the ``__dlpack__`` protocol."""
+
+    def __init__(self, capsule: Any) -> None:
+        self._capsule = capsule
+
+    def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
+        return self._capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU
+
+
 def is_cuda_array(x: Any) -> bool:
     """True for arrays that live in CUDA device memory (torch CUDA tensors, cupy arrays)."""
     fw = _framework(x)
@@ -57,7 +71,14 @@ def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray],
     if fw == "tensorflow":
         import tensorflow as tf
 
-        return np.asarray(x), tf.convert_to_tensor
+        if "CPU" not in getattr(x, "device", "CPU").upper():
+            raise TypeError(
+                f"{name} is a tensorflow tensor on {x.device}; tensorflow GPU tensors are not supported yet: "
+                "pass it on the CPU, or as a torch/cupy CUDA array (zero-copy through DLPack)"
+            )
+        # DLPack both ways: no copy in (read-only view), none out (the tensor wraps the numpy buffer).
+        host = np.from_dlpack(_DLPackCapsule(tf.experimental.dlpack.to_dlpack(x)))
+        return host, lambda out: tf.experimental.dlpack.from_dlpack(np.ascontiguousarray(out).__dlpack__())
     if isinstance(x, (list, tuple)) or np.isscalar(x):
         raise TypeError(
             f"{name} must be an array (numpy, torch or tensorflow), got {type(x).__name__}; "
