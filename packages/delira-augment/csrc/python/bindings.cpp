@@ -178,6 +178,28 @@ delira::cpu::Program make_program(std::int64_t n, const std::vector<int>& kinds,
   return prog;
 }
 
+// Elastic control points and their per-sample origin/spacing into `spec` (or nothing for None).
+void set_elastic(delira::cpu::SpatialSpec& spec, const py::object& elastic,
+                 const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_origin,
+                 const py::array_t<float, py::array::c_style | py::array::forcecast>& grid_spacing, std::int64_t n) {
+  if (elastic.is_none()) return;
+  const int sd = spec.ndim;
+  auto grid = elastic.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+  if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
+    throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
+  }
+  if (grid_origin.size() != n * sd || grid_spacing.size() != n * sd) {
+    throw py::value_error("grid_origin and grid_spacing must have shape (N, ndim)");
+  }
+  for (int d = 0; d < sd; ++d) {
+    spec.grid[d] = grid.shape(2 + d);
+    if (spec.grid[d] < 4) throw py::value_error("elastic grid needs at least 4 control points per axis");
+  }
+  spec.elastic.assign(grid.data(), grid.data() + grid.size());
+  spec.grid_origin.assign(grid_origin.data(), grid_origin.data() + grid_origin.size());
+  spec.grid_spacing.assign(grid_spacing.data(), grid_spacing.data() + grid_spacing.size());
+}
+
 py::tuple resample(const py::object& data, const py::object& seg, const std::vector<std::int64_t>& out_shape,
                    const py::array_t<float, py::array::c_style | py::array::forcecast>& affine,
                    const py::object& elastic,
@@ -231,19 +253,7 @@ py::tuple resample(const py::object& data, const py::object& seg, const std::vec
     if (n < 0) n = seg_arr.shape(0);
   }
   if (n < 0) throw py::value_error("nothing to resample: give data, seg or both");
-  if (!elastic.is_none()) {
-    auto grid = elastic.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
-    if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
-      throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
-    }
-    if (grid_origin.size() != n * sd || grid_spacing.size() != n * sd) {
-      throw py::value_error("grid_origin and grid_spacing must have shape (N, ndim)");
-    }
-    for (int d = 0; d < sd; ++d) spec.grid[d] = grid.shape(2 + d);
-    spec.grid_origin.assign(grid_origin.data(), grid_origin.data() + grid_origin.size());
-    spec.grid_spacing.assign(grid_spacing.data(), grid_spacing.data() + grid_spacing.size());
-    spec.elastic.assign(grid.data(), grid.data() + grid.size());
-  }
+  set_elastic(spec, elastic, grid_origin, grid_spacing, n);
   delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
   {
     py::gil_scoped_release release;
@@ -342,22 +352,7 @@ void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const
   spec.order_seg = order_seg;
   spec.mode_seg = border_mode(mode_seg);
   spec.cval_seg = cval_seg;
-  if (!elastic.is_none()) {
-    auto grid = elastic.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
-    if (grid.ndim() != sd + 2 || grid.shape(0) != n || grid.shape(1) != sd) {
-      throw py::value_error("elastic control points must have shape (N, ndim, *grid)");
-    }
-    if (grid_origin.size() != n * sd || grid_spacing.size() != n * sd) {
-      throw py::value_error("grid_origin and grid_spacing must have shape (N, ndim)");
-    }
-    for (int d = 0; d < sd; ++d) {
-      spec.grid[d] = grid.shape(2 + d);
-      if (spec.grid[d] < 4) throw py::value_error("elastic grid needs at least 4 control points per axis");
-    }
-    spec.elastic.assign(grid.data(), grid.data() + grid.size());
-    spec.grid_origin.assign(grid_origin.data(), grid_origin.data() + grid_origin.size());
-    spec.grid_spacing.assign(grid_spacing.data(), grid_spacing.data() + grid_spacing.size());
-  }
+  set_elastic(spec, elastic, grid_origin, grid_spacing, n);
   delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
   py::gil_scoped_release release;
   delira::cuda::resample(data, reinterpret_cast<void*>(out_ptr), seg, reinterpret_cast<void*>(seg_out_ptr), spec, prog,

@@ -125,33 +125,9 @@ class Compose(Transform):
             v.image_dtype(host, head.data_key)
             batch[head.data_key] = wrap(_engine.run_program(host, program, head.backend))
             return batch
-        from delira.augment.functional.spatial import spatial_transform
-
         if field is not None and flags.any():
             field = _flip_field(field, flags, patch)
-        data = batch.get(head.data_key)
-        seg = batch.get(head.seg_key) if head.seg_key is not None else None
-        out_d, out_s = spatial_transform(
-            data,
-            seg,
-            affine=_flip_affine(affine, flags, patch),
-            linear=linear,
-            patch_size=patch,
-            elastic=field,
-            order_data=head.order_data,
-            order_seg=head.order_seg,
-            mode_data=head.mode_data,
-            cval_data=head.cval_data,
-            mode_seg=head.mode_seg,
-            cval_seg=head.cval_seg,
-            program=program,
-            backend=head.backend,
-        )
-        if data is not None:
-            batch[head.data_key] = out_d
-        if seg is not None:
-            batch[head.seg_key] = out_s
-        return batch
+        return head.resample(batch, _flip_affine(affine, flags, patch), linear, field, patch, program)
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)

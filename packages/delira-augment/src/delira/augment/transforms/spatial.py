@@ -206,10 +206,14 @@ class SpatialTransform(Transform):
         return start + half[None]
 
     def apply(self, batch, rng, program: Program | None = None, mirror_flags: np.ndarray | None = None):
-        data = batch.get(self.data_key)
-        seg = batch.get(self.seg_key) if self.seg_key is not None else None
         n, shape = self.batch_size(batch), self.spatial_shape(batch)
         affine, linear, field, patch = self.draw(rng, n, shape, mirror_flags)
+        return self.resample(batch, affine, linear, field, patch, program)
+
+    def resample(self, batch, affine, linear, field, patch, program: Program | None = None):
+        """Run the fused pass on ``batch`` with drawn parameters (see :meth:`draw`); used by Compose too."""
+        data = batch.get(self.data_key)
+        seg = batch.get(self.seg_key) if self.seg_key is not None else None
         out_d, out_s = spatial_transform(
             data,
             seg,
