@@ -226,3 +226,16 @@ def test_bad_batches(batch):
         t(data=batch["data"][:0])
     with pytest.raises(ValueError, match="rotation"):
         da.SpatialTransform((16, 16, 16), rotation=[(0, 1), (0, 1)])(**batch)
+
+
+@pytest.mark.tf
+def test_tensorflow_int64_labels_through_mirror_and_concat():
+    """TensorFlow kernels need aligned buffers: outputs must be safe to feed to tf ops (tf.concat here)."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).random((2, 1, 8, 8, 8)).astype(np.float32))
+    s = tf.constant(np.arange(2 * 512, dtype=np.int64).reshape(2, 1, 8, 8, 8))
+    out = da.Mirror(axes=(2,), p_per_axis=1.0)(data=x, seg=s)
+    assert out["seg"].dtype == tf.int64
+    np.testing.assert_array_equal(out["seg"].numpy(), np.flip(s.numpy(), 4))
+    np.testing.assert_array_equal(tf.concat([out["seg"], out["seg"]], 0).numpy()[:2], out["seg"].numpy())

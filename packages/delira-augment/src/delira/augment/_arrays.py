@@ -2,7 +2,7 @@
 
 Host inputs (numpy arrays, torch CPU tensors, tensorflow CPU tensors) are viewed as numpy arrays
 without a copy (torch's shared-memory ``.numpy()``, tensorflow through DLPack); results are handed
-back in the input's type, again without a copy.
+back in the input's type (torch without a copy; tensorflow with one, as it needs aligned buffers).
 CUDA inputs (torch CUDA tensors, cupy arrays) are described by their ``__cuda_array_interface__``.
 """
 
@@ -76,9 +76,11 @@ def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray],
                 f"{name} is a tensorflow tensor on {x.device}; tensorflow GPU tensors are not supported yet: "
                 "pass it on the CPU, or as a torch/cupy CUDA array (zero-copy through DLPack)"
             )
-        # DLPack both ways: no copy in (read-only view), none out (the tensor wraps the numpy buffer).
+        # In through DLPack without a copy (a read-only view). Out with one copy: TensorFlow requires its
+        # buffers aligned beyond numpy's guarantee (kernels abort on IsAligned), so wrapping the numpy
+        # result through DLPack is not safe.
         host = np.from_dlpack(_DLPackCapsule(tf.experimental.dlpack.to_dlpack(x)))
-        return host, lambda out: tf.experimental.dlpack.from_dlpack(np.ascontiguousarray(out).__dlpack__())
+        return host, tf.convert_to_tensor
     if isinstance(x, (list, tuple)) or np.isscalar(x):
         raise TypeError(
             f"{name} must be an array (numpy, torch or tensorflow), got {type(x).__name__}; "
