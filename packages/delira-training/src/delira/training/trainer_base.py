@@ -1,0 +1,490 @@
+"""``BaseNetworkTrainer``: the framework-agnostic training loop shared by the PyTorch and
+TensorFlow trainers (delira's ``NetworkTrainer``).
+
+The loop, the callbacks, the metrics (numpy), the loggers, checkpointing and resuming live here;
+a subclass supplies the framework's pieces: building the optimizer, one training step, one
+evaluation step, the learning rate, and (for distributed runs) reducing numbers across processes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from delira.training.callbacks import Callback, ModelCheckpoint
+from delira.training.distributed import shard_batches
+from delira.training.seed import seed_everything
+
+__all__ = ["BaseNetworkTrainer", "NonFiniteLossError"]
+
+_PRECISIONS = ("32", "bf16", "16")
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULERS = ("cosine", "step")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and iteration."""
+
+
+def _numbers(logs: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in logs.items()
+        if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+    }
+
+
+class BaseNetworkTrainer:
+    """The training loop of both trainers. Use :class:`PyTorchNetworkTrainer` or
+    :class:`TfNetworkTrainer`; the arguments are the same.
+
+    Args:
+        network: a ``delira.models`` network (``prepare_batch``, ``split_batch``,
+            ``compute_losses``, ``training_step``).
+        losses: ``{name: loss}`` in the framework's argument order; their sum is minimised.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a framework optimizer / factory (see the
+            subclass).
+        lr: the (initial) learning rate.
+        optimizer_kwargs: extra arguments of the named optimizer (e.g. ``{"momentum": 0.9}``).
+        scheduler: None, ``"cosine"`` (cosine decay to 0 over the epochs of ``fit``), ``"step"``
+            (``lr * gamma ** (epoch // step_size)``, ``scheduler_kwargs`` ``step_size`` (default a
+            third of the epochs) and ``gamma`` (0.1)), or a framework scheduler (see the subclass).
+            Named schedules set the learning rate at the start of each epoch.
+        metrics: ``{name: fn(predictions, batch) -> float | dict}`` on numpy: predictions are the
+            network's main output (e.g. logits ``(N, K, *spatial)`` float32), ``batch`` the numpy
+            batch. A dict result is logged as ``val_<name>`` (its ``"mean"``) and
+            ``val_<name>_<key>``. Values are averaged over the validation batches (NaN skipped).
+        callbacks: a list of :class:`~delira.training.callbacks.Callback`.
+        device: where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``; TensorFlow names such
+            as ``"/GPU:0"`` for the Keras trainer).
+        precision: ``"32"``, ``"bf16"`` or ``"16"`` (mixed precision).
+        grad_accumulation: optimizer steps every this many iterations (and at the end of an epoch).
+        grad_clip: clip the global gradient norm to this value, or None.
+        val_every: validate every this many epochs (and after the last one).
+        monitor, mode: the history key that decides the best checkpoint, ``"min"`` or ``"max"``.
+        save_dir: if given, the trainer writes ``checkpoints/best.safetensors`` and
+            ``checkpoints/last.safetensors`` (delira-io format), ``metrics.csv``, ``tensorboard/``
+            (event files) and ``curves.png`` there (rank 0 only).
+        device_transforms: delira-augment transforms (``t(**batch) -> batch``) applied to the
+            prepared batch on the device, in order, during training only; a transform with an
+            ``rng`` parameter gets ``numpy.random.default_rng([seed, epoch, iteration, k])``.
+        seed: passed to :func:`seed_everything` at the start of ``fit``.
+        verbose: show a tqdm progress bar with the loss.
+        loggers: extra loggers (``log_metrics(metrics, step)``, ``close()``), e.g. an
+            :class:`~delira.training.loggers.MLflowLogger`.
+        scheduler_kwargs: arguments of the named schedulers.
+    """
+
+    framework = "none"
+
+    def __init__(
+        self,
+        network: Any,
+        losses: Mapping[str, Callable[..., Any]],
+        optimizer: Any = "adam",
+        lr: float = 1e-3,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        metrics: Mapping[str, Callable[..., Any]] | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        device: str = "cpu",
+        precision: str = "32",
+        grad_accumulation: int = 1,
+        grad_clip: float | None = None,
+        val_every: int = 1,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        save_dir: str | os.PathLike[str] | None = None,
+        device_transforms: Sequence[Callable[..., Any]] | None = None,
+        seed: int = 0,
+        verbose: bool = True,
+        *,
+        loggers: Sequence[Any] | None = None,
+        scheduler_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(losses, Mapping) or not losses or not all(callable(f) for f in losses.values()):
+            raise ValueError(
+                f"losses must be a non-empty dict of callables, e.g. {{'ce': loss_fn}}; got {losses!r}"
+            )
+        if isinstance(optimizer, str) and optimizer.lower() not in _OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r}; use one of {_OPTIMIZERS} or pass an optimizer factory"
+            )
+        if isinstance(scheduler, str) and scheduler not in _SCHEDULERS:
+            raise ValueError(
+                f"unknown scheduler {scheduler!r}; use one of {_SCHEDULERS}, None or a framework scheduler"
+            )
+        if str(precision) not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        if int(grad_accumulation) < 1:
+            raise ValueError(f"grad_accumulation must be >= 1, got {grad_accumulation}")
+        if int(val_every) < 1:
+            raise ValueError(f"val_every must be >= 1, got {val_every}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+        self.network = network
+        self.losses = dict(losses)
+        self.optimizer_spec, self.lr = optimizer, float(lr)
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.scheduler_spec = scheduler
+        self.scheduler_kwargs = dict(scheduler_kwargs or {})
+        self.metrics = dict(metrics or {})
+        self.callbacks = list(callbacks or [])
+        self.device, self.precision = device, str(precision)
+        self.grad_accumulation, self.grad_clip = int(grad_accumulation), grad_clip
+        self.val_every, self.monitor, self.mode = int(val_every), monitor, mode
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.device_transforms = list(device_transforms or [])
+        self._transform_takes_rng = [_takes_rng(t) for t in self.device_transforms]
+        self.seed, self.verbose = int(seed), verbose
+        self.extra_loggers = list(loggers or [])
+        self.history: list[dict[str, float]] = []
+        self.stop_training = False
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self._epochs = 0
+        self._checkpoint_callback: ModelCheckpoint | None = None
+        self._active_callbacks: list[Callback] = list(self.callbacks)
+
+    # --- to be supplied by the framework trainers -----------------------------------------------
+    def _setup(self) -> None:
+        """Build the optimizer (and scheduler) once; set up distribution."""
+        raise NotImplementedError
+
+    def _train_step(
+        self, batch: Mapping[str, Any], step_now: bool, context: tuple[int, int]
+    ) -> dict[str, float]:
+        """One training iteration on a numpy batch; take an optimizer step when ``step_now``.
+        Returns ``{"loss": total, <loss name>: value, ...}`` as floats."""
+        raise NotImplementedError
+
+    def _eval_step(self, batch: Mapping[str, Any]) -> tuple[float, np.ndarray]:
+        """The total loss and the numpy main output of the network on a numpy batch, in eval mode."""
+        raise NotImplementedError
+
+    def _set_train_mode(self, training: bool) -> None:
+        """Switch the network between training and evaluation mode."""
+
+    def get_lr(self) -> float:
+        """The current learning rate of the optimizer."""
+        raise NotImplementedError
+
+    def set_lr(self, value: float) -> None:
+        """Set the learning rate of the optimizer."""
+        raise NotImplementedError
+
+    def _epoch_end_schedule(self) -> None:
+        """Advance a framework scheduler at the end of an epoch (named schedules need nothing)."""
+
+    def _checkpoint_objects(self) -> tuple[Any, Any]:
+        """``(model, optimizers)`` for delira-io's ``save_checkpoint`` / ``load_checkpoint``."""
+        raise NotImplementedError
+
+    def _compute_losses(self, predictions: Any, targets: Any) -> dict[str, Any]:
+        """``network.compute_losses``, with an error naming the shapes when a loss fails."""
+        try:
+            return self.network.compute_losses(predictions, targets, self.losses)
+        except Exception as exc:
+            main = self.network.main_output(predictions)
+            raise ValueError(
+                f"computing the losses {sorted(self.losses)} failed on predictions of shape "
+                f"{tuple(main.shape)} and targets of shape {tuple(getattr(targets, 'shape', ()))} ({exc}); "
+                f"check that the network's outputs fit the labels (e.g. logits (N, num_classes, *spatial) "
+                f"for seg (N, 1, *spatial), logits (N, num_classes) for label (N,))"
+            ) from exc
+
+    def _all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """The element-wise sum of ``values`` (float64 ``(K,)``) over the processes."""
+        return values
+
+    # --- public API -----------------------------------------------------------------------------
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 (the process that logs and saves checkpoints)."""
+        return self.rank == 0
+
+    def fit(
+        self,
+        train_loader: Iterable[Mapping[str, Any]],
+        val_loader: Iterable[Mapping[str, Any]] | None = None,
+        epochs: int = 10,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> list[dict[str, float]]:
+        """Train for ``epochs`` epochs (in total, counting those of a resumed checkpoint).
+
+        Args:
+            train_loader: an iterable of numpy batch dicts, e.g. ``{"data": (N, C, *spatial)
+                float32, "seg": (N, 1, *spatial) int}``; ``set_epoch(e)`` is called each epoch
+                where the loader has it.
+            val_loader: the same for validation, or None.
+            epochs: the total number of epochs.
+            resume_from: a checkpoint written by this trainer, or ``"last"`` for
+                ``save_dir/checkpoints/last.safetensors`` when it exists (else a fresh start).
+                Training continues exactly where the checkpoint left it (same weights, optimizer,
+                scheduler, RNG states and callback states).
+
+        Returns:
+            The history: one dict per epoch, ``{"epoch": int (0-based), "train_loss": float,
+            "lr": float}`` plus, on validated epochs, ``"val_loss"`` and ``"val_<metric>"``.
+        """
+        if int(epochs) < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self._epochs = int(epochs)
+        seed_everything(self.seed, frameworks=(self._seed_framework,))
+        self._setup()
+        callbacks = list(self.callbacks)
+        if self.save_dir is not None:
+            self._checkpoint_callback = ModelCheckpoint(
+                self.save_dir / "checkpoints", self.monitor, self.mode
+            )
+            callbacks.append(self._checkpoint_callback)
+        self._active_callbacks = callbacks
+        self.history, start = [], 0
+        path = self._resolve_resume(resume_from)
+        self.stop_training = False
+        loggers = self._make_loggers()
+        try:
+            for cb in callbacks:
+                cb.on_train_begin(self)
+            if path is not None:
+                start = self.load_checkpoint(path)
+                for logger in loggers:  # e.g. the CSV keeps the rows of the epochs before the resume
+                    if hasattr(logger, "resume"):
+                        logger.resume(self.history)
+            for epoch in range(start, self._epochs):
+                self.epoch = epoch
+                logs = self._run_epoch(train_loader, val_loader, epoch, callbacks)
+                for logger in loggers:
+                    logger.log_metrics({k: v for k, v in logs.items() if k != "epoch"}, epoch)
+                if self.stop_training:
+                    break
+            for cb in callbacks:
+                cb.on_train_end(self)
+        finally:
+            for logger in loggers:
+                logger.close()
+        if self.save_dir is not None and self.is_main_process:
+            from delira.training.loggers.curves import plot_curves
+
+            plot_curves(self.history, self.save_dir / "curves.png")
+        return self.history
+
+    def evaluate(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """The mean loss and metrics over ``loader``: ``{"loss": float, "<metric>": float,
+        "<metric>_<key>": float, ...}`` (the network in evaluation mode, no gradients)."""
+        self._setup()
+        results = self._validate(loader)
+        return {k[4:]: v for k, v in results.items()}
+
+    def save_checkpoint(
+        self, path: str | os.PathLike[str], epoch: int, logs: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Save the training state after ``epoch`` finished epochs to ``path`` (delira-io format):
+        weights, optimizer / scheduler / grad-scaler states, RNG states, the history and callback
+        states."""
+        from delira.io import save_checkpoint
+
+        model, optimizers = self._checkpoint_objects()
+        states = {key: cb.state_dict() for key, cb in _callback_keys(self._active_callbacks)}
+        extra = {"history": self.history, "callbacks": states, "trainer": {"framework": self.framework}}
+        return save_checkpoint(
+            path, model, optimizers, epoch=epoch, metrics=_numbers(logs or {}), extra=extra
+        )
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> int:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; returns its epoch count."""
+        from delira.io import load_checkpoint
+
+        self._setup()
+        model, optimizers = self._checkpoint_objects()
+        info = load_checkpoint(path, model, optimizers)
+        extra = info.extra or {}
+        self.history = [dict(h) for h in extra.get("history", [])]
+        states = extra.get("callbacks", {})
+        for key, cb in _callback_keys(getattr(self, "_active_callbacks", [])):
+            if key in states:
+                cb.load_state_dict(dict(states[key]))
+        return int(info.epoch or 0)
+
+    # --- the loop --------------------------------------------------------------------------------
+    @property
+    def _seed_framework(self) -> str:
+        return "torch" if self.framework == "torch" else "tensorflow"
+
+    def _resolve_resume(self, resume_from: Any) -> Path | None:
+        if resume_from is None:
+            return None
+        if resume_from == "last":
+            if self.save_dir is None:
+                raise ValueError("resume_from='last' needs save_dir; pass save_dir or a checkpoint path")
+            path = self.save_dir / "checkpoints" / "last.safetensors"
+            return path if path.exists() else None
+        path = Path(resume_from)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"resume_from={str(path)!r} does not exist; pass a checkpoint file, 'last' or None"
+            )
+        return path
+
+    def _make_loggers(self) -> list[Any]:
+        if not self.is_main_process:
+            return []
+        loggers = list(self.extra_loggers)
+        if self.save_dir is not None:
+            from delira.training.loggers import CSVLogger, TensorBoardLogger
+
+            loggers = [
+                CSVLogger(self.save_dir / "metrics.csv"),
+                TensorBoardLogger(self.save_dir / "tensorboard"),
+                *loggers,
+            ]
+        return loggers
+
+    def _named_lr(self, epoch: int) -> float:
+        if self.scheduler_spec == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / self._epochs))
+        step_size = int(self.scheduler_kwargs.get("step_size", max(1, self._epochs // 3)))
+        return self.lr * float(self.scheduler_kwargs.get("gamma", 0.1)) ** (epoch // step_size)
+
+    def _prepare_transforms(self, batch: dict[str, Any], context: tuple[int, int]) -> dict[str, Any]:
+        """Apply the device transforms to a prepared batch (training only)."""
+        for k, (transform, takes_rng) in enumerate(zip(self.device_transforms, self._transform_takes_rng)):
+            if takes_rng:
+                rng = np.random.default_rng([self.seed, context[0], context[1], k])
+                batch = dict(transform(rng=rng, **batch))
+            else:
+                batch = dict(transform(**batch))
+        return batch
+
+    def _progress(self, loader: Any, epoch: int) -> Any:
+        if not (self.verbose and self.is_main_process):
+            return None
+        from tqdm.auto import tqdm
+
+        total = len(loader) if hasattr(loader, "__len__") else None
+        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self._epochs}", leave=False, mininterval=0.5)
+
+    def _run_epoch(
+        self, train_loader: Any, val_loader: Any, epoch: int, callbacks: list[Callback]
+    ) -> dict[str, float]:
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        if isinstance(self.scheduler_spec, str):
+            self.set_lr(self._named_lr(epoch))
+        for cb in callbacks:
+            cb.on_epoch_begin(self, epoch)
+        lr = self.get_lr()
+        self._set_train_mode(True)
+        bar = self._progress(train_loader, epoch)
+        total, count = 0.0, 0
+        batches = (
+            shard_batches(train_loader, self.rank, self.world_size) if self.world_size > 1 else train_loader
+        )
+        iterator = iter(batches)
+        pending = next(iterator, None)
+        if pending is None:
+            raise ValueError(
+                f"the training loader yielded no batches in epoch {epoch}; check the dataset and drop_last"
+            )
+        i = 0
+        while pending is not None:
+            batch, pending = pending, next(iterator, None)
+            for cb in callbacks:
+                cb.on_iteration_begin(self, i)
+            step_now = (i + 1) % self.grad_accumulation == 0 or pending is None
+            values = self._train_step(batch, step_now, (epoch, i))
+            loss = values["loss"]
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the training loss is {loss} in epoch {epoch} (0-based), iteration {i}; lower the "
+                    f"learning rate, set grad_clip, check the inputs for NaN or use precision='32'"
+                )
+            total, count = total + loss, count + 1
+            for cb in callbacks:
+                cb.on_iteration_end(self, i, values)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            i += 1
+        sums = self._all_reduce_sum(np.array([total, count], dtype=np.float64))
+        logs: dict[str, float] = {"epoch": epoch, "train_loss": float(sums[0] / sums[1]), "lr": lr}
+        if val_loader is not None and ((epoch + 1) % self.val_every == 0 or epoch + 1 == self._epochs):
+            logs.update(self._validate(val_loader))
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "epoch"})
+            bar.close()
+        self.history.append(logs)
+        self._epoch_end_schedule()
+        for cb in callbacks:
+            cb.on_epoch_end(self, epoch, logs)
+        return logs
+
+    def _validate(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+        """Mean loss and metrics over ``loader``, keys prefixed with ``val_``."""
+        self._set_train_mode(False)
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+
+        def add(key: str, value: float) -> None:
+            if not math.isnan(value):
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0.0) + 1.0
+            else:
+                sums.setdefault(key, 0.0)
+                counts.setdefault(key, 0.0)
+
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(0)
+        batches = shard_batches(loader, self.rank, self.world_size) if self.world_size > 1 else loader
+        for batch in batches:
+            loss, predictions = self._eval_step(batch)
+            add("val_loss", float(loss))
+            for name, fn in self.metrics.items():
+                value = fn(predictions, batch)
+                if isinstance(value, Mapping):
+                    for key, v in value.items():
+                        add(f"val_{name}" if key == "mean" else f"val_{name}_{key}", float(v))
+                else:
+                    add(f"val_{name}", float(value))
+        self._set_train_mode(True)
+        if "val_loss" not in sums:
+            raise ValueError(
+                "the validation loader yielded no batches; pass a non-empty loader or val_loader=None"
+            )
+        keys = sorted(sums)
+        reduced = self._all_reduce_sum(
+            np.array([sums[k] for k in keys] + [counts[k] for k in keys], dtype=np.float64)
+        )
+        return {
+            k: float(reduced[j] / reduced[len(keys) + j]) if reduced[len(keys) + j] > 0 else float("nan")
+            for j, k in enumerate(keys)
+        }
+
+
+def _callback_keys(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:
+    """``("ClassName:k", callback)``: the k-th callback of its class, so that states match on resume
+    even when callbacks of other classes were added or removed."""
+    seen: dict[str, int] = {}
+    keys = []
+    for cb in callbacks:
+        name = type(cb).__name__
+        keys.append((f"{name}:{seen.get(name, 0)}", cb))
+        seen[name] = seen.get(name, 0) + 1
+    return keys
+
+
+def _takes_rng(transform: Callable[..., Any]) -> bool:
+    try:
+        return "rng" in inspect.signature(transform).parameters
+    except (TypeError, ValueError):
+        return False

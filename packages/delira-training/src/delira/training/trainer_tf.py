@@ -1,0 +1,292 @@
+"""``TfNetworkTrainer``: the training loop for ``delira.models.tf`` (Keras 3) networks, with
+Keras mixed precision, gradient accumulation and clipping, and ``tf.distribute`` strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from delira.training.trainer_base import BaseNetworkTrainer
+
+__all__ = ["TfNetworkTrainer"]
+
+_POLICIES = {"32": "float32", "bf16": "mixed_bfloat16", "16": "mixed_float16"}
+
+
+def _tf_device(device: str) -> str:
+    name = str(device).lower()
+    if name == "cpu":
+        return "/CPU:0"
+    if name.startswith(("cuda", "gpu")):
+        index = name.split(":")[1] if ":" in name else "0"
+        return f"/GPU:{index}"
+    return str(device)
+
+
+class TfNetworkTrainer(BaseNetworkTrainer):
+    """Trains a ``delira.models.tf`` network; arguments as in
+    :class:`~delira.training.trainer_base.BaseNetworkTrainer`, with these TensorFlow specifics:
+
+    - ``optimizer``: ``"adam"``, ``"adamw"``, ``"sgd"`` (``keras.optimizers``) or a Keras optimizer
+      (then ``lr`` and ``optimizer_kwargs`` are ignored);
+    - ``scheduler``: ``"cosine"``, ``"step"``, a ``keras.optimizers.schedules.LearningRateSchedule``
+      (per optimizer iteration; needs a named optimizer) or a callable ``fn(epoch) -> lr`` applied at
+      the start of each epoch;
+    - ``precision``: ``"bf16"`` / ``"16"`` need the network built under the matching Keras policy
+      (``keras.mixed_precision.set_global_policy("mixed_bfloat16")`` / ``"mixed_float16"`` before
+      constructing it); ``"16"`` wraps the optimizer in a ``LossScaleOptimizer``;
+    - ``strategy``: a ``tf.distribute`` strategy (``MirroredStrategy``, or
+      ``MultiWorkerMirroredStrategy`` configured through ``TF_CONFIG``); build the network under
+      ``strategy.scope()``. Each batch is split evenly over the replicas (its size must be a
+      multiple of ``strategy.num_replicas_in_sync``) and the gradients are summed by the optimizer.
+      Only the chief (task 0) logs and saves checkpoints.
+
+    - ``device_transforms``: on a GPU they get the prepared tensors; on the CPU numpy arrays
+      (float32 / int64), converted back to tensors afterwards.
+
+    The step runs as one ``tf.function`` (traced once per input shape).
+    """
+
+    framework = "keras"
+
+    def __init__(
+        self, network: Any, losses: Mapping[str, Any], *args: Any, strategy: Any = None, **kwargs: Any
+    ) -> None:
+        super().__init__(network, losses, *args, **kwargs)
+        self.strategy = strategy
+
+    def _setup(self) -> None:
+        if self.optimizer is not None:
+            return
+        net = self.network
+        if not hasattr(net, "split_batch") or not hasattr(net, "compute_losses"):
+            raise TypeError(
+                f"TfNetworkTrainer needs a delira.models.tf network (prepare_batch, split_batch, compute_losses); "
+                f"got {type(net).__name__}; subclass delira.models.tf.AbstractNetwork"
+            )
+        policy = getattr(getattr(net, "dtype_policy", None), "name", "float32")
+        if policy != _POLICIES[self.precision]:
+            raise ValueError(
+                f"precision={self.precision!r} needs the network built under the Keras dtype policy "
+                f"{_POLICIES[self.precision]!r}, but it was built under {policy!r}; call "
+                f"keras.mixed_precision.set_global_policy({_POLICIES[self.precision]!r}) before constructing it"
+            )
+        self.strategy = self.strategy or tf.distribute.get_strategy()
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        task_id = getattr(resolver, "task_id", 0) if resolver is not None else 0
+        self.rank = int(task_id or 0)
+        from delira.models.tf import AbstractNetwork
+
+        self._custom_step = type(net).training_step is not AbstractNetwork.training_step
+        complex_step = self.grad_accumulation > 1 or self.grad_clip is not None
+        if self._custom_step and (self.precision != "32" or complex_step):
+            raise ValueError(
+                f"{type(net).__name__} has its own training_step, which the trainer calls as it is; "
+                "precision, grad_accumulation and grad_clip do not apply to it; leave them at their defaults"
+            )
+        if complex_step and (self.replicas > 1 or self.precision == "16"):
+            raise ValueError(
+                "grad_accumulation and grad_clip are not supported together with a multi-replica strategy or "
+                "precision='16' in TfNetworkTrainer 0.1; use one replica and precision '32' or 'bf16'"
+            )
+        self.tf_device = _tf_device(self.device)
+        learning_rate: Any = self.lr
+        schedule = self.scheduler_spec
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            if not isinstance(self.optimizer_spec, str):
+                raise ValueError(
+                    "a Keras LearningRateSchedule needs a named optimizer ('adam', 'adamw', 'sgd')"
+                )
+            learning_rate = schedule
+        with self.strategy.scope():
+            spec = self.optimizer_spec
+            if isinstance(spec, str):
+                cls = {
+                    "adam": keras.optimizers.Adam,
+                    "adamw": keras.optimizers.AdamW,
+                    "sgd": keras.optimizers.SGD,
+                }
+                optimizer = cls[spec.lower()](learning_rate=learning_rate, **self.optimizer_kwargs)
+            elif isinstance(spec, keras.optimizers.Optimizer):
+                optimizer = spec
+            else:
+                raise TypeError(f"optimizer must be a name or a keras optimizer, got {type(spec).__name__}")
+            if self.precision == "16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            if not optimizer.built:
+                optimizer.build(net.trainable_variables)
+            self.optimizer = optimizer
+            if complex_step:
+                self._accumulated = [
+                    tf.Variable(tf.zeros_like(v), trainable=False) for v in net.trainable_variables
+                ]
+        if callable(schedule) and not isinstance(
+            schedule, (str, keras.optimizers.schedules.LearningRateSchedule)
+        ):
+            self.set_lr(float(schedule(0)))
+        self._step_fn = None
+        self._eval_fn = None
+        self._loss_factors: dict[str, float] = {}
+
+    def _probe_loss_scaling(self, inputs: Any, targets: Any) -> dict[str, float]:
+        """Per loss, the factor that undoes a division by the number of replicas made inside the
+        loss: ``keras.losses.Loss`` objects divide by ``num_replicas_in_sync`` in a replica context
+        (``Model.fit`` relies on that), plain functions do not. Each loss is called once outside and
+        once inside ``strategy.run`` on the same tensors and the ratio (1 or the replica count) kept."""
+        net = self.network
+        predictions = net(inputs, training=False)
+        factors = {}
+        for name, fn in self.losses.items():
+            outside = float(fn(targets, predictions))
+            inside = self.strategy.experimental_local_results(
+                self.strategy.run(lambda f=fn: f(targets, predictions))
+            )[0]
+            inside = float(inside)
+            factors[name] = float(round(outside / inside)) if inside != 0 and outside != 0 else 1.0
+        return factors
+
+    # --- steps -----------------------------------------------------------------------------------
+    def _gradients(self, inputs: Any, targets: Any) -> tuple[dict[str, Any], Any, list[Any]]:
+        net = self.network
+        variables = net.trainable_variables
+        with tf.GradientTape() as tape:
+            predictions = net(inputs, training=True)
+            values = self._compute_losses(predictions, targets)
+            values = {k: tf.cast(v, tf.float32) * self._loss_factors.get(k, 1.0) for k, v in values.items()}
+            total = tf.add_n(list(values.values()))
+            if net.losses:
+                total = total + tf.add_n([tf.cast(x, tf.float32) for x in net.losses])
+            scaled = total / float(self.grad_accumulation * self.replicas)
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                scaled = self.optimizer.scale_loss(scaled)
+        return values, total, tape.gradient(scaled, variables)
+
+    def _build_step(self) -> Any:
+        variables = self.network.trainable_variables
+        if self.grad_accumulation == 1 and self.grad_clip is None:
+
+            def replica_step(inputs: Any, targets: Any) -> tuple[dict[str, Any], Any]:
+                values, total, grads = self._gradients(inputs, targets)
+                self.optimizer.apply_gradients(zip(grads, variables))
+                return values, total
+
+            if self.replicas == 1:
+                return tf.function(replica_step, reduce_retracing=True, autograph=False)
+
+            def distributed_step(inputs: Any, targets: Any) -> tuple[dict[str, Any], Any]:
+                values, total = self.strategy.run(replica_step, args=(inputs, targets))
+                mean = tf.distribute.ReduceOp.MEAN
+                return (
+                    {k: self.strategy.reduce(mean, v, axis=None) for k, v in values.items()},
+                    self.strategy.reduce(mean, total, axis=None),
+                )
+
+            return tf.function(distributed_step, reduce_retracing=True, autograph=False)
+
+        def accumulate(inputs: Any, targets: Any) -> tuple[dict[str, Any], Any]:
+            values, total, grads = self._gradients(inputs, targets)
+            for slot, grad in zip(self._accumulated, grads):
+                slot.assign_add(grad)
+            return values, total
+
+        def apply() -> None:
+            grads = [tf.identity(slot) for slot in self._accumulated]
+            if self.grad_clip is not None:
+                grads, _ = tf.clip_by_global_norm(grads, float(self.grad_clip))
+            self.optimizer.apply_gradients(zip(grads, variables))
+            for slot in self._accumulated:
+                slot.assign(tf.zeros_like(slot))
+
+        self._apply_fn = tf.function(apply, autograph=False)
+        return tf.function(accumulate, reduce_retracing=True, autograph=False)
+
+    def _split(self, value: Any) -> Any:
+        """A per-replica value of the batch entry ``value`` split evenly along axis 0."""
+        n = int(value.shape[0])
+        if n % self.replicas:
+            raise ValueError(
+                f"a batch of {n} samples cannot be split evenly over {self.replicas} replicas; use a batch size "
+                f"that is a multiple of {self.replicas} (and drop_last=True)"
+            )
+        size = n // self.replicas
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda ctx: value[ctx.replica_id_in_sync_group * size : (ctx.replica_id_in_sync_group + 1) * size]
+        )
+
+    def _train_step(
+        self, batch: Mapping[str, Any], step_now: bool, context: tuple[int, int]
+    ) -> dict[str, float]:
+        net = self.network
+        prepared = net.prepare_batch(batch, self.tf_device)
+        if self.device_transforms:
+            if "CPU" in self.tf_device.upper():
+                # on the CPU the transforms get numpy views of the tensors: delira-augment 0.1's
+                # TensorFlow path makes unaligned int64 tensors that abort tf.concat (seg batches)
+                prepared = {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in prepared.items()}
+            prepared = net.prepare_batch(self._prepare_transforms(prepared, context), self.tf_device)
+        if self._custom_step:
+            values, _ = net.training_step(prepared, {"default": self.optimizer}, self.losses)
+            values = dict(values)
+            values["loss"] = values.get("total", sum(values.values()))
+            return values
+        inputs, targets = net.split_batch(prepared)
+        if self._step_fn is None:
+            self._step_fn = self._build_step()
+        if self.replicas > 1:
+            if not self._loss_factors:
+                self._loss_factors = self._probe_loss_scaling(inputs, targets)
+            inputs, targets = self._split(inputs), self._split(targets)
+        values, total = self._step_fn(inputs, targets)
+        if (self.grad_accumulation > 1 or self.grad_clip is not None) and step_now:
+            self._apply_fn()
+        result = {k: float(v) for k, v in values.items()}
+        result["loss"] = float(total)
+        return result
+
+    def _eval_step(self, batch: Mapping[str, Any]) -> tuple[float, np.ndarray]:
+        net = self.network
+        prepared = net.prepare_batch(batch, self.tf_device)
+        inputs, targets = net.split_batch(prepared)
+        if self._eval_fn is None:
+
+            def evaluate(inputs: Any, targets: Any) -> tuple[Any, Any]:
+                predictions = net(inputs, training=False)
+                values = self._compute_losses(predictions, targets)
+                total = tf.add_n([tf.cast(v, tf.float32) for v in values.values()])
+                return total, tf.cast(net.main_output(predictions), tf.float32)
+
+            self._eval_fn = tf.function(evaluate, reduce_retracing=True, autograph=False)
+        total, main = self._eval_fn(inputs, targets)
+        return float(total), main.numpy()
+
+    # --- learning rate and schedules ---------------------------------------------------------------
+    def _inner_optimizer(self) -> Any:
+        opt = self.optimizer
+        return opt.inner_optimizer if isinstance(opt, keras.optimizers.LossScaleOptimizer) else opt
+
+    def get_lr(self) -> float:
+        return float(np.asarray(self._inner_optimizer().learning_rate))
+
+    def set_lr(self, value: float) -> None:
+        opt = self._inner_optimizer()
+        if isinstance(opt._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            raise ValueError(
+                "the optimizer follows a Keras LearningRateSchedule; its learning rate cannot be set"
+            )
+        opt.learning_rate = float(value)
+
+    def _epoch_end_schedule(self) -> None:
+        schedule = self.scheduler_spec
+        if callable(schedule) and not isinstance(
+            schedule, (str, keras.optimizers.schedules.LearningRateSchedule)
+        ):
+            self.set_lr(float(schedule(self.epoch + 1)))
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _checkpoint_objects(self) -> tuple[Any, Any]:
+        return self.network, {"optimizer": self.optimizer}
