@@ -239,3 +239,28 @@ def test_tensorflow_int64_labels_through_mirror_and_concat():
     assert out["seg"].dtype == tf.int64
     np.testing.assert_array_equal(out["seg"].numpy(), np.flip(s.numpy(), 4))
     np.testing.assert_array_equal(tf.concat([out["seg"], out["seg"]], 0).numpy()[:2], out["seg"].numpy())
+
+
+@pytest.mark.torch
+def test_workers_forked_after_use_do_not_hang(tmp_path):
+    """torch's DataLoader forks its workers; the engine's threads must work in a forked child."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, torch
+from torch.utils.data import DataLoader, Dataset
+import delira.augment as da
+aug = da.Compose([da.SpatialTransform((12, 12, 12)), da.Gamma()], seed=0)
+da.set_num_threads(2)
+aug(data=np.random.rand(2, 1, 16, 16, 16).astype(np.float32))  # the parent starts its threads first
+class D(Dataset):
+    def __len__(self): return 4
+    def __getitem__(self, i): return torch.zeros(1, 16, 16, 16) + i
+loader = DataLoader(D(), batch_size=2, num_workers=2, multiprocessing_context="fork",
+                    collate_fn=lambda s: aug(data=torch.stack(s))["data"])
+print(sum(1 for _ in loader))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "2"

@@ -16,9 +16,9 @@
 #include "parallel.h"
 #include "stats.h"
 
-// Row loops use dynamic scheduling in chunks of rows: each row's partial statistics are stored by
-// row index and merged in a fixed order, so results stay independent of the thread count, and a
-// thread slowed by other processes on its core does not hold the others up at the barrier.
+// Row loops run on the pool of parallel.h in dynamically handed-out chunks of rows: each row's partial
+// statistics are stored by row index and merged in a fixed order, so results stay independent of the
+// thread count, and a thread slowed by other processes on its core does not hold the others up.
 //
 // This file is compiled once per instruction set (DELIRA_ISA names the namespace: isa_base,
 // isa_avx2, isa_avx512); engine_dispatch.cpp picks the best one the CPU supports at run time.
@@ -132,7 +132,7 @@ struct ProgramState {
         const float inv_range = 1.0f / range;
         const float g = q.p[0];
         const float sign_out = (invert && q.p[2] == 0.0f) ? -1.0f : 1.0f;
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
         for (std::int64_t i = 0; i < len; ++i) {
@@ -146,7 +146,7 @@ struct ProgramState {
         const double scale = target.std / (st.std + 1e-8);
         const V a = static_cast<V>((negate ? -1.0 : 1.0) * scale);
         const V b = static_cast<V>((negate ? -1.0 : 1.0) * (target_mean - st.mean * scale));
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
         for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
@@ -155,7 +155,7 @@ struct ProgramState {
         const double sd = st.std > q.p[0] ? st.std : static_cast<double>(q.p[0]);
         const V a = static_cast<V>(1.0 / sd);
         const V b = static_cast<V>(-st.mean / sd);
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
         for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
@@ -179,7 +179,7 @@ struct ProgramState {
     const std::uint64_t pair0 = (counter0 + i) >> 1;
     const std::int64_t pairs = (len - i) / 2;
     V* w = v + i;
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
     for (std::int64_t p = 0; p < pairs; ++p) {
@@ -214,7 +214,7 @@ RowAccumulator accumulate(const V* v, std::int64_t len) {
   const double shift = v[0];
   double s1 = 0.0, s2 = 0.0;
   V lo = v[0], hi = v[0];
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd reduction(+ : s1, s2) reduction(min : lo) reduction(max : hi)
 #endif
   for (std::int64_t i = 0; i < len; ++i) {
@@ -269,22 +269,14 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
     }
     const bool collect = st.collects_after(s);
     const std::int64_t total_rows = C * rows_per_channel;
-    const int threads = get_num_threads();
-    (void)threads;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads) if (numel * C > 16384)
-#endif
-    {
-#if defined(_OPENMP)
-#pragma omp for schedule(dynamic, 16)
-#endif
-      for (std::int64_t r = 0; r < total_rows; ++r) {
+    parallel_for(total_rows, 16, [&](std::int64_t begin, std::int64_t end, int) {
+      for (std::int64_t r = begin; r < end; ++r) {
         const int c = static_cast<int>(r / rows_per_channel);
         T* row = sample + r * row_len;  // float32 / float64 rows are processed in place
         st.run_row(s, c, row, row_len, static_cast<std::uint64_t>(r * row_len));
         if (collect) rows[r] = accumulate(row, row_len);
       }
-    }
+    });
   }
 }
 
@@ -360,14 +352,10 @@ void prefilter(const T* src, const std::int64_t* src_shape, const std::int64_t* 
   }
   out.values.assign(static_cast<std::size_t>(total), T(0));
   // Copy (with edge padding).
-  const int threads = get_num_threads();
-  (void)threads;
   const std::int64_t row = out.shape[sdim - 1];
   const std::int64_t rows = total / row;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (std::int64_t r = 0; r < rows; ++r) {
+  parallel_for(rows, 64, [&](std::int64_t begin, std::int64_t end, int) {
+  for (std::int64_t r = begin; r < end; ++r) {
     std::int64_t rem = r;
     std::int64_t src_off = 0;
     for (int d = sdim - 2; d >= 0; --d) {
@@ -383,21 +371,16 @@ void prefilter(const T* src, const std::int64_t* src_shape, const std::int64_t* 
       dst[i] = src[src_off + si * src_stride[last]];
     }
   }
+  });
   // Filter along every axis.
   for (int axis = 0; axis < sdim; ++axis) {
     const std::int64_t m = out.shape[axis];
     if (m < 2) continue;
     const std::int64_t lines = total / m;
     const std::int64_t stride = out.stride[axis];
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-#endif
-    {
+    parallel_for(lines, 64, [&](std::int64_t begin, std::int64_t end, int) {
       std::vector<double> line(static_cast<std::size_t>(m));
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-      for (std::int64_t l = 0; l < lines; ++l) {
+      for (std::int64_t l = begin; l < end; ++l) {
         // Line l: all axes but `axis`, in C order.
         const std::int64_t inner = stride;  // product of extents after axis
         const std::int64_t outer_i = l / inner;
@@ -407,7 +390,7 @@ void prefilter(const T* src, const std::int64_t* src_shape, const std::int64_t* 
         filter_line(line.data(), m, mode == BorderMode::Reflect ? BorderMode::Reflect : BorderMode::Mirror);
         for (std::int64_t i = 0; i < m; ++i) base[i * stride] = static_cast<T>(line[i]);
       }
-    }
+    });
   }
 }
 
@@ -476,7 +459,7 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, RowBuffers
     const float step = g.affine.a[d][NDIM - 1];
     float* c = buf.coord[d].data();
     const std::int32_t n32 = static_cast<std::int32_t>(len);
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
     for (std::int32_t i = 0; i < n32; ++i) c[i] = base + step * static_cast<float>(i);  // int32: vector cvt
@@ -517,7 +500,7 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, RowBuffers
     float* c = buf.coord[comp].data();
     const std::int32_t* first = tx.first.data();
     const float *w0 = tx.w[0].data(), *w1 = tx.w[1].data(), *w2 = tx.w[2].data(), *w3 = tx.w[3].data();
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
     for (std::int32_t i = 0; i < n32; ++i) {
@@ -558,7 +541,7 @@ void prepare_linear(const DataSource<T, NDIM>& src, RowBuffers& buf, std::int64_
   }
   std::int64_t* base = buf.base.data();
   std::uint8_t* kind = buf.kind.data();
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
   for (std::int64_t i = 0; i < len; ++i) {
@@ -594,7 +577,7 @@ void gather_linear(const DataSource<T, NDIM>& src, const T* data, const RowBuffe
   bool fast_ok = true;
   for (int d = 0; d < NDIM; ++d) fast_ok = fast_ok && src.shape[d] >= 2;
   const std::int64_t vec_len = fast_ok ? len : 0;
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
   for (std::int64_t i = 0; i < vec_len; ++i) {
@@ -692,7 +675,7 @@ void seg_row(const std::vector<const L*>& channel, const std::int64_t* shape, co
       st[d] = stride[d];
       cx[d] = buf.coord[d].data();
     }
-#if defined(_OPENMP)
+#if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
     for (std::int64_t i = 0; i < len; ++i) {
@@ -781,8 +764,6 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
     for (int d = 0; d < NDIM; ++d) grid_numel *= spec.grid[d];
   }
 
-  const int threads = get_num_threads();
-  (void)threads;
   for (std::int64_t n = 0; n < N; ++n) {
     SampleGeometry<NDIM> g;
     for (int d = 0; d < NDIM; ++d) {
@@ -840,17 +821,15 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
     T* out_sample = has_data ? static_cast<T*>(out.data) + n * C * numel : nullptr;
     const T cval = static_cast<T>(spec.cval_data);
 
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-      RowBuffers buf;
-      buf.resize(len);
-      std::vector<RowAccumulator> accs(C);
-#if defined(_OPENMP)
-#pragma omp for schedule(dynamic, 16)
-#endif
-      for (std::int64_t r = 0; r < rows_per_sample; ++r) {
+    // Per-thread scratch: row buffers and per-channel accumulators.
+    const int threads = get_num_threads();
+    std::vector<RowBuffers> bufs(static_cast<std::size_t>(threads));
+    std::vector<std::vector<RowAccumulator>> thread_accs(static_cast<std::size_t>(threads), std::vector<RowAccumulator>(C));
+    parallel_for(rows_per_sample, 16, [&](std::int64_t begin, std::int64_t end, int thread) {
+      RowBuffers& buf = bufs[thread];
+      if (buf.base.size() != static_cast<std::size_t>(len)) buf.resize(len);
+      std::vector<RowAccumulator>& accs = thread_accs[thread];
+      for (std::int64_t r = begin; r < end; ++r) {
         row_coordinates<NDIM>(g, r, buf);
         if (has_data) {
           data_row<T, NDIM>(src, spec.order_data, buf, len, spec.mode_data, cval, st, out_sample, numel, r, collect,
@@ -861,7 +840,7 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
         }
         if (has_seg) seg_rows<NDIM>(seg, seg_out, n, spec, buf, len, r, numel);
       }
-    }
+    });
     if (has_data && st.stages.size() > 1) run_later_stages<T>(st, out_sample, numel, len, partials);
   }
 }
@@ -923,8 +902,6 @@ template <typename T>
 void blur_typed(const OutRef& x, int sdim, const std::vector<float>& sigma, double truncate) {
   const std::int64_t N = x.shape[0], C = x.shape[1];
   const std::int64_t numel = spatial_numel(x.shape + 2, sdim);
-  const int threads = get_num_threads();
-  (void)threads;
   for (std::int64_t n = 0; n < N; ++n) {
     for (int axis = 0; axis < sdim; ++axis) {
       const float s = sigma[n * sdim + axis];
@@ -935,15 +912,9 @@ void blur_typed(const OutRef& x, int sdim, const std::vector<float>& sigma, doub
       std::int64_t stride = 1;
       for (int d = axis + 1; d < sdim; ++d) stride *= x.shape[2 + d];
       const std::int64_t lines = C * numel / m;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads)
-#endif
-      {
+      parallel_for(lines, 64, [&](std::int64_t begin, std::int64_t end, int) {
         std::vector<float> line(static_cast<std::size_t>(m + 2 * radius));
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-        for (std::int64_t l = 0; l < lines; ++l) {
+        for (std::int64_t l = begin; l < end; ++l) {
           const std::int64_t outer_i = l / stride;
           const std::int64_t inner_i = l % stride;
           T* base = static_cast<T*>(x.data) + n * C * numel + outer_i * stride * m + inner_i;
@@ -957,7 +928,7 @@ void blur_typed(const OutRef& x, int sdim, const std::vector<float>& sigma, doub
             base[i * stride] = static_cast<T>(acc);
           }
         }
-      }
+      });
     }
   }
 }
@@ -974,8 +945,6 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
   if (numel == 0) return;
   const std::int64_t len = x.shape[x.ndim - 1];
   const std::int64_t rows_per_channel = numel / len;
-  const int threads = get_num_threads();
-  (void)threads;
   for (std::int64_t n = 0; n < N; ++n) {
     ProgramState st(prog, n, C);
     const bool collect = st.collects_after(0);
@@ -983,14 +952,8 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
     const T* src = static_cast<const T*>(x.data) + n * x.stride[0];
     T* dst = static_cast<T*>(out.data) + n * C * numel;
     const std::int64_t total_rows = C * rows_per_channel;
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads) if (numel * C > 16384)
-#endif
-    {
-#if defined(_OPENMP)
-#pragma omp for schedule(dynamic, 16)
-#endif
-    for (std::int64_t r = 0; r < total_rows; ++r) {
+    parallel_for(total_rows, 16, [&](std::int64_t begin, std::int64_t end, int) {
+    for (std::int64_t r = begin; r < end; ++r) {
       const int c = static_cast<int>(r / rows_per_channel);
       std::int64_t rem = r % rows_per_channel;
       std::int64_t off = c * x.stride[1];
@@ -1004,7 +967,7 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
       st.run_row(0, c, v, len, static_cast<std::uint64_t>(r * len));
       if (collect) partials[r] = accumulate(v, len);
     }
-    }
+    });
     run_later_stages<T>(st, dst, numel, len, partials);
   }
 }

@@ -1,5 +1,7 @@
 #include "flip_cpu.h"
 
+#include <algorithm>
+
 #include "parallel.h"
 
 namespace delira::cpu {
@@ -14,16 +16,14 @@ void flip_typed(const T* in, T* out, const FlipGeometry& g) {
   const std::int64_t row = g.shape[last];
   const std::int64_t rows = total / row;
   const std::int64_t step = g.flip[last] ? -g.in_strides[last] : g.in_strides[last];
-  const int threads = get_num_threads();
-  (void)threads;
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads) if (total > 32768)
-#endif
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* src = in + flip_source_offset(g, r * row);
-    T* dst = out + r * row;
-    for (std::int64_t i = 0; i < row; ++i) dst[i] = src[i * step];
-  }
+  const std::int64_t chunk = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(row, 1));
+  parallel_for(rows, chunk, [&](std::int64_t begin, std::int64_t end, int) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const T* src = in + flip_source_offset(g, r * row);
+      T* dst = out + r * row;
+      for (std::int64_t i = 0; i < row; ++i) dst[i] = src[i * step];
+    }
+  });
 }
 
 }  // namespace
