@@ -49,3 +49,25 @@ def test_augmented_batches_are_identical_for_0_and_2_workers():
     assert not np.array_equal(_epoch(0, 2)[0]["data"], inline[0]["data"])
     # labels stay labels: nothing outside the phantom's classes appears
     assert set(np.unique(np.concatenate([b["seg"].ravel() for b in inline]))) <= {0, 1, 2}
+
+
+def _thread_count_batch(data, seg, **rest):
+    return {"data": data, "seg": seg, "threads": np.full(data.shape[0], da.get_num_threads()), **rest}
+
+
+def test_workers_use_one_augment_thread_unless_configured(monkeypatch):
+    dataset = SyntheticPhantomDataset(num_cases=2, shape=(8, 8, 8), num_classes=2, seed=0)
+    loader = DataLoader(dataset, batch_size=2, transforms=_thread_count_batch, num_workers=1, seed=0)
+    try:
+        assert next(iter(loader))["threads"].tolist() == [1, 1]
+    finally:
+        loader.close()
+    monkeypatch.setenv("DELIRA_AUGMENT_NUM_THREADS", "2")
+    # spawn: a fresh process sees the current environment (a running forkserver keeps its own)
+    loader = DataLoader(
+        dataset, batch_size=2, transforms=_thread_count_batch, num_workers=1, seed=0, start_method="spawn"
+    )
+    try:
+        assert next(iter(loader))["threads"].tolist() == [2, 2]
+    finally:
+        loader.close()

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
@@ -50,6 +51,20 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     ok = mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's upper limit for the threshold
     return bool(ok and mallopt(m_trim_threshold, 1024 * 1024 * 1024))
+
+
+def limit_augment_threads() -> None:
+    """One delira.augment thread per worker process, unless DELIRA_AUGMENT_NUM_THREADS says otherwise.
+
+    The workers already run in parallel; each also starting one augmentation thread per core would
+    oversubscribe the machine (as torch's DataLoader limits torch to one thread per worker). Only
+    acts when the transforms brought delira.augment into this process; imports nothing itself.
+    """
+    if "DELIRA_AUGMENT_NUM_THREADS" in os.environ:
+        return
+    augment = sys.modules.get("delira.augment")
+    if augment is not None and hasattr(augment, "set_num_threads"):
+        augment.set_num_threads(1)
 
 
 def _accepts_allocate(collate_fn: Callable[..., Any]) -> bool:
@@ -146,6 +161,7 @@ def worker_loop(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()  # a crash in native code prints this worker's Python stack to stderr
     keep_freed_memory()
+    limit_augment_threads()
     writer = SegmentWriter(prefix, worker_id)
     parent = multiprocessing.parent_process()
     waitables: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
