@@ -20,9 +20,15 @@ AUGMENT_SOURCES := $(shell find packages/delira-augment/csrc -type f) \
 	packages/delira-augment/CMakeLists.txt packages/delira-augment/pyproject.toml
 CPP_SOURCES := $(AUGMENT_SOURCES) CMakeLists.txt $(shell find tests -name '*.cpp' -o -name '*.h')
 
-.PHONY: demo test setup lint test-cpp test-sanitize test-fuzz-sanitize test-python clean
+.PHONY: demo bench test setup lint test-cpp test-sanitize test-fuzz-sanitize test-python clean
 
+# The main job: `delira run` on the built-in default (3-fold cross-validation of a small 3D UNet on
+# synthetic phantoms with the canonical augmentation), written to runs/.
 demo: setup
+	$(VENV)/bin/delira run
+
+# The canonical augmentation benchmark (Delira against batchgenerators and batchgeneratorsv2).
+bench: setup
 	$(VENV)/bin/delira-augment-bench --json bench-results/augment.json
 
 test: setup lint test-cpp test-sanitize test-fuzz-sanitize test-python

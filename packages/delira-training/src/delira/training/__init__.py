@@ -12,6 +12,8 @@ from typing import Any
 
 from delira.training import callbacks, loggers, metrics
 from delira.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from delira.training.config import ConfigError, load_config
+from delira.training.experiment import Experiment, aggregate
 from delira.training.seed import seed_everything
 from delira.training.trainer_base import BaseNetworkTrainer, NonFiniteLossError
 
@@ -29,14 +31,18 @@ _LAZY = {
 __all__ = [
     "BaseNetworkTrainer",
     "Callback",
+    "ConfigError",
     "EarlyStopping",
+    "Experiment",
     "ModelCheckpoint",
     "NonFiniteLossError",
     "Predictor",
     "PyTorchNetworkTrainer",
     "TfNetworkTrainer",
     "__version__",
+    "aggregate",
     "callbacks",
+    "load_config",
     "loggers",
     "metrics",
     "seed_everything",

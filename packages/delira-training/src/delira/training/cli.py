@@ -1,4 +1,13 @@
-"""The ``delira`` command line."""
+"""The ``delira`` command line: ``run``, ``aggregate``, ``predict`` and ``info``.
+
+::
+
+    delira run [CONFIG] [--set training.epochs=5] [--run-dir DIR] [--fold K]
+    delira run --resume DIR                  # continue an interrupted experiment
+    delira aggregate DIR                     # summarise folds run separately
+    delira predict RUN_DIR --input scan.nii.gz --output seg.nii.gz
+    delira info
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import importlib
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 MEMBERS = ["delira-augment", "delira-data", "delira-io", "delira-models", "delira-training"]
 BACKENDS = ["torch", "tensorflow"]
@@ -25,9 +35,10 @@ def info(_: argparse.Namespace) -> int:
     for dist in ["delira", *MEMBERS]:
         print(f"{dist:<18}{_version(dist)}")
     for backend in BACKENDS:
-        print(
-            f"{backend:<18}{_version('tensorflow-cpu' if backend == 'tensorflow' and _version('tensorflow') == 'not installed' else backend)}"
-        )
+        dist = backend
+        if backend == "tensorflow" and _version("tensorflow") == "not installed":
+            dist = "tensorflow-cpu"
+        print(f"{backend:<18}{_version(dist)}")
     try:
         augment = importlib.import_module("delira.augment")
     except ImportError as exc:
@@ -38,7 +49,55 @@ def info(_: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) an experiment: k-fold cross-validation as the config says."""
+    import time
+
+    from delira.training.experiment import Experiment
+
+    config = args.config
+    run_dir = args.run_dir
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").exists():
+            print(
+                f"error: {run_dir} has no config.yaml; pass the folder an earlier `delira run` wrote",
+                file=sys.stderr,
+            )
+            return 2
+        config = config or run_dir / "config.yaml"
+    experiment = Experiment(config, run_dir=run_dir, overrides=args.set or [])
+    cfg = experiment.config
+    print(
+        f"delira run: {cfg['name']} ({cfg['model']['name']}, {cfg['backend']}, {cfg['task']}), "
+        f"{cfg['experiment']['folds']} fold(s), {cfg['training']['epochs']} epochs -> {experiment.run_dir}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    summary = experiment.kfold(folds=None if args.fold is None else [args.fold])
+    print(f"finished in {time.perf_counter() - start:.0f} s; experiment folder: {experiment.run_dir}")
+    return 0 if summary is not None or args.fold is not None else 1
+
+
+def aggregate(args: argparse.Namespace) -> int:
+    """Summarise the finished folds of an experiment folder."""
+    from delira.training.experiment import aggregate as _aggregate
+
+    summary = _aggregate(args.run_dir)
+    return 0 if not summary["missing"] else 1
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Segment a NIfTI (or any delira.io image) with the folds of an experiment, ensembled."""
+    from delira.training.experiment import predict_file
+
+    out = predict_file(args.run_dir, args.input, args.output, folds=args.folds)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``delira``."""
     parser = argparse.ArgumentParser(
         prog="delira", description="Delira: deep learning for medical image analysis"
     )
@@ -46,8 +105,47 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="package versions, backends and the augment extension's build").set_defaults(
         func=info
     )
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+
+    p = sub.add_parser(
+        "run",
+        help="run an experiment (k-fold cross-validation); no CONFIG: the built-in 3D UNet on phantoms",
+        description="Run an experiment. CONFIG is a YAML file or a shipped config name "
+        "(unet3d-phantom, unet3d-phantom-tf, resnet3d-phantom, dcgan-phantom, msd-folder).",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config file or shipped config name")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.epochs=5"
+    )
+    p.add_argument(
+        "--run-dir", default=None, help="experiment folder (default: <experiment.output>/<name>-<timestamp>)"
+    )
+    p.add_argument("--fold", type=int, default=None, help="run only this fold (e.g. one per machine)")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue the experiment in DIR")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("aggregate", help="summarise the finished folds of an experiment folder")
+    p.add_argument("run_dir", help="the experiment folder")
+    p.set_defaults(func=aggregate)
+
+    p = sub.add_parser("predict", help="segment an image with a trained experiment (folds ensembled)")
+    p.add_argument("run_dir", help="the experiment folder")
+    p.add_argument("--input", required=True, help="input image (NIfTI, NRRD, ...)")
+    p.add_argument("--output", required=True, help="output segmentation (same geometry as the input)")
+    p.add_argument("--folds", type=int, nargs="*", default=None, help="use only these folds")
+    p.set_defaults(func=predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``delira`` command."""
+    from delira.training.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -73,15 +73,28 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
                 "precision, grad_accumulation and grad_clip do not apply to it; leave them at their defaults"
             )
         spec = self.optimizer_spec
-        if isinstance(spec, str):
-            cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[spec.lower()]
-            self.optimizer = cls(net.parameters(), lr=self.lr, **self.optimizer_kwargs)
-        elif callable(spec):
-            self.optimizer = spec(net.parameters())
-        else:
+
+        def make_optimizer(parameters: Any) -> Any:
+            if isinstance(spec, str):
+                cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[
+                    spec.lower()
+                ]
+                return cls(parameters, lr=self.lr, **self.optimizer_kwargs)
+            if callable(spec):
+                return spec(parameters)
             raise TypeError(
                 f"optimizer must be a name or a callable(parameters) -> optimizer, got {type(spec).__name__}"
             )
+
+        # A network with several parameter groups (a GAN's generator and discriminator) names them in
+        # optimizer_groups(); each gets an optimizer of its own, passed to its training_step by name.
+        groups = net.optimizer_groups() if hasattr(net, "optimizer_groups") else None
+        if groups:
+            self.optimizers = {name: make_optimizer(params) for name, params in groups.items()}
+            self.optimizer = next(iter(self.optimizers.values()))
+        else:
+            self.optimizer = make_optimizer(net.parameters())
+            self.optimizers = {"default": self.optimizer}
         if callable(self.scheduler_spec) and not isinstance(self.scheduler_spec, str):
             self.scheduler = self.scheduler_spec(self.optimizer)
         self.scaler = torch.amp.GradScaler(self.torch_device.type) if self.precision == "16" else None
@@ -101,7 +114,7 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
         if self.device_transforms:
             prepared = self._prepare_transforms(prepared, context)
         if self._custom_step:
-            values, _ = net.training_step(prepared, {"default": self.optimizer}, self.losses)
+            values, _ = net.training_step(prepared, self.optimizers, self.losses)
             values = dict(values)
             values["loss"] = values.get("total", sum(values.values()))
             return values
@@ -168,7 +181,11 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
 
     # --- checkpoints and distribution ------------------------------------------------------------
     def _checkpoint_objects(self) -> tuple[Any, Any]:
-        optimizers: dict[str, Any] = {"optimizer": self.optimizer}
+        optimizers: dict[str, Any] = (
+            {f"optimizer_{name}": opt for name, opt in self.optimizers.items()}
+            if len(self.optimizers) > 1
+            else {"optimizer": self.optimizer}
+        )
         if self.scheduler is not None:
             optimizers["scheduler"] = self.scheduler
         if self.scaler is not None:

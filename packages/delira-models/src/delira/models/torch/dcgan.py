@@ -174,6 +174,10 @@ class DCGAN(AbstractNetwork):
         """``(n, latent_dim) float32`` standard normal latent vectors (torch's global RNG)."""
         return torch.randn(n, self._config.latent_dim, device=device)
 
+    def optimizer_groups(self) -> dict[str, Any]:
+        """Parameters that get an optimizer each: ``{"generator": ..., "discriminator": ...}``."""
+        return {"generator": self.generator.parameters(), "discriminator": self.discriminator.parameters()}
+
     def training_step(
         self,
         batch: Mapping[str, Any],
