@@ -75,25 +75,12 @@ def resample(
         and (seg is None or isinstance(seg, _arrays.CudaArray))
     ):
         raise ValueError("data and seg must both be CUDA arrays or both host arrays; move one of them")
-    if resolve(backend, cuda) == "cuda":
-        return _resample_cuda(
-            data,
-            seg,
-            out_shape,
-            affine,
-            elastic,
-            order_data,
-            mode_data,
-            cval_data,
-            order_seg,
-            mode_seg,
-            cval_seg,
-            program,
-        )
-    if resolve(backend) == "batchgenerators":
+    target = resolve(backend, cuda)
+    if target != "cpu":  # the CUDA executor and the fallback take the same arguments
         from delira.augment import _fallback
 
-        return _fallback.resample(
+        executor = _resample_cuda if target == "cuda" else _fallback.resample
+        return executor(
             data,
             seg,
             out_shape,
@@ -129,7 +116,8 @@ def resample(
 
 def run_program(x: np.ndarray, program: Program, backend: str = "auto") -> np.ndarray:
     """Apply ``program`` to the float array ``x`` ``(N, C, *spatial)``; returns a new contiguous array."""
-    if resolve(backend, isinstance(x, _arrays.CudaArray)) == "cuda":
+    target = resolve(backend, isinstance(x, _arrays.CudaArray))
+    if target == "cuda":
         out = _arrays.cuda_contiguous_copy(x.obj)
         module = require_cuda("intensity transforms")
         stream, device = _arrays.cuda_stream_and_device(out)
@@ -142,7 +130,7 @@ def run_program(x: np.ndarray, program: Program, backend: str = "auto") -> np.nd
                 stream,
             )
         return out
-    if resolve(backend) == "batchgenerators":
+    if target == "batchgenerators":
         from delira.augment import _fallback
 
         return _fallback.run_program(x, program)
@@ -153,7 +141,8 @@ def gaussian_blur(
     x: np.ndarray, sigma: np.ndarray, truncate: float = 4.0, backend: str = "auto"
 ) -> np.ndarray:
     """Separable gaussian filter (mode reflect) of ``x`` ``(N, C, *spatial)`` with ``sigma`` ``(N, ndim)``."""
-    if resolve(backend, isinstance(x, _arrays.CudaArray)) == "cuda":
+    target = resolve(backend, isinstance(x, _arrays.CudaArray))
+    if target == "cuda":
         out = _arrays.cuda_contiguous_copy(x.obj)
         module = require_cuda("gaussian_blur")
         stream, device = _arrays.cuda_stream_and_device(out)
@@ -167,7 +156,7 @@ def gaussian_blur(
                 stream,
             )
         return out
-    if resolve(backend) == "batchgenerators":
+    if target == "batchgenerators":
         from delira.augment import _fallback
 
         return _fallback.gaussian_blur(x, sigma, truncate)
