@@ -8,7 +8,8 @@ same class names, loaded on first use:
 - ``delira.models.convert``: ``torch_to_keras`` / ``keras_to_torch`` weight copies.
 
 Both take channels-first input ``(N, C, *spatial) float32``. ``get_model(name, backend=...)`` builds
-a network by name; ``valid_input_sizes`` and ``check_input_size`` need no framework.
+a network by name; ``valid_input_sizes``, ``check_input_size`` and the UNet memory estimate
+(``delira.models.memory``: ``estimate_unet_memory_bytes``) need no framework.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from delira.models.configs import (
     UNetConfig,
 )
 from delira.models.input_size import InputSizeRule
+from delira.models.memory import (
+    estimate_unet_memory_bytes,
+    unet_activation_breakdown,
+    unet_activation_elements,
+    unet_parameter_count,
+)
 from delira.models.registry import (
     BACKENDS,
     available_models,
@@ -66,7 +73,11 @@ __all__ = [
     "__version__",
     "available_models",
     "check_input_size",
+    "estimate_unet_memory_bytes",
     "get_model",
     "input_size_rule",
+    "unet_activation_breakdown",
+    "unet_activation_elements",
+    "unet_parameter_count",
     "valid_input_sizes",
 ]

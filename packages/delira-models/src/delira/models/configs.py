@@ -8,6 +8,7 @@ framework allocates anything. Nothing here imports torch or tensorflow.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -51,9 +52,58 @@ class _Config:
     """Shared helpers of the config dataclasses."""
 
     def as_dict(self) -> dict[str, Any]:
-        """The constructor arguments as a plain dict (JSON-serialisable)."""
+        """The constructor arguments as a plain dict (JSON- and YAML-serialisable: tuples, also
+        nested ones such as ``UNetConfig.strides``, become lists)."""
         out = asdict(self)  # type: ignore[call-overload]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {k: _as_lists(v) for k, v in out.items()}
+
+
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_as_lists(v) for v in value]
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    """An int (numpy integers included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _per_stage(
+    owner: str, name: str, value: Any, stages: int, spatial_dims: int, source: str
+) -> tuple[tuple[int, ...], ...]:
+    """``value`` (one entry per stage, each an int or one int per spatial axis) as a tuple of
+    ``stages`` tuples of ``spatial_dims`` ints; the entries themselves are checked by the caller."""
+    example = "((1, 1, 1), (2, 2, 1), (2, 2, 2))" if spatial_dims == 3 else "((1, 1), (2, 2), (2, 1))"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"{owner}: {name} must be a list with one entry per stage, each an int or one int per "
+            f"spatial axis, e.g. {example}; got {value!r}"
+        )
+    if len(value) != stages:
+        raise ValueError(
+            f"{owner}: {name} has {len(value)} entries but the UNet has {stages} stages ({source}); "
+            f"pass one entry per stage, shallowest first"
+        )
+    resolved = []
+    for stage, entry in enumerate(value):
+        if _is_int(entry):
+            resolved.append((int(entry),) * spatial_dims)
+            continue
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence):
+            raise ValueError(
+                f"{owner}: {name}[{stage}] must be an int or a list of {spatial_dims} ints (one per "
+                f"spatial axis); got {entry!r}"
+            )
+        if len(entry) != spatial_dims:
+            raise ValueError(
+                f"{owner}: {name}[{stage}] has {len(entry)} entries {tuple(entry)} but spatial_dims="
+                f"{spatial_dims}; pass one int per spatial axis (or a single int for all of them)"
+            )
+        if not all(_is_int(v) for v in entry):
+            raise ValueError(f"{owner}: {name}[{stage}] must hold ints; got {tuple(entry)!r}")
+        resolved.append(tuple(int(v) for v in entry))
+    return tuple(resolved)
 
 
 @dataclass(frozen=True)
@@ -126,7 +176,8 @@ class UNetConfig(_Config):
 
     Input ``(N, in_channels, *spatial) float32``; output logits ``(N, num_classes, *spatial) float32``,
     or with ``deep_supervision`` a list of ``num_stages - 1`` logit maps, the first at full
-    resolution and each next one half the size of the one before.
+    resolution and the one of decoder level ``k`` at ``spatial // cumulative_strides[k]`` (half
+    the size of the one before with the default strides).
 
     Attributes:
         spatial_dims: 2 or 3.
@@ -137,13 +188,27 @@ class UNetConfig(_Config):
             the resolved values (``features[0]``, ``len(features)``), so equal networks have
             equal configs.
         base_features: channels of the first stage when ``features`` is left out (default 32).
-        num_stages: number of resolution levels, >= 2 (default 4); ``num_stages - 1`` max-poolings,
-            so spatial sizes must be divisible by ``2**(num_stages - 1)``.
+        num_stages: number of resolution levels, >= 2 (default 4; or the length of ``strides``
+            or ``kernel_sizes`` when neither ``features`` nor ``num_stages`` is given).
         norm: ``"instance"`` (affine instance norm) or ``"batch"``.
         block: ``"plain"`` (two conv-norm-ReLU) or ``"residual"`` (with a shortcut).
         upsample: ``"transpose"`` (2x2 transposed conv, stride 2) or ``"interpolate"``
             ((bi/tri)linear x2 upsampling, align_corners=False, then a 1x1 conv).
         deep_supervision: also return logits of the lower decoder stages (needs num_stages >= 3).
+        strides: one entry per stage, each an int (all axes) or one int per spatial axis. Stage 0's
+            entry must be all ones; stage ``i > 0``'s is the max-pooling factor from stage ``i - 1``
+            to stage ``i`` (kernel = stride), and the decoder upsamples by the same factor. A factor
+            of 1 on an axis leaves it unpooled (e.g. ``(2, 2, 1)`` keeps a coarse last axis), all
+            ones gives a stage with more features and no pooling. Spatial sizes must be divisible,
+            per axis, by the product of the strides along it. Default (None): 2 on every axis of
+            every stage after the first.
+        kernel_sizes: one entry per stage, each an odd int (all axes) or one odd int per spatial
+            axis, e.g. ``(3, 3, 1)`` for a stage whose last axis is still coarse; the convolutions
+            of the encoder block and of the decoder block of that stage use it with "same"
+            padding (``kernel // 2`` per axis). Default (None): 3 everywhere.
+
+    After construction ``strides`` and ``kernel_sizes`` hold the resolved tuples of tuples (lists
+    from YAML are accepted), so the default network has the same config either way.
     """
 
     spatial_dims: int = 2
@@ -156,6 +221,8 @@ class UNetConfig(_Config):
     block: str = "plain"
     upsample: str = "transpose"
     deep_supervision: bool = False
+    strides: tuple[tuple[int, ...], ...] | None = None
+    kernel_sizes: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         owner = "UNet"
@@ -183,7 +250,11 @@ class UNetConfig(_Config):
             base = _positive_int(
                 owner, "base_features", 32 if self.base_features is None else self.base_features
             )
-            stages = _positive_int(owner, "num_stages", 4 if self.num_stages is None else self.num_stages)
+            stages = self.num_stages
+            if stages is None:
+                given = [v for v in (self.strides, self.kernel_sizes) if isinstance(v, Sequence)]
+                stages = len(given[0]) if given else 4
+            stages = _positive_int(owner, "num_stages", stages)
             features = tuple(base * 2**i for i in range(stages))
         if len(features) < 2:
             raise ValueError(
@@ -195,16 +266,78 @@ class UNetConfig(_Config):
                 f"{owner}: deep_supervision needs at least 3 stages (it adds outputs below full resolution); "
                 f"got {len(features)}; add a stage or set deep_supervision=False"
             )
+        strides, kernel_sizes = self._topology(owner, features)
         # store the resolved values, so that equal networks have equal configs
+        object.__setattr__(self, "strides", strides)
+        object.__setattr__(self, "kernel_sizes", kernel_sizes)
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "base_features", features[0])
         object.__setattr__(self, "num_stages", len(features))
         object.__setattr__(self, "deep_supervision", bool(self.deep_supervision))
 
+    def _topology(
+        self, owner: str, features: tuple[int, ...]
+    ) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]:
+        """Resolve and check ``strides`` and ``kernel_sizes`` for ``len(features)`` stages."""
+        dims, stages = self.spatial_dims, len(features)
+        source = f"features={features}"
+        if self.strides is None:
+            strides = ((1,) * dims,) + ((2,) * dims,) * (stages - 1)
+        else:
+            strides = _per_stage(owner, "strides", self.strides, stages, dims, source)
+            for stage, entry in enumerate(strides):
+                if any(v < 1 for v in entry):
+                    raise ValueError(
+                        f"{owner}: strides[{stage}]={entry} must hold positive ints (1: no pooling "
+                        "on that axis, 2: halve it)"
+                    )
+            if any(v != 1 for v in strides[0]):
+                raise ValueError(
+                    f"{owner}: strides[0]={strides[0]} must be all ones {(1,) * dims}: the first stage "
+                    "runs at the input resolution; the first pooling is strides[1]"
+                )
+        if self.kernel_sizes is None:
+            kernel_sizes = ((3,) * dims,) * stages
+        else:
+            kernel_sizes = _per_stage(owner, "kernel_sizes", self.kernel_sizes, stages, dims, source)
+            for stage, entry in enumerate(kernel_sizes):
+                if any(v < 1 or v % 2 == 0 for v in entry):
+                    raise ValueError(
+                        f"{owner}: kernel_sizes[{stage}]={entry} must hold odd positive ints (1, 3, 5, "
+                        "...): 'same' padding of kernel // 2 per axis keeps the size only for odd kernels"
+                    )
+        return strides, kernel_sizes
+
     @property
     def stage_features(self) -> tuple[int, ...]:
         """Channels of each stage, shallowest first (``features`` resolved)."""
         return self.features  # type: ignore[return-value]
+
+    @property
+    def stage_strides(self) -> tuple[tuple[int, ...], ...]:
+        """Per stage, the pooling factor per spatial axis (``strides`` resolved; stage 0 all ones)."""
+        return self.strides  # type: ignore[return-value]
+
+    @property
+    def stage_kernel_sizes(self) -> tuple[tuple[int, ...], ...]:
+        """Per stage, the convolution kernel size per spatial axis (``kernel_sizes`` resolved)."""
+        return self.kernel_sizes  # type: ignore[return-value]
+
+    @property
+    def cumulative_strides(self) -> tuple[tuple[int, ...], ...]:
+        """Per stage, how much smaller than the input its feature maps are along each spatial
+        axis: the product of the strides of stages ``0..i`` (stage 0: all ones)."""
+        out, current = [], (1,) * self.spatial_dims
+        for entry in self.stage_strides:
+            current = tuple(c * s for c, s in zip(current, entry))
+            out.append(current)
+        return tuple(out)
+
+    @property
+    def size_divisors(self) -> tuple[int, ...]:
+        """What every spatial size must be divisible by, per axis: the product of the strides
+        along it (``cumulative_strides[-1]``)."""
+        return self.cumulative_strides[-1]
 
     @property
     def depth(self) -> int:
@@ -217,14 +350,15 @@ class UNetConfig(_Config):
         return f"UNet with {self.depth} stages"
 
     def input_rule(self) -> InputSizeRule:
-        """Sizes divisible by ``2**(num_stages - 1)``."""
-        factor = 2 ** (self.depth - 1)
-        return InputSizeRule(
-            model=self.name,
-            multiple=factor,
-            minimum=factor,
-            hint="crop or pad the input to one of them, or build the UNet with fewer stages",
-        )
+        """Sizes divisible, per axis, by the product of the strides along it (``size_divisors``;
+        ``2**(num_stages - 1)`` on every axis with the default strides). The rule holds one int
+        when every axis has the same divisor, else one per spatial axis."""
+        divisors = self.size_divisors
+        factor: int | tuple[int, ...] = divisors[0] if len(set(divisors)) == 1 else divisors
+        hint = "crop or pad the input to one of them, or build the UNet with fewer stages"
+        if isinstance(factor, tuple):
+            hint += " or fewer poolings (stride 1) on that axis"
+        return InputSizeRule(model=self.name, multiple=factor, minimum=factor, hint=hint)
 
 
 def _image_size(owner: str, size: Any) -> int:

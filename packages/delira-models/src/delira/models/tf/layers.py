@@ -16,7 +16,8 @@ Kernel layouts (what ``delira.models.convert`` transposes): ``Conv.kernel`` is
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Union
 
 import keras
 from keras import ops
@@ -33,6 +34,7 @@ __all__ = [
     "dense",
     "max_pool",
     "norm",
+    "same_padding",
     "to_channels_first",
     "to_channels_last",
     "upsample_linear",
@@ -41,6 +43,29 @@ __all__ = [
 BATCH_NORM_EPS = 1e-5
 BATCH_NORM_MOMENTUM = 0.9  # Keras convention: moving = m * moving + (1 - m) * batch (PyTorch's 0.1)
 INSTANCE_NORM_EPS = 1e-5
+
+Size = Union[int, Sequence[int]]  # one int for every spatial axis, or one per axis
+
+
+def _per_axis(value: Size, spatial_dims: int) -> tuple[int, ...]:
+    """``value`` as one int per spatial axis."""
+    if isinstance(value, int):
+        return (value,) * spatial_dims
+    out = tuple(int(v) for v in value)
+    if len(out) != spatial_dims:
+        raise ValueError(
+            f"got {len(out)} sizes {out} for {spatial_dims} spatial axes; pass one int per spatial "
+            "axis or a single int for all of them"
+        )
+    return out
+
+
+def same_padding(kernel_size: Size) -> int | tuple[int, ...]:
+    """The padding that keeps the size of a stride-1 convolution with odd ``kernel_size``:
+    ``kernel_size // 2`` (per axis for a sequence)."""
+    if isinstance(kernel_size, int):
+        return kernel_size // 2
+    return tuple(int(k) // 2 for k in kernel_size)
 
 
 def _uniform(fan_in: int) -> keras.initializers.Initializer:
@@ -61,16 +86,17 @@ def to_channels_first(x: Any) -> Any:
     return ops.transpose(x, (0, rank - 1, *range(1, rank - 1)))
 
 
-def _pad(x: Any, padding: int, value: float = 0.0) -> Any:
-    if not padding:
+def _pad(x: Any, padding: Size, value: float = 0.0) -> Any:
+    pads = _per_axis(padding, len(x.shape) - 2)
+    if not any(pads):
         return x
-    spatial = len(x.shape) - 2
-    return ops.pad(x, [[0, 0]] + [[padding, padding]] * spatial + [[0, 0]], constant_values=value)
+    return ops.pad(x, [[0, 0]] + [[p, p] for p in pads] + [[0, 0]], constant_values=value)
 
 
 class Conv(keras.layers.Layer):
     """Convolution ``(N, *S, in_channels) -> (N, *S', out_channels)``, ``S' = (S + 2p - k) // s + 1``,
-    as ``torch.nn.Conv{2,3}d(in_channels, out_channels, kernel_size, stride, padding, bias)``.
+    as ``torch.nn.Conv{2,3}d(in_channels, out_channels, kernel_size, stride, padding, bias)``;
+    ``kernel_size``, ``stride`` and ``padding`` are ints (every axis) or one int per spatial axis.
 
     Args:
         kernel_initializer, bias_initializer: override PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -81,22 +107,23 @@ class Conv(keras.layers.Layer):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
+        kernel_size: Size,
+        stride: Size = 1,
+        padding: Size = 0,
         bias: bool = True,
         kernel_initializer: Any = None,
         bias_initializer: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.stride = stride
-        self.padding = padding
+        kernel = _per_axis(kernel_size, spatial_dims)
+        self.stride = _per_axis(stride, spatial_dims)
+        self.padding = _per_axis(padding, spatial_dims)
         # stride 1 with padding (k - 1) / 2 is TensorFlow's "same" padding, symmetric: no pad op
-        self._same = stride == 1 and 2 * padding == kernel_size - 1
-        fan_in = in_channels * kernel_size**spatial_dims
+        self._same = all(s == 1 and 2 * p == k - 1 for s, p, k in zip(self.stride, self.padding, kernel))
+        fan_in = in_channels * math.prod(kernel)
         self.kernel = self.add_weight(
-            shape=(kernel_size,) * spatial_dims + (in_channels, out_channels),
+            shape=(*kernel, in_channels, out_channels),
             initializer=kernel_initializer or _uniform(fan_in),
             name="kernel",
         )
@@ -126,27 +153,29 @@ class Conv(keras.layers.Layer):
 
 class ConvTranspose(keras.layers.Layer):
     """Transposed convolution ``(N, *S, in_channels) -> (N, *S', out_channels)``,
-    ``S' = (S - 1) * s - 2p + k``, as ``torch.nn.ConvTranspose{2,3}d(in, out, kernel_size, stride, padding, bias)``."""
+    ``S' = (S - 1) * s - 2p + k``, as ``torch.nn.ConvTranspose{2,3}d(in, out, kernel_size, stride, padding, bias)``;
+    sizes are ints (every axis) or one int per spatial axis."""
 
     def __init__(
         self,
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int = 0,
+        kernel_size: Size,
+        stride: Size = 1,
+        padding: Size = 0,
         bias: bool = True,
         kernel_initializer: Any = None,
         bias_initializer: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.stride = stride
-        self.padding = padding
-        fan_in = out_channels * kernel_size**spatial_dims  # as PyTorch computes it for this layer
+        kernel = _per_axis(kernel_size, spatial_dims)
+        self.stride = _per_axis(stride, spatial_dims)
+        self.padding = _per_axis(padding, spatial_dims)
+        fan_in = out_channels * math.prod(kernel)  # as PyTorch computes it for this layer
         self.kernel = self.add_weight(
-            shape=(kernel_size,) * spatial_dims + (out_channels, in_channels),
+            shape=(*kernel, out_channels, in_channels),
             initializer=kernel_initializer or _uniform(fan_in),
             name="kernel",
         )
@@ -164,10 +193,8 @@ class ConvTranspose(keras.layers.Layer):
         y = ops.conv_transpose(
             x, self.kernel, strides=self.stride, padding="valid", data_format="channels_last"
         )
-        p = self.padding
-        if p:
-            spatial = len(y.shape) - 2
-            y = y[(slice(None),) + (slice(p, -p),) * spatial]
+        if any(self.padding):
+            y = y[(slice(None), *(slice(p, -p if p else None) for p in self.padding))]
         return y if self.bias is None else y + self.bias
 
 
@@ -226,13 +253,22 @@ def dense(in_features: int, out_features: int) -> keras.layers.Dense:
     return layer
 
 
-def max_pool(x: Any, kernel_size: int, stride: int, padding: int = 0) -> Any:
-    """Max pooling of channels-last ``x``, padding with -inf as ``torch.nn.MaxPool{2,3}d``."""
+def max_pool(x: Any, kernel_size: Size, stride: Size, padding: Size = 0) -> Any:
+    """Max pooling of channels-last ``(N, *S, C)`` ``x``, padding with -inf as
+    ``torch.nn.MaxPool{2,3}d``; sizes are ints (every axis) or one int per spatial axis:
+    ``-> (N, *((S + 2 * padding - kernel_size) // stride + 1), C)``."""
+    dims = len(x.shape) - 2
     x = _pad(x, padding, value=float("-inf"))
-    return ops.max_pool(x, kernel_size, strides=stride, padding="valid", data_format="channels_last")
+    return ops.max_pool(
+        x,
+        _per_axis(kernel_size, dims),
+        strides=_per_axis(stride, dims),
+        padding="valid",
+        data_format="channels_last",
+    )
 
 
-def _upsample_axis(x: Any, axis: int) -> Any:
+def _upsample_axis(x: Any, axis: int, factor: int) -> Any:
     def part(start: int | None, stop: int | None) -> Any:
         index = [slice(None)] * len(x.shape)
         index[axis] = slice(start, stop)
@@ -241,20 +277,35 @@ def _upsample_axis(x: Any, axis: int) -> Any:
     # neighbours with clamped edges; works for sizes unknown while tracing (and for size 1)
     previous = ops.concatenate([part(None, 1), part(None, -1)], axis=axis)
     following = ops.concatenate([part(1, None), part(-1, None)], axis=axis)
-    even = 0.75 * x + 0.25 * previous
-    odd = 0.75 * x + 0.25 * following
-    stacked = ops.stack([even, odd], axis=axis + 1)  # (..., n, 2, ...)
+    phases = []
+    for r in range(factor):
+        # output factor * i + r samples the input at i + d (align_corners=False)
+        d = (r + 0.5) / factor - 0.5
+        if d < 0:
+            phases.append((1.0 + d) * x - d * previous)
+        elif d > 0:
+            phases.append((1.0 - d) * x + d * following)
+        else:
+            phases.append(x)
+    stacked = ops.stack(phases, axis=axis + 1)  # (..., n, factor, ...)
     shape = list(ops.shape(x))
-    shape[axis] = shape[axis] * 2
+    shape[axis] = shape[axis] * factor
     return ops.reshape(stacked, shape)
 
 
-def upsample_linear(x: Any) -> Any:
-    """Bi/trilinear x2 upsampling of channels-last ``(N, *S, C) -> (N, *2S, C)`` with
-    ``align_corners=False``, as ``torch.nn.functional.interpolate``: along each axis, output
-    ``2i`` is ``0.75 x[i] + 0.25 x[i-1]`` and ``2i+1`` is ``0.75 x[i] + 0.25 x[i+1]``, edges clamped."""
-    for axis in range(1, len(x.shape) - 1):
-        x = _upsample_axis(x, axis)
+def upsample_linear(x: Any, scale_factor: Size = 2) -> Any:
+    """Bi/trilinear upsampling of channels-last ``(N, *S, C) -> (N, *(S * scale_factor), C)`` by
+    integer factors (an int for every axis, or one per spatial axis; 1 leaves an axis unchanged)
+    with ``align_corners=False``, as ``torch.nn.functional.interpolate``: along an axis with
+    factor ``f``, output ``f * i + r`` is the linear interpolation of the input at
+    ``i + (r + 0.5) / f - 0.5``, edges clamped (for ``f = 2``: ``0.75 x[i] + 0.25 x[i - 1]`` and
+    ``0.75 x[i] + 0.25 x[i + 1]``)."""
+    factors = _per_axis(scale_factor, len(x.shape) - 2)
+    for axis, factor in enumerate(factors, start=1):
+        if factor < 1:
+            raise ValueError(f"upsample_linear needs integer factors >= 1; got {factors}")
+        if factor > 1:
+            x = _upsample_axis(x, axis, factor)
     return x
 
 

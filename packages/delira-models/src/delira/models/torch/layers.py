@@ -7,6 +7,9 @@ scale/shift and no running statistics (the same in train and eval mode).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Union
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,8 +23,11 @@ __all__ = [
     "conv_transpose",
     "max_pool",
     "norm",
+    "same_padding",
     "upsample_linear",
 ]
+
+Size = Union[int, Sequence[int]]  # one int for every spatial axis, or one per axis
 
 BATCH_NORM_EPS = 1e-5
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
@@ -32,30 +38,47 @@ def conv(
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
+    kernel_size: Size,
+    stride: Size = 1,
+    padding: Size = 0,
     bias: bool = True,
 ) -> nn.Module:
     """``nn.Conv2d`` or ``nn.Conv3d``: ``(N, in_channels, *S) -> (N, out_channels, *S')`` with
-    ``S' = (S + 2 * padding - kernel_size) // stride + 1``."""
+    ``S' = (S + 2 * padding - kernel_size) // stride + 1`` per axis; ``kernel_size``, ``stride``
+    and ``padding`` are ints (every axis) or one int per spatial axis."""
     cls = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+    return cls(
+        in_channels, out_channels, _size(kernel_size), stride=_size(stride), padding=_size(padding), bias=bias
+    )
+
+
+def _size(value: Size) -> int | tuple[int, ...]:
+    return value if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def same_padding(kernel_size: Size) -> int | tuple[int, ...]:
+    """The padding that keeps the size of a stride-1 convolution with odd ``kernel_size``:
+    ``kernel_size // 2`` (per axis for a sequence)."""
+    if isinstance(kernel_size, int):
+        return kernel_size // 2
+    return tuple(int(k) // 2 for k in kernel_size)
 
 
 def conv_transpose(
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: int = 0,
+    kernel_size: Size,
+    stride: Size = 1,
+    padding: Size = 0,
     bias: bool = True,
 ) -> nn.Module:
     """``nn.ConvTranspose2d`` or ``nn.ConvTranspose3d``: ``(N, in_channels, *S) -> (N, out_channels, *S')``
-    with ``S' = (S - 1) * stride - 2 * padding + kernel_size``."""
+    with ``S' = (S - 1) * stride - 2 * padding + kernel_size`` per axis (ints or one per axis)."""
     cls = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
-    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+    return cls(
+        in_channels, out_channels, _size(kernel_size), stride=_size(stride), padding=_size(padding), bias=bias
+    )
 
 
 def norm(kind: str, spatial_dims: int, channels: int) -> nn.Module:
@@ -69,17 +92,20 @@ def norm(kind: str, spatial_dims: int, channels: int) -> nn.Module:
     raise ValueError(f"norm must be 'batch' or 'instance'; got {kind!r}")
 
 
-def max_pool(spatial_dims: int, kernel_size: int, stride: int, padding: int = 0) -> nn.Module:
-    """``nn.MaxPool2d`` or ``nn.MaxPool3d`` (padding counts as -inf)."""
+def max_pool(spatial_dims: int, kernel_size: Size, stride: Size, padding: Size = 0) -> nn.Module:
+    """``nn.MaxPool2d`` or ``nn.MaxPool3d`` (padding counts as -inf); sizes are ints or one per axis:
+    ``(N, C, *S) -> (N, C, *((S + 2 * padding - kernel_size) // stride + 1))``."""
     cls = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
-    return cls(kernel_size, stride=stride, padding=padding)
+    return cls(_size(kernel_size), stride=_size(stride), padding=_size(padding))
 
 
-def upsample_linear(x: torch.Tensor) -> torch.Tensor:
-    """Bilinear (4D input) or trilinear (5D input) x2 upsampling with ``align_corners=False``:
-    ``(N, C, *S) -> (N, C, *2S)``, same dtype."""
+def upsample_linear(x: torch.Tensor, scale_factor: Size = 2) -> torch.Tensor:
+    """Bilinear (4D input) or trilinear (5D input) upsampling by integer factors with
+    ``align_corners=False``: ``(N, C, *S) -> (N, C, *(S * scale_factor))``, same dtype;
+    ``scale_factor`` is an int (every axis) or one int per spatial axis (1: that axis unchanged)."""
     mode = "bilinear" if x.dim() == 4 else "trilinear"
-    return F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+    factor = float(scale_factor) if isinstance(scale_factor, int) else tuple(float(f) for f in scale_factor)
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
 
 
 class Projection(nn.Module):

@@ -12,19 +12,28 @@ from delira.models._steps import deep_supervision_weights
 from delira.models.configs import UNetConfig
 from delira.models.input_size import check_input_shape
 from delira.models.torch import layers
+from delira.models.torch.layers import Size
 from delira.models.torch.network import AbstractNetwork
 
 __all__ = ["PlainBlock", "ResidualBlock", "UNet", "UpConv"]
 
 
 class PlainBlock(nn.Module):
-    """Two (3x3 conv, norm, ReLU) layers: ``(N, in_channels, *S) -> (N, out_channels, *S)``."""
+    """Two (conv, norm, ReLU) layers with ``kernel_size`` (3x3 by default; an int or one per axis)
+    and "same" padding: ``(N, in_channels, *S) -> (N, out_channels, *S)``."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: str):
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, norm: str, kernel_size: Size = 3
+    ):
         super().__init__()
-        self.conv1 = layers.conv(spatial_dims, in_channels, out_channels, 3, padding=1, bias=False)
+        pad = layers.same_padding(kernel_size)
+        self.conv1 = layers.conv(
+            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
+        )
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.conv(spatial_dims, out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = layers.conv(
+            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
+        )
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,14 +43,21 @@ class PlainBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """3x3 conv-norm-ReLU, 3x3 conv-norm, plus a shortcut (1x1 conv-norm if channels change), ReLU:
-    ``(N, in_channels, *S) -> (N, out_channels, *S)``."""
+    """conv-norm-ReLU, conv-norm (``kernel_size``, 3x3 by default, "same" padding), plus a shortcut
+    (1x1 conv-norm if channels change), ReLU: ``(N, in_channels, *S) -> (N, out_channels, *S)``."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: str):
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, norm: str, kernel_size: Size = 3
+    ):
         super().__init__()
-        self.conv1 = layers.conv(spatial_dims, in_channels, out_channels, 3, padding=1, bias=False)
+        pad = layers.same_padding(kernel_size)
+        self.conv1 = layers.conv(
+            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
+        )
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.conv(spatial_dims, out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = layers.conv(
+            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
+        )
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
         self.shortcut = (
             layers.Projection(spatial_dims, in_channels, out_channels, 1, norm)
@@ -58,42 +74,54 @@ class ResidualBlock(nn.Module):
 
 
 class UpConv(nn.Module):
-    """Double the spatial size: ``(N, in_channels, *S) -> (N, out_channels, *2S)``.
+    """Upsample by ``factor`` (2 by default; an int or one per axis):
+    ``(N, in_channels, *S) -> (N, out_channels, *(S * factor))``.
 
-    ``"transpose"``: a 2x2 transposed conv with stride 2; ``"interpolate"``: linear x2 upsampling
-    (align_corners=False) then a 1x1 conv.
+    ``"transpose"``: a transposed conv with kernel = stride = ``factor`` (2x2, stride 2 by
+    default); ``"interpolate"``: linear upsampling by ``factor`` (align_corners=False) then a 1x1
+    conv.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, mode: str):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, mode: str, factor: Size = 2):
         super().__init__()
         self.mode = mode
+        self.factor = factor if isinstance(factor, int) else tuple(int(f) for f in factor)
         if mode == "transpose":
-            self.conv = layers.conv_transpose(spatial_dims, in_channels, out_channels, 2, stride=2)
+            self.conv = layers.conv_transpose(spatial_dims, in_channels, out_channels, factor, stride=factor)
         else:
             self.conv = layers.conv(spatial_dims, in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample ``x``."""
-        if self.mode == "interpolate":
-            x = layers.upsample_linear(x)
+        if self.mode == "interpolate" and _pools(self.factor):
+            x = layers.upsample_linear(x, self.factor)
         return self.conv(x)
+
+
+def _pools(factor: Size) -> bool:
+    """Whether ``factor`` changes the size on some axis (not all ones)."""
+    return factor != 1 if isinstance(factor, int) else any(f != 1 for f in factor)
 
 
 class UNet(AbstractNetwork):
     """UNet, 2D or 3D, with plain or residual blocks, instance or batch norm.
 
-    Encoder: a block per stage, 2x2 max-pooling between stages. Decoder: per stage, upsampling,
-    concatenation ``[skip, upsampled]`` along channels, a block. A 1x1 conv gives the logits.
+    Encoder: a block per stage, max-pooling by ``strides[i]`` (kernel = stride, per axis; 2x2 by
+    default; none for an all-ones stride) before stage ``i``. Decoder: per stage, upsampling by the
+    same factor, concatenation ``[skip, upsampled]`` along channels, a block. The blocks of stage
+    ``i`` use ``kernel_sizes[i]`` (3 by default). A 1x1 conv gives the logits.
 
     Args: as ``delira.models.configs.UNetConfig``: ``spatial_dims``, ``in_channels``,
     ``num_classes``, ``features`` or ``base_features`` + ``num_stages``, ``norm``
     (``"instance"``/``"batch"``), ``block`` (``"plain"``/``"residual"``), ``upsample``
-    (``"transpose"``/``"interpolate"``), ``deep_supervision``.
+    (``"transpose"``/``"interpolate"``), ``deep_supervision``, ``strides``, ``kernel_sizes``.
 
-    Input ``(N, C, *spatial) float32``, sizes divisible by ``2**(num_stages - 1)``. Output logits
-    ``(N, num_classes, *spatial) float32``; with ``deep_supervision`` a list of ``num_stages - 1``
-    of them, full resolution first, each next one half the size. Batch key ``"seg"``:
-    ``(N, 1, *spatial) int`` labels.
+    Input ``(N, C, *spatial) float32``, sizes divisible per axis by the product of the strides
+    along it (``2**(num_stages - 1)`` by default). Output logits ``(N, num_classes, *spatial)
+    float32``; with ``deep_supervision`` a list of ``num_stages - 1`` of them, full resolution
+    first, the one of decoder level ``k`` of size ``spatial // config.cumulative_strides[k]``
+    (half the size of the one before by default). Batch key ``"seg"``: ``(N, 1, *spatial) int``
+    labels.
     """
 
     target_key = "seg"
@@ -110,6 +138,8 @@ class UNet(AbstractNetwork):
         block: str = "plain",
         upsample: str = "transpose",
         deep_supervision: bool = False,
+        strides: Sequence[int | Sequence[int]] | None = None,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
     ):
         super().__init__()
         cfg = UNetConfig(
@@ -123,19 +153,26 @@ class UNet(AbstractNetwork):
             block=block,
             upsample=upsample,
             deep_supervision=deep_supervision,
+            strides=strides,  # type: ignore[arg-type]
+            kernel_sizes=kernel_sizes,  # type: ignore[arg-type]
         )
         self._config = cfg
         self._input_rule = cfg.input_rule()
-        feats = cfg.stage_features
+        feats, stride, kernel = cfg.stage_features, cfg.stage_strides, cfg.stage_kernel_sizes
         block_cls = ResidualBlock if block == "residual" else PlainBlock
-        self.pool = layers.max_pool(spatial_dims, 2, stride=2)
+        # pools[i - 1] pools into stage i (weightless: the state dict is the same as with one pool)
+        self.pools = nn.ModuleList(layers.max_pool(spatial_dims, s, stride=s) for s in stride[1:])
         self.encoder = nn.ModuleList(
-            block_cls(spatial_dims, c_in, c_out, norm)
-            for c_in, c_out in zip((in_channels, *feats[:-1]), feats)
+            block_cls(spatial_dims, c_in, c_out, norm, kernel[i])
+            for i, (c_in, c_out) in enumerate(zip((in_channels, *feats[:-1]), feats))
         )
         levels = range(len(feats) - 2, -1, -1)  # decoder levels, deepest first
-        self.up = nn.ModuleList(UpConv(spatial_dims, feats[i + 1], feats[i], upsample) for i in levels)
-        self.decoder = nn.ModuleList(block_cls(spatial_dims, 2 * feats[i], feats[i], norm) for i in levels)
+        self.up = nn.ModuleList(
+            UpConv(spatial_dims, feats[i + 1], feats[i], upsample, stride[i + 1]) for i in levels
+        )
+        self.decoder = nn.ModuleList(
+            block_cls(spatial_dims, 2 * feats[i], feats[i], norm, kernel[i]) for i in levels
+        )
         self.head = layers.conv(spatial_dims, feats[0], num_classes, 1)
         # deep supervision: heads on the decoder outputs at levels 1, 2, ..., num_stages - 2
         self.aux_heads = nn.ModuleList(
@@ -155,7 +192,9 @@ class UNet(AbstractNetwork):
         )
         skips = []
         for level, block in enumerate(self.encoder):
-            x = block(x if level == 0 else self.pool(x))
+            if level > 0 and _pools(cfg.stage_strides[level]):
+                x = self.pools[level - 1](x)
+            x = block(x)
             skips.append(x)
         x = skips.pop()
         outputs = []
@@ -165,7 +204,7 @@ class UNet(AbstractNetwork):
         main = self.head(outputs[-1])
         if not cfg.deep_supervision:
             return main
-        # outputs[-2 - k] is the decoder output at level k + 1 (half the size per level)
+        # outputs[-2 - k] is the decoder output at level k + 1 (cumulative_strides[k + 1] smaller)
         return [main, *(head(outputs[-2 - k]) for k, head in enumerate(self.aux_heads))]
 
     def split_batch(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,16 +218,17 @@ class UNet(AbstractNetwork):
         self, predictions: Any, targets: torch.Tensor, losses: Mapping[str, Callable[..., torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
         """Each loss on the logits; with deep supervision, the weighted sum over the outputs
-        (``deep_supervision_weights``) against targets subsampled with stride ``2**k``."""
+        (``deep_supervision_weights``) against targets subsampled with step
+        ``config.cumulative_strides[k]`` per axis (``2**k`` by default)."""
         if not self._config.deep_supervision:
             return super().compute_losses(predictions, targets, losses)
         weights = deep_supervision_weights(len(predictions))
+        steps = self._config.cumulative_strides
         values = {}
         for name, fn in losses.items():
             total = 0.0
             for k, (w, pred) in enumerate(zip(weights, predictions)):
-                step = 2**k
-                target = targets[(slice(None),) + (slice(None, None, step),) * self._config.spatial_dims]
+                target = targets[(slice(None), *(slice(None, None, s) for s in steps[k]))]
                 total = total + w * fn(pred, target)
             values[name] = total
         return values
