@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from delira.data.checks import DatasetError, check_case, check_dataset
 from delira.data.datasets import CacheDataset, ConcatDataset, Dataset, LazyDataset, Subset, case_ids_of
+from delira.data.fingerprint import CaseFingerprint, Fingerprint, compute_fingerprint
 from delira.data.formats import CaseReader, DecathlonDataset, ManifestDataset
 from delira.data.loader import (
     DataLoader,
@@ -27,7 +29,11 @@ from delira.data.preprocessing import (
     PreprocessedDataset,
     Preprocessor,
     crop_to_nonzero,
+    invert_labels,
+    invert_probabilities,
     resample,
+    resample_image,
+    resample_labels,
     resample_segmentation,
     zscore,
 )
@@ -59,12 +65,15 @@ except PackageNotFoundError:  # a source tree that was never installed
 __all__ = [
     "CTNormalization",
     "CacheDataset",
+    "CaseFingerprint",
     "CaseReader",
     "ClassBalancedSampler",
     "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "DatasetError",
     "DecathlonDataset",
+    "Fingerprint",
     "Fold",
     "ForegroundOversamplingSampler",
     "LazyDataset",
@@ -86,14 +95,21 @@ __all__ = [
     "WorkerError",
     "__version__",
     "case_ids_of",
+    "check_case",
+    "check_dataset",
     "class_locations",
     "collate",
+    "compute_fingerprint",
     "crop_patch",
     "crop_to_nonzero",
     "group_kfold_split",
+    "invert_labels",
+    "invert_probabilities",
     "kfold_split",
     "load_splits",
     "resample",
+    "resample_image",
+    "resample_labels",
     "resample_segmentation",
     "stratified_kfold_split",
     "to_tf_dataset",

@@ -1,15 +1,26 @@
 """Preprocessing of real data, computed once and cached on disk as memory-mapped arrays.
 
-The steps, in nnU-Net's order: crop to the non-zero region, normalise intensities, resample to a
-target spacing, and record where each foreground class lies (for foreground oversampling). All
-of it is plain numpy:
+The steps, in nnU-Net's order: crop to the non-zero region, normalise intensities per channel,
+resample to a target spacing, and record where each foreground class lies (for foreground
+oversampling):
 
 - :func:`crop_to_nonzero` -- the bounding box of the voxels that are non-zero in any channel;
-- :func:`zscore` -- per-case z-score (MR): ``(x - mean) / std`` per channel;
+- :func:`zscore` -- per-case z-score (MR): ``(x - mean) / std`` per channel (optionally with the
+  statistics of a mask: ``"zscore_nonzero"``);
 - :class:`CTNormalization` -- dataset-wide: clip to the 0.5 / 99.5 percentiles of the foreground
   intensities of the training cases, then ``(x - mean) / std`` with their mean and std;
-- :func:`resample` (images, linear) and :func:`resample_segmentation` (one-hot linear, argmax);
+- :func:`resample_image` (order 0, 1 or 3) and :func:`resample_labels` (nearest, or per-label
+  linear + argmax), with the coarse axis of anisotropic data resampled on its own (nnU-Net's
+  "separate z"), on delira.augment's compiled resampler when it is installed; :func:`resample`
+  and :func:`resample_segmentation` are the plain numpy versions (order 0/1);
 - :func:`~delira.data.patches.class_locations`.
+
+Every resampling uses one grid convention: output voxel ``j`` of an axis of ``n_out`` voxels
+samples input coordinate ``(j + 0.5) * n_in / n_out - 0.5`` (both grids span the same physical
+extent, voxel centres aligned), beyond the outer voxel centres the edge value (scipy's
+``mode='nearest'``, also the spline boundary of order 3). :func:`invert_probabilities` and
+:func:`invert_labels` map a prediction on the preprocessed grid back onto the original image with
+the ``"properties"`` that :class:`Preprocessor` returns.
 
 :class:`PreprocessedDataset` runs a :class:`Preprocessor` over a dataset once, writes every case to
 ``cache_dir/<key>/`` as ``.npy`` files (the key is a hash of the parameters and the case ids, so
@@ -18,15 +29,16 @@ other parameters get another folder) and serves them as read-only memory maps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
@@ -34,17 +46,31 @@ from delira.data.datasets import Dataset, _check_index, case_ids_of
 from delira.data.patches import class_locations
 
 __all__ = [
+    "NORMALIZATION_SCHEMES",
     "CTNormalization",
     "PreprocessedDataset",
     "Preprocessor",
     "crop_to_nonzero",
+    "invert_labels",
+    "invert_probabilities",
     "resample",
+    "resample_image",
+    "resample_labels",
     "resample_segmentation",
+    "separate_axis",
     "target_shape",
     "zscore",
 ]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+
+#: the per-channel normalisation schemes of :class:`Preprocessor`
+NORMALIZATION_SCHEMES = ("zscore", "zscore_nonzero", "ct", "none")
+
+#: the border mode of every resampling (scipy's name): the edge value beyond the outer voxel centres
+RESAMPLE_MODE = "nearest"
+
+SpacingSpec = Union[float, Sequence[Union[float, None]], None]
 
 
 # -- resampling ---------------------------------------------------------------------------------------
@@ -134,6 +160,165 @@ def resample_segmentation(seg: np.ndarray, new_shape: Sequence[int]) -> np.ndarr
     return out
 
 
+def _affine_backend() -> Callable[..., Any] | None:
+    """delira.augment's ``affine_resample`` (compiled), or None when it is not installed."""
+    try:
+        from delira.augment.functional import affine_resample
+    except ImportError:
+        return None
+    return affine_resample
+
+
+def _grid_matrix(in_shape: Sequence[int], out_shape: Sequence[int]) -> np.ndarray:
+    """Homogeneous output->input index map of the aligned-centres convention (diagonal)."""
+    nd = len(in_shape)
+    m = np.eye(nd + 1)
+    for a, (n_in, n_out) in enumerate(zip(in_shape, out_shape)):
+        scale = n_in / n_out
+        m[a, a] = scale
+        m[a, nd] = 0.5 * scale - 0.5
+    return m
+
+
+def _resample_once(x: np.ndarray, out_shape: tuple[int, ...], order: int, labels: bool) -> np.ndarray:
+    """Resample ``(C, *spatial)`` ``x`` to ``out_shape`` in one pass (all axes with ``order``)."""
+    if tuple(x.shape[1:]) == out_shape:
+        return x
+    nd = x.ndim - 1
+    backend = _affine_backend() if nd in (2, 3) else None
+    if backend is not None:
+        x = np.ascontiguousarray(x)
+        return np.asarray(
+            backend(x, _grid_matrix(x.shape[1:], out_shape), out_shape, order, RESAMPLE_MODE, 0.0)
+        )
+    if labels:
+        if order == 0:
+            return resample(x, out_shape, order=0)
+        return np.concatenate([resample_segmentation(x[c : c + 1], out_shape) for c in range(x.shape[0])])
+    if order in (0, 1):
+        out = resample(x, out_shape, order=order)
+        return out if order == 0 else out.astype(x.dtype if x.dtype == np.float64 else np.float32, copy=False)
+    try:
+        from scipy import ndimage
+    except ImportError as exc:
+        raise ImportError(
+            "cubic resampling (order 3) needs delira-augment or scipy, neither is installed: "
+            "pip install delira-augment (or 'delira-data[fingerprint]' for scipy), or use order_data=1"
+        ) from exc
+    m = _grid_matrix(x.shape[1:], out_shape)
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    out = np.empty((x.shape[0], *out_shape), dtype=dtype)
+    for c in range(x.shape[0]):
+        out[c] = ndimage.affine_transform(
+            x[c].astype(dtype, copy=False),
+            np.diag(m)[:nd],
+            offset=m[:nd, nd],
+            output_shape=out_shape,
+            order=order,
+            mode=RESAMPLE_MODE,
+            output=dtype,
+        )
+    return out
+
+
+def separate_axis(
+    spacing: Sequence[float], target_spacing: Sequence[float], threshold: float = 3.0
+) -> int | None:
+    """The coarse axis to resample on its own, as nnU-Net decides, or None.
+
+    An axis is separate when the source spacing is anisotropic (``max / min > threshold``; the axis
+    of the largest spacing) or else the target spacing is; only for 3D, and only when a single axis
+    has that largest spacing (two equally coarse axes: None).
+    """
+    if len(spacing) != 3:
+        return None
+    for s in (np.asarray(spacing, dtype=np.float64), np.asarray(target_spacing, dtype=np.float64)):
+        if s.min() > 0 and s.max() / s.min() > threshold:
+            coarse = np.flatnonzero(np.isclose(s, s.max(), rtol=1e-6))
+            return int(coarse[0]) if len(coarse) == 1 else None
+    return None
+
+
+def _resample_separate(
+    x: np.ndarray, out_shape: Sequence[int], order: int, order_z: int, axis: int | None, labels: bool
+) -> np.ndarray:
+    out_shape = tuple(int(n) for n in out_shape)
+    if len(out_shape) != x.ndim - 1:
+        raise ValueError(
+            f"array has shape {x.shape} ((C, *spatial)) but the output shape {out_shape} has "
+            f"{len(out_shape)} axes; give one size per spatial axis"
+        )
+    if axis is None or order == order_z or x.shape[1 + axis] == out_shape[axis]:
+        return _resample_once(x, out_shape, order, labels)
+    in_plane = tuple(x.shape[1 + axis] if a == axis else n for a, n in enumerate(out_shape))
+    return _resample_once(_resample_once(x, in_plane, order, labels), out_shape, order_z, labels)
+
+
+def resample_image(
+    data: np.ndarray,
+    new_shape: Sequence[int],
+    order: int = 3,
+    *,
+    order_z: int | None = None,
+    axis: int | None = None,
+) -> np.ndarray:
+    """Resample the spatial axes of a ``(C, *spatial)`` image, all channels in one call.
+
+    Voxel centres aligned (see the module docstring), ``mode='nearest'`` borders; the spline of
+    ``order=3`` is prefiltered (scipy.ndimage semantics). On delira.augment's compiled resampler
+    when installed (2D/3D), else numpy (order 0/1) and scipy.ndimage (order 3).
+
+    Args:
+        data: ``(C, *spatial)`` float image.
+        new_shape: the spatial output shape.
+        order: 0 nearest, 1 linear, 3 cubic B-spline.
+        order_z: the order of ``axis`` (default ``order``): ``axis`` is resampled in a second pass,
+            after the other axes (nnU-Net's separate z for anisotropic data).
+        axis: the coarse spatial axis (0-based) or None.
+
+    Returns:
+        ``(C, *new_shape)``, float32 (float64 input stays float64).
+    """
+    _check_order(order, (0, 1, 3), "order")
+    order_z = order if order_z is None else order_z
+    _check_order(order_z, (0, 1, 3), "order_z")
+    data = np.asarray(data)
+    dtype = np.float64 if data.dtype == np.float64 else np.float32
+    return _resample_separate(data.astype(dtype, copy=False), new_shape, order, order_z, axis, False)
+
+
+def resample_labels(
+    seg: np.ndarray,
+    new_shape: Sequence[int],
+    order: int = 1,
+    *,
+    order_z: int | None = None,
+    axis: int | None = None,
+) -> np.ndarray:
+    """Resample an integer ``(1, *spatial)`` label map: nearest (0) or per-label linear + argmax (1).
+
+    Same grid convention and engine as :func:`resample_image`; ``axis`` (the coarse axis) is
+    resampled after the others with ``order_z``.
+
+    Returns:
+        ``(1, *new_shape)`` with the dtype of ``seg``.
+    """
+    _check_order(order, (0, 1), "order (labels)")
+    order_z = order if order_z is None else order_z
+    _check_order(order_z, (0, 1), "order_z (labels)")
+    seg = np.asarray(seg)
+    if seg.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels have dtype {seg.dtype}; expected integers (cast an integer-valued map first)"
+        )
+    return _resample_separate(seg, new_shape, order, order_z, axis, True).astype(seg.dtype, copy=False)
+
+
+def _check_order(order: int, allowed: tuple[int, ...], name: str) -> None:
+    if order not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {order!r}")
+
+
 # -- cropping and normalisation -----------------------------------------------------------------------
 def crop_to_nonzero(
     data: np.ndarray, seg: np.ndarray | None = None
@@ -206,33 +391,108 @@ class CTNormalization:
 
 
 # -- the pipeline -------------------------------------------------------------------------------------
+def resolve_spacing(target: SpacingSpec, spacing: Sequence[float]) -> tuple[float, ...]:
+    """The spacing a case of ``spacing`` is resampled to under ``target``.
+
+    Args:
+        target: None (keep the case's spacing), one number (every axis) or one entry per axis, where
+            None keeps that axis's own spacing (2D training of 3D volumes: the slice axis).
+        spacing: the case's spacing, one entry per spatial axis.
+    """
+    spacing = tuple(float(s) for s in spacing)
+    if target is None:
+        return spacing
+    if isinstance(target, (int, float)):
+        return (float(target),) * len(spacing)
+    target = tuple(target)
+    if len(target) != len(spacing):
+        raise ValueError(
+            f"target_spacing {target} has {len(target)} entries but the case has {len(spacing)} spatial axes "
+            f"(spacing {spacing}); give one entry per axis (None keeps an axis) or one number"
+        )
+    return tuple(s if t is None else float(t) for t, s in zip(target, spacing))
+
+
+def _ct_from_stats(stats: Mapping[Any, Mapping[str, float]]) -> dict[int, CTNormalization]:
+    out = {}
+    for c, v in stats.items():
+        missing = {"lower", "upper", "mean", "std"} - set(v)
+        if missing:
+            raise ValueError(
+                f"ct_stats[{c}] lacks {sorted(missing)}; give {{lower, upper, mean, std}} per CT channel "
+                "(the planner writes them from the fingerprint)"
+            )
+        out[int(c)] = CTNormalization(float(v["lower"]), float(v["upper"]), float(v["mean"]), float(v["std"]))
+    return out
+
+
 @dataclass
 class Preprocessor:
     """The preprocessing of one case: crop, normalise, resample, locate the classes.
 
     Args:
-        target_spacing: the spacing to resample to (None: keep each case's spacing).
-        normalization: ``"zscore"`` (per case, MR), ``"ct"`` (dataset-wide, fitted by
-            :meth:`fit`) or ``"none"``, one for all channels or one per channel.
+        target_spacing: the spacing to resample to: None (keep each case's spacing), one number, or
+            one entry per axis where None keeps that axis's spacing.
+        normalization: per channel ``"zscore"`` (per case, MR), ``"zscore_nonzero"`` (per case,
+            statistics inside the nonzero mask, zeros outside), ``"ct"`` (dataset-wide clip and
+            z-score, ``ct_stats`` or fitted by :meth:`fit`) or ``"none"``: one for all channels or
+            one per channel.
         crop_nonzero: crop to the non-zero region first.
         max_locations: at most this many voxel coordinates kept per class.
         seed: seeds the sampling of foreground voxels (statistics and locations).
+        ct: fitted CT statistics per channel (filled by :meth:`fit` and ``ct_stats``).
+        order_data: image interpolation: 0 nearest, 1 linear, 3 cubic B-spline.
+        order_seg: label interpolation: 0 nearest, 1 per-label linear + argmax.
+        anisotropy_threshold: when ``max / min`` of the source (or else the target) spacing exceeds
+            it, the coarse axis is resampled on its own with ``order_z`` (nnU-Net's separate z).
+        order_z: the order of that coarse axis (0 nearest, 1 linear; per-label for labels).
+        ct_stats: ``{channel: {"lower", "upper", "mean", "std"}}`` given up front (no fit needed).
     """
 
-    target_spacing: tuple[float, ...] | None = None
-    normalization: str | tuple[str, ...] = "zscore"
+    target_spacing: SpacingSpec = None
+    normalization: str | Sequence[str] = "zscore"
     crop_nonzero: bool = True
     max_locations: int = 10000
     seed: int = 0
     ct: dict[int, CTNormalization] = field(default_factory=dict)
+    order_data: int = 3
+    order_seg: int = 1
+    anisotropy_threshold: float = 3.0
+    order_z: int = 0
+    ct_stats: dict[int, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None:
-            self.target_spacing = tuple(float(s) for s in self.target_spacing)
-        schemes = (self.normalization,) if isinstance(self.normalization, str) else tuple(self.normalization)
+            if isinstance(self.target_spacing, (int, float)):
+                self.target_spacing = float(self.target_spacing)
+            else:
+                self.target_spacing = tuple(None if s is None else float(s) for s in self.target_spacing)
+            values = [self.target_spacing] if isinstance(self.target_spacing, float) else self.target_spacing
+            if any(s is not None and not s > 0 for s in values):
+                raise ValueError(f"target_spacing must be positive (mm), got {self.target_spacing}")
+        if not isinstance(self.normalization, str):
+            self.normalization = tuple(self.normalization)
+        schemes = (self.normalization,) if isinstance(self.normalization, str) else self.normalization
         for s in schemes:
-            if s not in ("zscore", "ct", "none"):
-                raise ValueError(f"normalization must be 'zscore', 'ct' or 'none' (per channel), got {s!r}")
+            if s not in NORMALIZATION_SCHEMES:
+                raise ValueError(
+                    f"normalization must be one of {NORMALIZATION_SCHEMES} (one for all channels or one per "
+                    f"channel), got {s!r}"
+                )
+        _check_order(self.order_data, (0, 1, 3), "order_data")
+        _check_order(self.order_seg, (0, 1), "order_seg")
+        _check_order(self.order_z, (0, 1), "order_z")
+        if not self.anisotropy_threshold > 1:
+            raise ValueError(
+                f"anisotropy_threshold must be > 1 (a max/min spacing ratio), got {self.anisotropy_threshold}"
+            )
+        if self.ct_stats:
+            self.ct_stats = {
+                int(c): {k: float(v[k]) for k in ("lower", "upper", "mean", "std") if k in v}
+                for c, v in self.ct_stats.items()
+            }
+            for c, norm in _ct_from_stats(self.ct_stats).items():
+                self.ct.setdefault(c, norm)
 
     def scheme(self, channel: int) -> str:
         """The normalisation scheme of ``channel``."""
@@ -252,6 +512,13 @@ class Preprocessor:
         out["normalization"] = (
             self.normalization if isinstance(self.normalization, str) else list(self.normalization)
         )
+        if isinstance(self.target_spacing, tuple):
+            out["target_spacing"] = list(self.target_spacing)
+        out["ct_stats"] = (
+            {str(c): dict(sorted(v.items())) for c, v in sorted(self.ct_stats.items())}
+            if self.ct_stats
+            else None
+        )
         return out
 
     def needs_fit(self, num_channels: int) -> bool:
@@ -259,74 +526,231 @@ class Preprocessor:
         return any(self.scheme(c) == "ct" and c not in self.ct for c in range(num_channels))
 
     def fit(self, dataset: Dataset, samples_per_case: int = 10000) -> None:
-        """Fit the CT statistics of every ``"ct"`` channel on the foreground voxels of ``dataset``.
+        """Fit the CT statistics of every ``"ct"`` channel that has none yet, on the foreground voxels
+        of ``dataset`` (channels given by ``ct_stats`` or fitted before are kept).
 
-        Foreground: ``seg > 0`` where the samples have ``seg``, else the non-zero voxels.
+        Foreground: ``seg > 0`` where the samples have ``seg``, else the non-zero voxels. At most
+        ``samples_per_case`` voxels per case, drawn with ``seed``.
+
+        Raises:
+            DatasetError: cases that cannot be read or fail the checks (all listed).
         """
+        from delira.data.checks import scan_cases
+
         rng = np.random.default_rng(self.seed)
         per_channel: dict[int, list[np.ndarray]] = {}
-        for i in range(len(dataset)):
-            sample = dataset[i]
+
+        def collect(i: int, sample: dict[str, Any]) -> None:
             data = np.asarray(sample["data"])
+            todo = [c for c in range(data.shape[0]) if self.scheme(c) == "ct" and c not in self.ct]
+            if not todo:
+                return
             mask = np.asarray(sample["seg"])[0] > 0 if "seg" in sample else np.any(data != 0, axis=0)
-            for c in range(data.shape[0]):
-                if self.scheme(c) != "ct":
-                    continue
+            for c in todo:
                 values = data[c][mask]
                 if values.size > samples_per_case:
                     values = values[rng.choice(values.size, size=samples_per_case, replace=False)]
                 per_channel.setdefault(c, []).append(values)
+
+        scan_cases(dataset, collect, desc="fitting CT statistics")  # in order: deterministic
         for c, chunks in per_channel.items():
             self.ct[c] = CTNormalization.fit(np.concatenate(chunks))
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """Preprocess one sample.
+    def normalize(self, data: np.ndarray) -> np.ndarray:
+        """Normalise a (cropped) ``(C, *spatial)`` image channel by channel; float32 ``(C, *spatial)``."""
+        out = np.empty(data.shape, dtype=np.float32)
+        mask = None
+        for c in range(data.shape[0]):
+            scheme = self.scheme(c)
+            channel = data[c]
+            if scheme == "zscore":
+                mean, std = (
+                    float(np.mean(channel, dtype=np.float64)),
+                    float(np.std(channel, dtype=np.float64)),
+                )
+                np.divide(np.subtract(channel, mean, dtype=np.float32), max(std, 1e-8), out=out[c])
+            elif scheme == "zscore_nonzero":
+                if mask is None:
+                    mask = np.any(data != 0, axis=0)
+                values = channel[mask]
+                mean = float(np.mean(values, dtype=np.float64)) if values.size else 0.0
+                std = float(np.std(values, dtype=np.float64)) if values.size else 1.0
+                np.divide(np.subtract(channel, mean, dtype=np.float32), max(std, 1e-8), out=out[c])
+                out[c][~mask] = 0.0
+            elif scheme == "ct":
+                if c not in self.ct:
+                    raise RuntimeError(
+                        f"channel {c} uses CT normalisation but the statistics are not fitted; call "
+                        "Preprocessor.fit(training_dataset) first (PreprocessedDataset does it for you) or "
+                        "pass ct_stats={channel: {lower, upper, mean, std}}"
+                    )
+                out[c] = self.ct[c](channel)
+            else:
+                out[c] = channel
+        return out
+
+    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """Preprocess one sample (with or without ``"seg"``: prediction inputs have none).
+
+        Args:
+            sample: ``{"data": (C, *spatial), "seg": (1, *spatial) integers (optional), "spacing",
+                "origin", "direction", "case_id", ...}``.
 
         Returns:
             ``{"data": float32 (C, *shape), "seg": int16 (1, *shape) (if given), "spacing": the new
             spacing, "original_spacing", "original_shape", "bbox": the crop in original voxels,
-            "class_locations": {label: (K, ndim) int64} (if seg)}`` plus the sample's other
-            metadata.
+            "class_locations": {label: (K, ndim) int64} (if seg), "properties": everything
+            :func:`invert_probabilities` needs (a JSON-friendly dict: ``original_shape``, ``bbox``,
+            ``shape_after_crop``, ``shape_after_resample``, ``original_spacing``, ``spacing``,
+            ``origin``, ``direction``, ``order_data``, ``order_seg``, ``order_z``,
+            ``separate_axis``)}`` plus the sample's other metadata.
         """
         data = np.asarray(sample["data"])
-        seg = np.asarray(sample["seg"]) if "seg" in sample else None
-        spacing = tuple(float(s) for s in sample.get("spacing", (1.0,) * (data.ndim - 1)))
-        out = {k: v for k, v in sample.items() if k not in ("data", "seg", "class_locations")}
+        if data.ndim < 2:
+            raise ValueError(f"data has shape {data.shape}; expected (C, *spatial) with a channel axis first")
+        ndim = data.ndim - 1
+        seg = np.asarray(sample["seg"]) if sample.get("seg") is not None else None
+        if seg is not None:
+            if seg.ndim == ndim:
+                seg = seg[None]
+            if seg.shape != (1, *data.shape[1:]):
+                raise ValueError(
+                    f"seg has shape {seg.shape} but data has spatial shape {data.shape[1:]}; pass seg as "
+                    "(1, *spatial) on the image's grid or leave it out"
+                )
+            if seg.dtype.kind not in "iub":
+                seg = seg.astype(np.int16)
+        spacing = tuple(float(s) for s in sample.get("spacing", (1.0,) * ndim))
+        if len(spacing) != ndim:
+            raise ValueError(
+                f"spacing {spacing} has {len(spacing)} entries but data {data.shape} has {ndim} spatial axes"
+            )
+        origin = sample.get("origin")
+        origin = [0.0] * ndim if origin is None else [float(o) for o in np.asarray(origin).reshape(-1)]
+        direction = sample.get("direction")
+        direction = np.eye(ndim) if direction is None else np.asarray(direction, dtype=np.float64)
+        out = {k: v for k, v in sample.items() if k not in ("data", "seg", "class_locations", "properties")}
         out["original_spacing"] = spacing
         out["original_shape"] = tuple(data.shape[1:])
         bbox = tuple((0, n) for n in data.shape[1:])
         if self.crop_nonzero:
             data, seg, bbox = crop_to_nonzero(data, seg)
         out["bbox"] = bbox
-        channels = []
-        for c in range(data.shape[0]):
-            scheme = self.scheme(c)
-            if scheme == "zscore":
-                channels.append(zscore(data[c : c + 1])[0])
-            elif scheme == "ct":
-                if c not in self.ct:
-                    raise RuntimeError(
-                        f"channel {c} uses CT normalisation but the statistics are not fitted; call "
-                        "Preprocessor.fit(training_dataset) first (PreprocessedDataset does it for you)"
-                    )
-                channels.append(self.ct[c](data[c]))
-            else:
-                channels.append(data[c].astype(np.float32))
-        data = np.stack(channels)
-        if self.target_spacing is not None:
-            shape = target_shape(data.shape[1:], spacing, self.target_spacing)
-            data = resample(data, shape, order=1).astype(np.float32, copy=False)
-            if seg is not None:
-                seg = resample_segmentation(seg, shape)
-            spacing = self.target_spacing
+        shape_after_crop = tuple(data.shape[1:])
+        data = self.normalize(data)
+        target = resolve_spacing(self.target_spacing, spacing)
+        shape = (
+            target_shape(shape_after_crop, spacing, target)
+            if self.target_spacing is not None
+            else shape_after_crop
+        )
+        axis = (
+            separate_axis(spacing, target, self.anisotropy_threshold) if shape != shape_after_crop else None
+        )
+        data = resample_image(data, shape, self.order_data, order_z=self.order_z, axis=axis)
+        if seg is not None:
+            seg = resample_labels(
+                np.ascontiguousarray(seg, dtype=np.int16),
+                shape,
+                self.order_seg,
+                order_z=self.order_z,
+                axis=axis,
+            )
         out["data"] = np.ascontiguousarray(data, dtype=np.float32)
-        out["spacing"] = tuple(spacing)
+        out["spacing"] = tuple(target)
+        out["properties"] = {
+            "original_shape": list(out["original_shape"]),
+            "bbox": [list(b) for b in bbox],
+            "shape_after_crop": list(shape_after_crop),
+            "shape_after_resample": list(shape),
+            "original_spacing": list(spacing),
+            "spacing": list(target),
+            "origin": origin,
+            "direction": direction.tolist(),
+            "order_data": self.order_data,
+            "order_seg": self.order_seg,
+            "order_z": self.order_z,
+            "separate_axis": axis,
+        }
         if seg is not None:
             out["seg"] = np.ascontiguousarray(seg, dtype=np.int16)
             out["class_locations"] = class_locations(
                 out["seg"], max_per_class=self.max_locations, seed=self.seed
             )
         return out
+
+
+# -- back onto the original grid ----------------------------------------------------------------------
+def _check_properties(array: np.ndarray, properties: Mapping[str, Any], what: str) -> tuple:
+    try:
+        original = tuple(int(n) for n in properties["original_shape"])
+        crop = tuple(int(n) for n in properties["shape_after_crop"])
+        bbox = tuple((int(a), int(b)) for a, b in properties["bbox"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"properties lack {exc}; pass the 'properties' dict that Preprocessor returned for this case"
+        ) from exc
+    if array.ndim != len(original) + 1:
+        raise ValueError(
+            f"{what} has shape {array.shape}; expected (K, *spatial) with {len(original)} spatial axes "
+            f"(the case's original shape is {original})"
+        )
+    expected = properties.get("shape_after_resample")
+    if expected is not None and tuple(array.shape[1:]) != tuple(int(n) for n in expected):
+        raise ValueError(
+            f"{what} has spatial shape {array.shape[1:]} but the case was preprocessed to {tuple(expected)}; "
+            "predict on the whole preprocessed volume (or pass the properties of this case)"
+        )
+    axis = properties.get("separate_axis")
+    return original, crop, bbox, (None if axis is None else int(axis)), int(properties.get("order_z", 0))
+
+
+def invert_probabilities(probs: np.ndarray, properties: Mapping[str, Any]) -> np.ndarray:
+    """Class probabilities on the preprocessed grid -> on the case's original grid.
+
+    Resampled (linear; the coarse axis separately with the case's ``order_z`` when preprocessing
+    did so) to the cropped original size, then un-cropped: outside the crop box the background
+    (class 0) has probability 1, the other classes 0.
+
+    Args:
+        probs: ``(K, *spatial)`` float probabilities (``spatial`` = the preprocessed shape).
+        properties: the ``"properties"`` dict of :meth:`Preprocessor.__call__` for the case.
+
+    Returns:
+        ``(K, *original_shape)`` float32.
+    """
+    probs = np.asarray(probs)
+    original, crop, bbox, axis, order_z = _check_properties(probs, properties, "probs")
+    inner = resample_image(probs.astype(np.float32, copy=False), crop, 1, order_z=order_z, axis=axis)
+    out = np.zeros((probs.shape[0], *original), dtype=np.float32)
+    out[0] = 1.0
+    out[(slice(None), *(slice(a, b) for a, b in bbox))] = inner
+    return out
+
+
+def invert_labels(labels: np.ndarray, properties: Mapping[str, Any]) -> np.ndarray:
+    """A label map on the preprocessed grid -> on the case's original grid (0 outside the crop box).
+
+    Resampled with the case's ``order_seg`` (nearest or per-label linear + argmax), the coarse axis
+    separately with ``order_z`` when preprocessing did so.
+
+    Args:
+        labels: integer ``(1, *spatial)`` or ``(*spatial)`` on the preprocessed grid.
+        properties: the ``"properties"`` dict of :meth:`Preprocessor.__call__` for the case.
+
+    Returns:
+        ``(1, *original_shape)`` (or ``(*original_shape)`` for a ``(*spatial)`` input), the input dtype.
+    """
+    labels = np.asarray(labels)
+    squeeze = labels.ndim == len(properties["original_shape"])
+    if squeeze:
+        labels = labels[None]
+    original, crop, bbox, axis, order_z = _check_properties(labels, properties, "labels")
+    order = int(properties.get("order_seg", 1))
+    inner = resample_labels(labels, crop, order, order_z=order_z, axis=axis)
+    out = np.zeros((labels.shape[0], *original), dtype=labels.dtype)
+    out[(slice(None), *(slice(a, b) for a, b in bbox))] = inner
+    return out[0] if squeeze else out
 
 
 def _jsonable(value: Any) -> Any:
@@ -344,7 +768,11 @@ class PreprocessedDataset:
     written to ``cache_dir/<key>/`` (``<case>_data.npy``, ``<case>_seg.npy``,
     ``<case>_locations.npz``, ``<case>.json``); ``<key>`` hashes the preprocessing parameters, the
     case ids and ``source_id``, so a change of any of them uses a new folder. CT statistics are
-    fitted on ``source`` first and stored in ``plan.json``.
+    fitted on ``source`` first (unless given as ``ct_stats``) and stored in ``plan.json``. Every
+    case read is checked (:func:`delira.data.check_case`: NaN images, label shape, geometry and
+    values, unreadable files); the problems of all cases are raised together as one
+    :class:`~delira.data.DatasetError` after the good cases are written. Every file is written
+    atomically, the case's ``.json`` last (it marks the case done).
 
     Args:
         source: the raw dataset (e.g. a :class:`~delira.data.formats.DecathlonDataset`).
@@ -355,7 +783,8 @@ class PreprocessedDataset:
             folder for the file datasets).
 
     Samples: ``{"data": read-only float32 memmap (C, *shape), "seg": read-only int16 memmap
-    (1, *shape), "class_locations": {label: (K, ndim) int64}, "case_id", "spacing", ...}``.
+    (1, *shape), "class_locations": {label: (K, ndim) int64}, "case_id", "spacing",
+    "properties": dict (see :meth:`Preprocessor.__call__`), ...}``.
     """
 
     def __init__(
@@ -382,7 +811,7 @@ class PreprocessedDataset:
             plan = json.loads(plan_path.read_text())
             preprocessor.ct = {int(c): CTNormalization(**v) for c, v in plan["ct"].items()}
         todo = [i for i, c in enumerate(self.case_ids) if not Path(f"{self._base(c)}.json").is_file()]
-        if todo and preprocessor.needs_fit(np.asarray(source[0]["data"]).shape[0]):
+        if todo and self._needs_fit(source, todo[0]):
             preprocessor.fit(source)
         if not plan_path.is_file():
             plan = {
@@ -391,17 +820,24 @@ class PreprocessedDataset:
                 "ct": {str(c): asdict(v) for c, v in preprocessor.ct.items()},
                 "case_ids": self.case_ids,
             }
-            _write_atomic(plan_path, json.dumps(plan, indent=2).encode())
+            _write_bytes(plan_path, json.dumps(plan, indent=2).encode())
+        if todo:
+            from delira.data.checks import scan_cases
 
-        def run(i: int) -> None:
-            self._write_case(self.case_ids[i], preprocessor(source[i]))
+            def run(i: int, sample: dict[str, Any]) -> None:
+                self._write_case(self.case_ids[i], preprocessor(sample))
 
-        if num_workers > 0 and len(todo) > 1:
-            with ThreadPoolExecutor(num_workers) as pool:
-                list(pool.map(run, todo))
-        else:
-            for i in todo:
-                run(i)
+            scan_cases(source, run, num_workers=num_workers, indices=todo)
+
+    def _needs_fit(self, source: Dataset, index: int) -> bool:
+        schemes = self.preprocessor.normalization
+        if "ct" not in ((schemes,) if isinstance(schemes, str) else schemes):
+            return False
+        try:
+            channels = np.asarray(source[index]["data"]).shape[0]
+        except Exception:  # a broken case: fit() reads every case and lists the problems
+            return True
+        return self.preprocessor.needs_fit(channels)
 
     @staticmethod
     def cache_key(preprocessor: Preprocessor, case_ids: Sequence[str], source_id: str) -> str:
@@ -429,14 +865,19 @@ class PreprocessedDataset:
         _save_npy(Path(f"{base}_data.npy"), sample["data"])
         meta = {k: _jsonable(v) for k, v in sample.items() if k not in ("data", "seg", "class_locations")}
         meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+        if "properties" in sample:
+            meta["properties"] = json.loads(json.dumps(sample["properties"], default=_jsonable))
         if "seg" in sample:
             _save_npy(Path(f"{base}_seg.npy"), sample["seg"])
             locations = {str(c): v for c, v in sample["class_locations"].items()}
-            tmp = Path(f"{base}_locations.tmp.npz")
-            np.savez(tmp, **locations)
-            os.replace(tmp, f"{base}_locations.npz")
+
+            def write_locations(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **locations)
+
+            atomic_write(Path(f"{base}_locations.npz"), write_locations)
         meta["has_seg"] = "seg" in sample
-        _write_atomic(Path(f"{base}.json"), json.dumps(meta).encode())  # written last: marks the case done
+        _write_bytes(Path(f"{base}.json"), json.dumps(meta).encode())  # written last: marks the case done
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -456,21 +897,63 @@ class PreprocessedDataset:
             with np.load(f"{base}_locations.npz") as f:
                 sample["class_locations"] = {int(c): f[c] for c in f.files}
         for k, v in meta.items():
-            sample[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+            if k == "properties":
+                sample[k] = v
+            elif isinstance(v, list):
+                sample[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            else:
+                sample[k] = v
         return sample
 
     def __repr__(self) -> str:
         return f"PreprocessedDataset({len(self)} cases in {str(self.folder)!r})"
 
 
+# -- atomic files -------------------------------------------------------------------------------------
+def _local_atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a unique hidden sibling, fsync, rename over ``path``, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` on a unique temporary sibling, then rename it over.
+
+    Uses :func:`delira.io._atomic.atomic_write` (fsync of the file and the folder) when delira-io
+    is installed, else the same steps here. At every moment ``path`` is the complete old or the
+    complete new file, also when several processes write it at once.
+    """
+    try:
+        from delira.io._atomic import atomic_write as io_atomic_write
+    except ImportError:
+        io_atomic_write = _local_atomic_write
+    io_atomic_write(Path(path), write)
+
+
+def _write_bytes(path: Path, payload: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array))
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(array))
 
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    atomic_write(path, write)

@@ -56,6 +56,9 @@ class DecathlonDataset(LazyDataset):
             (images only, ``imagesTs``).
         reader: ``reader(path) -> image`` (default :func:`delira.io.read_image`; see
             :mod:`delira.data.formats.cases`).
+        allow_missing: keep going when listed files are missing (they are recorded in
+            :attr:`missing_files` instead of raising): what :func:`delira.data.check_dataset` uses to
+            report every problem at once. Reading such a case raises ``FileNotFoundError``.
 
     Samples: ``{"data": float32 (C, x, y, z), "seg": int16 (1, x, y, z) (training split),
     "case_id": str, "spacing", "origin", "direction"}``; ``C`` is the number of channels in
@@ -65,14 +68,22 @@ class DecathlonDataset(LazyDataset):
         metadata: the parsed ``dataset.json``.
         channel_names: one name per channel.
         label_names: ``{label value: name}``.
+        records: one ``{"case_id", "images": [path, ...], "seg": path or None}`` per case.
+        missing_files: ``[(case_id, path), ...]`` listed but absent (empty unless ``allow_missing``).
 
     Raises:
-        FileNotFoundError: ``dataset.json`` or listed files are missing (all missing paths listed).
+        FileNotFoundError: ``dataset.json`` or listed files are missing (all missing paths listed;
+            with ``allow_missing`` only a missing ``dataset.json``).
         ValueError: ``dataset.json`` is malformed, or the split has no case.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], split: str = "training", reader: Reader | None = None
+        self,
+        root: str | os.PathLike[str],
+        split: str = "training",
+        reader: Reader | None = None,
+        *,
+        allow_missing: bool = False,
     ) -> None:
         self.root = Path(root)
         if split not in ("training", "test"):
@@ -98,8 +109,14 @@ class DecathlonDataset(LazyDataset):
                 f"{self.root} has no {split} cases (dataset.json lists none and the folders hold none); "
                 "check the folder"
             )
-        paths = [p for r in records for p in (*r["images"], r["seg"]) if p is not None]
-        raise_missing([p for p in paths if not os.path.exists(p)], f"{meta_path} ({split} split)")
+        self.missing_files: list[tuple[str, str]] = [
+            (r["case_id"], p)
+            for r in records
+            for p in (*r["images"], r["seg"])
+            if p is not None and not os.path.exists(p)
+        ]
+        if not allow_missing:
+            raise_missing([p for _, p in self.missing_files], f"{meta_path} ({split} split)")
         super().__init__(records, CaseReader(reader), [r["case_id"] for r in records])
 
     @staticmethod
@@ -113,6 +130,20 @@ class DecathlonDataset(LazyDataset):
             else:  # nnU-Net v2 region labels: {"whole tumor": [1, 2, 3]} (kept as the first value)
                 out[int(next(iter(value)))] = str(key)
         return dict(sorted(out.items()))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{"case_id": str, "images": [path, ...], "seg": path or None}`` per case."""
+        return self.items
+
+    @property
+    def declared_labels(self) -> set[int]:
+        """Every label value ``dataset.json`` declares (all members of nnU-Net v2 region labels)."""
+        out = set(self.label_names)
+        for value in self.metadata.get("labels", {}).values():
+            if isinstance(value, (list, tuple)):
+                out.update(int(v) for v in value)
+        return out
 
     @property
     def num_channels(self) -> int:
