@@ -25,6 +25,7 @@ CONFIG = {
     },
     "training": {"epochs": 2, "batch_size": 2, "lr": 0.01, "device": "/CPU:0"},
     "experiment": {"folds": 2, "seed": 0},
+    "prediction": {"mirror": False},  # fold figures then equal the trainer's validation Dice
 }
 
 

@@ -1,11 +1,13 @@
-"""The ``delira`` command line: ``run``, ``aggregate``, ``predict`` and ``info``.
+"""The ``delira`` command line: ``plan``, ``run``, ``aggregate``, ``predict`` and ``info``.
 
 ::
 
+    delira plan DATASET_OR_CONFIG [-o plan.yaml] [--gpu-memory GiB | --device cpu] [--set KEY=VALUE]
     delira run [CONFIG] [--set training.epochs=5] [--run-dir DIR] [--fold K]
     delira run --resume DIR                  # continue an interrupted experiment
     delira aggregate DIR                     # summarise folds run separately
     delira predict RUN_DIR --input scan.nii.gz --output seg.nii.gz
+    delira predict RUN_DIR --input images/ --output predictions/ [--save-probabilities]
     delira info
 """
 
@@ -88,12 +90,31 @@ def aggregate(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """Segment a NIfTI (or any delira.io image) with the folds of an experiment, ensembled."""
-    from delira.training.experiment import predict_file
+    """Segment an image or a folder of images with the folds of an experiment, on their original grid."""
+    from delira.training.prediction import predict as _predict
 
-    out = predict_file(args.run_dir, args.input, args.output, folds=args.folds)
-    print(f"wrote {out}")
+    written = _predict(
+        args.run_dir,
+        args.input,
+        args.output,
+        folds=args.folds,
+        save_probabilities=args.save_probabilities,
+        mirror=False if args.no_mirror else None,
+        postprocess=False if args.no_postprocess else None,
+        progress=not args.no_progress,
+    )
+    for out in written if len(written) <= 5 else written[:1]:
+        print(f"wrote {out}")
+    if len(written) > 5:
+        print(f"wrote {len(written)} label files to {written[0].parent}")
     return 0
+
+
+def plan(args: argparse.Namespace) -> int:
+    """Fingerprint a dataset and write a complete, commented config (see delira.training.planning)."""
+    from delira.training.planning import run_plan
+
+    return int(run_plan(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="package versions, backends and the augment extension's build").set_defaults(
         func=info
     )
+
+    from delira.training.planning import add_plan_arguments
+
+    p = sub.add_parser(
+        "plan",
+        help="fingerprint an MSD folder and write a config (spacing, normalization, patch, network) with reasons",
+        description="Plan an experiment the nnU-Net way: the dataset's fingerprint decides the target spacing, "
+        "2D or 3D, the normalization per channel, the patch, batch and UNet topology within a memory budget, "
+        "and the augmentation; the output is a YAML config that `delira run` trains as is.",
+    )
+    add_plan_arguments(p)
+    p.set_defaults(func=plan)
 
     p = sub.add_parser(
         "run",
@@ -129,9 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment an image with a trained experiment (folds ensembled)")
     p.add_argument("run_dir", help="the experiment folder")
-    p.add_argument("--input", required=True, help="input image (NIfTI, NRRD, ...)")
-    p.add_argument("--output", required=True, help="output segmentation (same geometry as the input)")
+    p.add_argument("--input", required=True, help="an input image (NIfTI, NRRD, ...) or a folder of images")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="the output segmentation (same geometry as the input), or a folder for a folder of inputs",
+    )
     p.add_argument("--folds", type=int, nargs="*", default=None, help="use only these folds")
+    p.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write <case>_probabilities.npz (class probabilities on the input's grid)",
+    )
+    p.add_argument("--no-mirror", action="store_true", help="no mirroring test-time augmentation")
+    p.add_argument("--no-postprocess", action="store_true", help="do not apply the run's postprocessing.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=predict)
     return parser
 
@@ -140,10 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``delira`` command."""
     from delira.training.config import ConfigError
 
+    try:
+        from delira.data import DatasetError
+    except ImportError:  # an older delira-data
+
+        class DatasetError(Exception):  # type: ignore[no-redef]
+            pass
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -65,7 +65,8 @@ class Field:
 
     Attributes:
         kind: ``"int"``, ``"float"`` (ints accepted), ``"str"``, ``"bool"``, ``"ints"`` (a list of ints),
-            ``"strs"`` (a list of strings) or ``"mapping"`` (any dict, checked by its consumer).
+            ``"strs"`` (a list of strings), ``"str|strs"`` (either), ``"ranges"`` (a ``[low, high]``
+            pair or a list of pairs) or ``"mapping"`` (any dict, checked by its consumer).
         nullable: ``null`` is allowed.
         choices: the allowed values (strings), or None for any.
         minimum: the smallest allowed number (ints and floats).
@@ -87,6 +88,8 @@ _KIND_NAMES = {
     "ints": "a list of integers",
     "strs": "a list of strings",
     "mapping": "a mapping (key: value pairs)",
+    "str|strs": "a string or a list of strings (one per channel)",
+    "ranges": "a [low, high] pair or a list of such pairs (one per axis)",
 }
 
 #: The schema: sections are dicts, leaves are :class:`Field`.
@@ -114,15 +117,80 @@ SCHEMA: dict[str, Any] = {
             "target_spacing": Field(
                 "float",
                 nullable=True,
-                doc="one number (isotropic) or one per axis; null keeps each case's spacing",
+                doc="one number (isotropic) or one per axis (null entries keep that axis's spacing, as 2D "
+                "plans do for the slice axis); null keeps each case's spacing",
             ),
-            "normalization": Field("str", choices=("zscore", "ct", "none")),
+            "normalization": Field(
+                "str|strs",
+                choices=("zscore", "zscore_nonzero", "ct", "none"),
+                doc="per-channel intensity normalization: one scheme for all channels or one per channel",
+            ),
+            "ct_stats": Field(
+                "mapping",
+                nullable=True,
+                doc="per channel index {lower, upper, mean, std} of the foreground (ct normalization); "
+                "null: fitted on the training cases",
+            ),
+            "crop_nonzero": Field("bool", doc="crop each case to the bounding box of its nonzero voxels"),
+            "order_data": Field("int", choices=None, minimum=0, doc="image interpolation order (0, 1, 3)"),
+            "order_seg": Field("int", minimum=0, doc="label interpolation: 0 nearest, 1 per-label linear"),
+            "order_z": Field(
+                "int", minimum=0, doc="interpolation order along the coarse axis of anisotropic cases (0, 1)"
+            ),
+            "anisotropy_threshold": Field(
+                "float", minimum=1, doc="max/min spacing above which the coarse axis is resampled apart"
+            ),
             "cache_dir": Field("str", nullable=True, doc="where preprocessed cases are cached"),
         },
+        "spatial_dims": Field(
+            "int",
+            nullable=True,
+            choices=None,
+            minimum=2,
+            doc="2 trains a 2D network on slices of 3D volumes (along data.slice_axis); null: the data's",
+        ),
+        "slice_axis": Field(
+            "int", nullable=True, minimum=0, doc="2D on 3D volumes: the axis slices are taken along"
+        ),
         "patch_size": Field("ints", nullable=True, doc="training patch size; null trains on whole volumes"),
         "foreground_fraction": Field("float", minimum=0, doc="share of patches centred on foreground"),
         "batches_per_epoch": Field("int", nullable=True, minimum=1, doc="patch training: batches per epoch"),
         "transforms": Field("str", choices=("canonical", "mirror", "none"), doc="the training augmentation"),
+        "augmentation": {
+            "rotation": Field(
+                "ranges",
+                nullable=True,
+                doc="degrees: one [low, high] range for all rotation axes or one per axis (3 in 3D, 1 in 2D)",
+            ),
+            "scale": Field("ranges", nullable=True, doc="range of the isotropic zoom factor"),
+            "p_rotation": Field("float", minimum=0, doc="per-sample probability of a rotation"),
+            "p_scale": Field("float", minimum=0, doc="per-sample probability of a zoom"),
+            "p_elastic": Field("float", minimum=0, doc="per-sample probability of an elastic deformation"),
+            "mirror_axes": Field(
+                "ints", nullable=True, doc="spatial axes mirrored at random (and at test time); null: all"
+            ),
+        },
+    },
+    "prediction": {
+        "mirror": Field(
+            "bool",
+            nullable=True,
+            doc="mirroring test-time augmentation over data.augmentation.mirror_axes; null: where training "
+            "mirrored",
+        ),
+        "overlap": Field("float", minimum=0, doc="sliding-window overlap, a share of the patch (0 to <1)"),
+        "gaussian": Field("bool", doc="weight the windows with a Gaussian (centre counts most)"),
+        "batch_size": Field("int", minimum=1, doc="windows per forward pass"),
+        "postprocess": Field(
+            "bool", doc="apply the run's postprocessing.json (decided by aggregate) to predictions"
+        ),
+    },
+    "evaluation": {
+        "tolerance_mm": Field("float", minimum=0, doc="normalized surface Dice tolerance in mm"),
+        "original_grid": Field(
+            "bool",
+            doc="evaluate preprocessed (resampled, cropped) cases on their original grid and spacing",
+        ),
     },
     "training": {
         "loss": Field(
@@ -171,12 +239,34 @@ DEFAULTS: dict[str, Any] = {
         "kind": "phantom",
         "path": None,
         "phantom": {"num_cases": 24, "shape": [32, 32, 32], "num_classes": 3, "seed": 0, "noise_std": 0.05},
-        "preprocessing": {"target_spacing": None, "normalization": "zscore", "cache_dir": None},
+        "preprocessing": {
+            "target_spacing": None,
+            "normalization": "zscore",
+            "ct_stats": None,
+            "crop_nonzero": True,
+            "order_data": 3,
+            "order_seg": 1,
+            "order_z": 0,
+            "anisotropy_threshold": 3.0,
+            "cache_dir": None,
+        },
+        "spatial_dims": None,
+        "slice_axis": None,
         "patch_size": None,
         "foreground_fraction": 0.33,
         "batches_per_epoch": None,
         "transforms": "canonical",
+        "augmentation": {
+            "rotation": [-30.0, 30.0],
+            "scale": [0.85, 1.25],
+            "p_rotation": 0.3,
+            "p_scale": 0.3,
+            "p_elastic": 0.2,
+            "mirror_axes": None,
+        },
     },
+    "prediction": {"mirror": None, "overlap": 0.5, "gaussian": True, "batch_size": 2, "postprocess": True},
+    "evaluation": {"tolerance_mm": 1.0, "original_grid": True},
     "training": {
         "loss": "ce+dice",
         "optimizer": "adam",
@@ -224,6 +314,10 @@ def _suggest(key: str, valid: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_leaf(path: str, value: Any, spec: Field) -> list[str]:
     if value is None:
         return (
@@ -240,8 +334,12 @@ def _check_leaf(path: str, value: Any, spec: Field) -> list[str]:
     elif kind == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if path.endswith("target_spacing") and isinstance(value, list):  # a per-axis spacing
-            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            return [] if ok else [f"{path}: expected a list of numbers, got {value!r}"]
+            ok = all(v is None or (_is_number(v) and v > 0) for v in value)
+            return (
+                []
+                if ok
+                else [f"{path}: expected a list of positive numbers (or null entries), got {value!r}"]
+            )
     elif kind == "str":
         ok = isinstance(value, str)
     elif kind == "bool":
@@ -252,6 +350,20 @@ def _check_leaf(path: str, value: Any, spec: Field) -> list[str]:
         )
     elif kind == "strs":
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    elif kind == "str|strs":
+        ok = isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) for v in value)
+        )
+        if ok and not isinstance(value, str) and spec.choices is not None:
+            bad = [v for v in value if v not in spec.choices]
+            return [f"{path}: {bad} not among {list(spec.choices)}"] if bad else []
+    elif kind == "ranges":
+        pairs = [value] if isinstance(value, (list, tuple)) and value and _is_number(value[0]) else value
+        ok = isinstance(pairs, (list, tuple)) and len(pairs) > 0
+        ok = ok and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(_is_number(v) for v in p) and p[0] <= p[1]
+            for p in pairs
+        )
     else:  # mapping
         ok = isinstance(value, Mapping)
     if not ok:
@@ -323,6 +435,23 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"data.patch_size: {patch} has {len(patch)} axes but data.phantom.shape {shape} has {len(shape)}"
         )
+    dims, axis = data.get("spatial_dims"), data.get("slice_axis")
+    if dims is not None and dims not in (2, 3):
+        problems.append(f"data.spatial_dims: {dims} must be 2 or 3 (or null: the data's own)")
+    model_dims = (model.get("args") or {}).get("spatial_dims")
+    if dims is not None and model.get("name") == "unet" and model_dims is not None and model_dims != dims:
+        problems.append(
+            f"model.args.spatial_dims: {model_dims} differs from data.spatial_dims {dims}; set both to {dims}"
+        )
+    if axis is not None and dims != 2:
+        problems.append(
+            "data.slice_axis: only used with data.spatial_dims: 2; remove it or set spatial_dims: 2"
+        )
+    if dims == 2 and isinstance(patch, list) and len(patch) != 2:
+        problems.append(f"data.patch_size: {patch} must have 2 sizes for data.spatial_dims: 2")
+    overlap = config.get("prediction", {}).get("overlap")
+    if isinstance(overlap, (int, float)) and not 0 <= overlap < 1:
+        problems.append(f"prediction.overlap: {overlap} must be in [0, 1)")
     exp = config.get("experiment", {})
     if isinstance(exp.get("val_fraction"), float) and not 0 < exp["val_fraction"] < 1:
         problems.append(f"experiment.val_fraction: {exp['val_fraction']} must be in (0, 1) or null")
@@ -423,8 +552,9 @@ def load_config(
 
 def dump_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``config`` as YAML (keys in schema order) atomically; returns the path."""
+    from delira.io._atomic import atomic_write
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    os.replace(tmp, path)
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

@@ -8,11 +8,16 @@ The folder (``experiment.output/<name>-<timestamp>`` unless given) holds::
     fold_<k>/              the trainer's checkpoints/{best,last}.safetensors, metrics.csv,
                            tensorboard/, curves.png; then result.json (the fold's figures) and
                            cases.csv (per-case figures) once the fold is finished
+    preprocessing.json     fitted preprocessing statistics (MSD data), used by prediction
+    fold_<k>/validation/   the fold's validation predictions on the original grid (.npz)
     summary.json/.csv      per-fold figures, their mean and (population, ddof=0) std
+    postprocessing.json    the postprocessing decided on all folds' validation predictions
 
 A fold is finished when its ``result.json`` exists (written atomically, last): a rerun skips it.
 An unfinished fold continues from ``checkpoints/last.safetensors``. Folds can run apart
 (``folds=[k]``, e.g. one per machine) and :func:`aggregate` summarises them afterwards.
+The config-to-objects builders live in :mod:`delira.training.builders`, prediction in
+:mod:`delira.training.prediction`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +35,32 @@ from typing import Any
 
 import numpy as np
 
+from delira.io._atomic import atomic_write
+from delira.training.builders import (
+    _build,
+    _eval_mode,
+    _forward,
+    _input_shape,
+    _losses,
+    _monitor,
+    _num_classes,
+    _ScaleToUnit,
+    _trainer_class,
+    _training_metrics,
+    build_dataset,
+    build_network,
+    build_transforms,
+    slice_axis,
+)
 from delira.training.config import dump_config, load_config
+from delira.training.prediction import (
+    POSTPROCESSING_FILE,
+    load_run_networks,
+    predict,
+    predict_file,
+    predict_probabilities,
+    save_preprocessing_state,
+)
 
 __all__ = [
     "Experiment",
@@ -39,22 +70,18 @@ __all__ = [
     "build_transforms",
     "format_table",
     "load_run_networks",
+    "predict",
     "predict_file",
 ]
 
-# The canonical augmentation (delira.augment.bench.delira_pipeline) with per-sample probabilities
-# as nnU-Net applies them, so that a small network on small volumes still sees mostly clean data.
-_ROTATION = (-30.0, 30.0)
-_SCALE = (0.85, 1.25)
-_ELASTIC_ALPHA = (0.0, 200.0)
-_ELASTIC_SIGMA = (9.0, 13.0)
+# re-exported for code that imported them from here before the split
+_ = (_build, _input_shape, predict_file)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (a temporary file, then ``os.replace``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    """Write JSON atomically (delira-io's atomic write: unique temporary name, fsync, replace)."""
+    text = json.dumps(obj, indent=2, default=_json_default)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def _json_default(obj: Any) -> Any:
@@ -70,240 +97,21 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], first: Sequence[st
     columns = list(first)
     for row in rows:
         columns += [k for k in row if k not in columns]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row.get(k, "")) for k in columns})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_value(row.get(k, "")) for k in columns})
+
+    atomic_write(Path(path), write)
 
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)  # round-trips exactly
     return value
-
-
-# --- building blocks from the config ---------------------------------------------------------------
-def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], seed: int = 0) -> Any:
-    """The training augmentation named by ``data.transforms``.
-
-    Args:
-        config: the resolved configuration.
-        spatial_shape: the spatial shape of the training batches (whole volumes or patches).
-        seed: the transforms' own seed (the loader passes a per-batch ``rng`` anyway).
-
-    Returns:
-        A ``delira.augment`` transform called as ``t(**batch, rng=...)`` on batches
-        ``{"data": (N, C, *spatial) float32, "seg": (N, 1, *spatial) int}``, or None.
-    """
-    kind = config["data"]["transforms"]
-    if kind == "none":
-        return None
-    import delira.augment as da
-
-    axes = tuple(range(len(spatial_shape)))
-    mirror = da.Mirror(axes, p_per_axis=0.5)
-    if kind == "mirror":
-        return da.Compose([mirror], seed=seed)
-    spatial = da.SpatialTransform(
-        tuple(int(s) for s in spatial_shape),
-        rotation=_ROTATION,
-        scale=_SCALE,
-        elastic_alpha=_ELASTIC_ALPHA,
-        elastic_sigma=_ELASTIC_SIGMA,
-        p_rotation=0.3,
-        p_scale=0.3,
-        p_elastic=0.2,
-        order_data=1,
-        order_seg=0,
-        mode_data="constant",
-        mode_seg="constant",
-    )
-    intensity = [
-        da.GaussianNoise(std=(0.0, 0.01)),
-        da.BrightnessMultiplicative((0.9, 1.1)),
-        da.Gamma((0.8, 1.25), retain_stats=True),
-    ]
-    return da.Compose([spatial, *intensity, mirror], seed=seed)
-
-
-class _ScaleToUnit:
-    """GAN targets: each image min-max scaled to ``[-1, 1]`` (the generator's tanh range)."""
-
-    def __call__(self, **batch: Any) -> dict[str, Any]:
-        data = np.asarray(batch["data"], dtype=np.float32)
-        axes = tuple(range(1, data.ndim))
-        lo, hi = data.min(axis=axes, keepdims=True), data.max(axis=axes, keepdims=True)
-        return {**batch, "data": (2.0 * (data - lo) / np.maximum(hi - lo, 1e-8) - 1.0).astype(np.float32)}
-
-
-def build_dataset(config: Mapping[str, Any]) -> Any:
-    """The dataset named by ``data`` (``phantom`` or ``decathlon``) as a ``delira.data`` dataset.
-
-    Samples: ``{"data": float32 (C, *spatial), "seg": int16 (1, *spatial) | "label": int,
-    "case_id": str, ...}``; the dataset has ``case_ids``.
-    """
-    from delira.data import (
-        CacheDataset,
-        DecathlonDataset,
-        PreprocessedDataset,
-        Preprocessor,
-        SyntheticPhantomDataset,
-    )
-
-    data, task = config["data"], config["task"]
-    if data["kind"] == "phantom":
-        p = data["phantom"]
-        return SyntheticPhantomDataset(
-            num_cases=p["num_cases"],
-            shape=tuple(p["shape"]),
-            num_classes=p["num_classes"],
-            task="classification" if task == "classification" else "segmentation",
-            seed=p["seed"],
-            noise_std=p["noise_std"],
-        )
-    raw = DecathlonDataset(data["path"])
-    pre = data["preprocessing"]
-    spacing = pre["target_spacing"]
-    if spacing is None and pre["normalization"] == "none":
-        return CacheDataset(raw)
-    if isinstance(spacing, (int, float)):
-        spacing = [float(spacing)] * 3
-    cache = pre["cache_dir"] or str(Path(config["experiment"]["output"]) / "cache")
-    preprocessor = Preprocessor(
-        target_spacing=spacing, normalization=pre["normalization"], seed=config["experiment"]["seed"]
-    )
-    return PreprocessedDataset(raw, preprocessor, cache_dir=cache)
-
-
-class _TorchSoftDice:
-    """Soft Dice loss of the foreground classes (batch Dice, as nnU-Net): ``1 - mean_k D_k`` with
-    ``D_k = (2 sum p_k t_k + 1) / (sum p_k + sum t_k + 1)`` over the batch and all voxels.
-
-    Called as ``loss(logits (N, K, *spatial) float, labels (N, *spatial) int64)`` -> scalar tensor.
-    """
-
-    def __call__(self, logits: Any, labels: Any) -> Any:
-        import torch
-
-        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
-        onehot = (
-            torch.nn.functional.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
-        )
-        axes = [0, *range(2, probs.dim())]
-        intersection = (probs * onehot).sum(axes)
-        total = probs.sum(axes) + onehot.sum(axes)
-        return 1.0 - ((2.0 * intersection + 1.0) / (total + 1.0)).mean()
-
-
-class _KerasSoftDice:
-    """The soft Dice loss of :class:`_TorchSoftDice` in Keras' argument order:
-    ``loss(labels (N, *spatial) int, logits (N, K, *spatial) float)`` -> scalar."""
-
-    def __call__(self, labels: Any, logits: Any) -> Any:
-        from keras import ops
-
-        k = logits.shape[1]
-        probs = ops.softmax(ops.cast(logits, "float32"), axis=1)[:, 1:]
-        onehot = ops.moveaxis(ops.one_hot(ops.cast(labels, "int32"), k), -1, 1)[:, 1:]
-        axes = [0, *range(2, len(probs.shape))]
-        intersection = ops.sum(probs * onehot, axis=axes)
-        total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
-        return 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
-
-
-def _losses(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The training losses: cross-entropy (+ soft Dice for segmentation, ``training.loss``) or the
-    adversarial loss of a GAN, in the backend's argument order."""
-    task, backend, choice = config["task"], config["backend"], config["training"]["loss"]
-    if backend == "torch":
-        import torch
-
-        if task == "gan":
-            return {"adversarial": torch.nn.BCEWithLogitsLoss()}
-        ce: Any = torch.nn.CrossEntropyLoss()
-        dice: Any = _TorchSoftDice()
-    else:
-        import keras
-
-        if task == "gan":
-            return {"adversarial": keras.losses.BinaryCrossentropy(from_logits=True)}
-        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if task == "segmentation":
-            from delira.models.tf import channels_first
-
-            ce = channels_first(ce)
-        dice = _KerasSoftDice()
-    if task != "segmentation":
-        return {"ce": ce}
-    return {name: fn for name, fn in (("ce", ce), ("dice", dice)) if name in choice.split("+")}
-
-
-def _num_classes(config: Mapping[str, Any]) -> int:
-    return int(config["model"]["args"].get("num_classes", 2))
-
-
-def _training_metrics(config: Mapping[str, Any]) -> dict[str, Any] | None:
-    from delira.training.metrics import classification_metric, segmentation_metric
-
-    if config["task"] == "segmentation":
-        return {"dice": segmentation_metric("dice", _num_classes(config))}
-    if config["task"] == "classification":
-        return {"accuracy": classification_metric("accuracy")}
-    return None
-
-
-def _monitor(config: Mapping[str, Any]) -> tuple[str, str]:
-    t = config["training"]
-    default = {
-        "segmentation": ("val_dice", "max"),
-        "classification": ("val_accuracy", "max"),
-        "gan": ("train_loss", "min"),
-    }
-    monitor, mode = default[config["task"]]
-    return t["monitor"] or monitor, t["mode"] or (mode if not t["monitor"] else "min")
-
-
-def build_network(config: Mapping[str, Any]) -> Any:
-    """The network of ``model`` for ``backend`` (``delira.models.get_model``)."""
-    import delira.models
-
-    try:
-        return delira.models.get_model(
-            config["model"]["name"], backend=config["backend"], **config["model"]["args"]
-        )
-    except TypeError as exc:
-        raise ValueError(
-            f"model.args do not fit model {config['model']['name']!r}: {exc}; fix model.args in the config"
-        ) from exc
-
-
-def _trainer_class(backend: str) -> Any:
-    if backend == "torch":
-        from delira.training.trainer_torch import PyTorchNetworkTrainer
-
-        return PyTorchNetworkTrainer
-    from delira.training.trainer_tf import TfNetworkTrainer
-
-    return TfNetworkTrainer
-
-
-def _predict_probabilities(
-    networks: Sequence[Any], volume: np.ndarray, patch_size: Sequence[int] | None
-) -> np.ndarray:
-    """Class probabilities ``(K, *spatial)`` float32 of a ``(C, *spatial)`` volume, averaged over
-    ``networks`` (the fold ensemble; each network's softmax, sliding windows of ``patch_size``)."""
-    from delira.training.predictor import Predictor
-
-    window = tuple(int(p) for p in patch_size) if patch_size else None
-    total = None
-    for net in networks:
-        probs = np.asarray(Predictor(net, patch_size=window, overlap=0.5).predict(volume), dtype=np.float32)
-        total = probs if total is None else total + probs
-    assert total is not None
-    return total / len(networks)
 
 
 def _case_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -343,12 +151,74 @@ def format_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], label: 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(b) for b in body)])
 
 
+_PER_CLASS = re.compile(r"^(dice|hd95|nsd)_class_\d+$")
+
+
+def _surface_figures(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], num_classes: int, tolerance_mm: float
+) -> dict[str, float]:
+    """HD95 (mm) and normalized surface Dice of each foreground class present in ``pred`` or ``ref``,
+    and their means over those classes (undefined HD95s, one mask empty, left out of the mean)."""
+    from delira.training.evaluation import evaluate_case
+
+    present = [c for c in range(1, num_classes) if np.any(pred == c) or np.any(ref == c)]
+    if not present:
+        return {}
+    per_class = evaluate_case(pred, ref, tuple(float(s) for s in spacing), present, tolerance_mm=tolerance_mm)
+    out: dict[str, float] = {}
+    for c in present:
+        out[f"hd95_class_{c}"] = float(per_class[c]["hd95"])
+        out[f"nsd_class_{c}"] = float(per_class[c]["nsd"])
+    hd = [out[f"hd95_class_{c}"] for c in present if math.isfinite(out[f"hd95_class_{c}"])]
+    out["hd95_mean"] = float(np.mean(hd)) if hd else math.nan
+    out["nsd_mean"] = float(np.mean([out[f"nsd_class_{c}"] for c in present]))
+    return out
+
+
+def _save_validation(path: Path, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
+    """A validation prediction and its reference (original grid), for the postprocessing decision."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                pred=pred.astype(np.uint8),
+                ref=np.asarray(ref).astype(np.uint8),
+                spacing=np.asarray(spacing),
+            )
+
+    atomic_write(path, write)
+
+
+def _decide_postprocessing(run_dir: Path) -> Any:
+    """Decide nnU-Net's largest-component rule on every fold's saved validation predictions and write
+    ``postprocessing.json``; None when the run saved none (not a segmentation run)."""
+    files = sorted(run_dir.glob("fold_*/validation/*.npz"))
+    if not files:
+        return None
+    from delira.training.postprocessing import decide_postprocessing
+
+    cases = []
+    for f in files:
+        with np.load(f) as z:
+            cases.append((z["pred"], z["ref"]))
+    config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
+    k = _num_classes(config) if config is not None else int(max(max(p.max(), r.max()) for p, r in cases)) + 1
+    rule = decide_postprocessing(cases, list(range(1, k)))
+    rule.save(run_dir / POSTPROCESSING_FILE)
+    return rule
+
+
 def aggregate(run_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str, Any]:
     """Summarise the finished folds of ``run_dir``: ``summary.json`` and ``summary.csv``.
 
     Reads every ``fold_<k>/result.json``; for every numeric figure of the folds it computes the
     mean and the population standard deviation (``numpy.std``, ddof=0; NaN figures left out) over
-    the folds. Prints the table unless ``quiet``.
+    the folds. Prints the table unless ``quiet``. Segmentation runs: decides the postprocessing
+    (keep the largest connected component of a class where that improves its mean validation Dice
+    over all folds, as nnU-Net does) and writes ``postprocessing.json``, which ``delira predict``
+    applies.
 
     Returns:
         ``{"folds": [{"fold": k, <figure>: float, ...}], "mean": {...}, "std": {...},
@@ -374,83 +244,50 @@ def aggregate(run_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str,
         expected = list(range(len(json.loads((run_dir / "splits.json").read_text())["folds"])))
     missing = [k for k in expected if k not in {r["fold"] for r in results}]
     summary = {"folds": rows, "mean": mean, "std": std, "missing": missing}
+    rule = _decide_postprocessing(run_dir)
+    if rule is not None:
+        summary["postprocessing"] = rule.to_dict()
     _write_json(run_dir / "summary.json", summary)
     _write_csv(
         run_dir / "summary.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}], first=["fold"]
     )
     if not quiet:
-        print(format_table([*rows, {"fold": "mean", **mean}, {"fold": "std", **std}], keys))
+        shown = [k for k in keys if not _PER_CLASS.match(k)] or keys
+        print(format_table([*rows, {"fold": "mean", **mean}, {"fold": "std", **std}], shown))
+        if rule is not None:
+            kept = rule.largest_component_classes
+            print(
+                f"postprocessing ({run_dir / POSTPROCESSING_FILE}): "
+                + (
+                    f"keep the largest component of classes {kept}"
+                    if kept
+                    else "none improves the validation Dice"
+                )
+            )
         if missing:
             print(f"folds not finished yet: {missing} (the mean and std cover the finished ones)")
         print(f"summary: {run_dir / 'summary.json'}")
     return summary
 
 
-def load_run_networks(
-    run_dir: str | os.PathLike[str], folds: Sequence[int] | None = None
-) -> tuple[dict[str, Any], list[Any]]:
-    """The configuration and the best network of each finished fold of an experiment folder.
-
-    Returns:
-        ``(config, networks)``: the networks in evaluation mode, best checkpoint weights loaded.
-
-    Raises:
-        FileNotFoundError: ``run_dir`` has no ``config.yaml`` or no fold checkpoint.
-    """
-    from delira.io import load_checkpoint
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(
-            f"{run_dir} is not an experiment folder (no config.yaml); pass the folder `delira run` wrote"
-        )
-    config = load_config(run_dir / "config.yaml")
-    paths = []
-    for fold_dir in sorted(run_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
-        if folds is not None and int(fold_dir.name.split("_")[1]) not in folds:
-            continue
-        ckpt = fold_dir / "checkpoints" / "best.safetensors"
-        if not ckpt.exists():
-            ckpt = fold_dir / "checkpoints" / "last.safetensors"
-        if ckpt.exists():
-            paths.append(ckpt)
-    if (run_dir / "run" / "checkpoints" / "best.safetensors").exists():
-        paths.append(run_dir / "run" / "checkpoints" / "best.safetensors")
-    if not paths:
-        raise FileNotFoundError(
-            f"{run_dir} holds no checkpoint (fold_<k>/checkpoints/best.safetensors); train first"
-        )
-    networks = []
-    for path in paths:
-        net = build_network(config)
-        _build(net, config)
-        load_checkpoint(path, net, restore_rng=False)
-        _eval_mode(net, config["backend"])
-        networks.append(net)
-    return config, networks
-
-
-def _build(net: Any, config: Mapping[str, Any]) -> None:
-    """Keras models need their weights created before loading; torch modules already have them."""
-    if config["backend"] == "tf" and not net.built:
-        shape = _input_shape(config)
-        net(np.zeros((1, *shape), dtype=np.float32))
-
-
-def _input_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
-    args = config["model"]["args"]
-    if config["task"] == "gan":
-        return (int(args.get("latent_dim", 100)),)
-    size = config["data"]["patch_size"] or config["data"]["phantom"]["shape"]
-    return (int(args.get("in_channels", 1)), *[int(s) for s in size])
-
-
-def _eval_mode(net: Any, backend: str) -> None:
-    if backend == "torch":
-        net.eval()
-
-
 # --- the experiment -------------------------------------------------------------------------------
+class _SqueezeAxis:
+    """2D training on 3D volumes: drop the 1-voxel slice axis of patch batches
+    (``(N, C, x, y, z)`` with size 1 on ``axis`` -> ``(N, C, *two axes)``)."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = int(axis)
+
+    def __call__(self, **batch: Any) -> dict[str, Any]:
+        out = dict(batch)
+        for key in ("data", "seg"):
+            if key in out:
+                value = np.asarray(out[key])
+                if value.ndim == 5:
+                    out[key] = np.ascontiguousarray(np.take(value, 0, axis=2 + self.axis))
+        return out
+
+
 class Experiment:
     """Train and evaluate a model from a configuration, in a cross-validation scheme.
 
@@ -521,6 +358,19 @@ class Experiment:
         transforms = [
             tr for tr in (augment, _ScaleToUnit() if cfg["task"] == "gan" else None) if tr is not None
         ]
+        axis = slice_axis(cfg)
+        val_tf: list[Any] | None = None
+        if axis is not None:
+            if not patch or cfg["task"] != "segmentation":
+                raise ValueError(
+                    "data.spatial_dims: 2 on 3D volumes trains on 2D patches of slices; set data.patch_size "
+                    "to 2 sizes (e.g. [192, 160], as `delira plan` does)"
+                )
+            squeeze = _SqueezeAxis(axis)
+            transforms = [squeeze, *transforms]
+            val_tf = [squeeze]
+            patch = [int(p) for p in patch]
+            patch.insert(axis, 1)  # a slice: 1 voxel thick along the slice axis
         if patch and cfg["task"] == "segmentation":
             per_epoch = cfg["data"]["batches_per_epoch"] or max(len(train) // t["batch_size"], 1)
             sampler = ForegroundOversamplingSampler(
@@ -539,7 +389,9 @@ class Experiment:
                 seed=seed,
             )
             val_loader = (
-                DataLoader(PatchDataset(val, patch), 1, num_workers=0, seed=seed) if val is not None else None
+                DataLoader(PatchDataset(val, patch), 1, transforms=val_tf, num_workers=0, seed=seed)
+                if val is not None
+                else None
             )
         else:
             train_loader = DataLoader(
@@ -589,27 +441,56 @@ class Experiment:
         )
 
     # -- evaluation ---------------------------------------------------------------------------------
+    def _raw_dataset(self) -> Any:
+        """The unpreprocessed MSD dataset (reference labels on the original grid), or None."""
+        if self.config["data"]["kind"] != "decathlon":
+            return None
+        if getattr(self, "_raw", None) is None:
+            from delira.data import DecathlonDataset, case_ids_of
+
+            self._raw = DecathlonDataset(self.config["data"]["path"])
+            self._raw_index = {str(c): i for i, c in enumerate(case_ids_of(self._raw))}
+        return self._raw
+
     def _evaluate(
-        self, networks: Sequence[Any], data: Any, trainer: Any = None
+        self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Figures of ``networks`` (an ensemble) on every case of ``data``: ``(means, per-case rows)``."""
+        """Figures of ``networks`` (an ensemble) on every case of ``data``: ``(means, per-case rows)``.
+
+        Segmentation: Dice, HD95 and normalized surface Dice (``evaluation.tolerance_mm``) per
+        class, on the original grid and spacing of each case (``evaluation.original_grid``: the
+        probabilities are resampled back and un-cropped, the reference is the label file as read);
+        with ``save_dir`` the predictions and references go to ``save_dir/validation/<case>.npz``
+        for the postprocessing decision of :func:`aggregate`.
+        """
         cfg = self.config
         if cfg["task"] == "segmentation":
             k = _num_classes(cfg)
+            raw = self._raw_dataset() if cfg["evaluation"]["original_grid"] else None
             rows = []
             for i in range(len(data)):
                 sample = data[i]
-                probs = _predict_probabilities(
-                    networks, np.asarray(sample["data"], dtype=np.float32), cfg["data"]["patch_size"]
-                )
-                pred = probs.argmax(axis=0)
-                rows.append(
-                    {
-                        "case_id": sample.get("case_id", str(i)),
-                        **_case_dice(pred, np.asarray(sample["seg"])[0], k),
-                    }
-                )
+                case_id = str(sample.get("case_id", i))
+                probs = predict_probabilities(networks, np.asarray(sample["data"], dtype=np.float32), cfg)
+                properties = sample.get("properties")
+                if raw is not None and properties is not None and case_id in self._raw_index:
+                    from delira.data import invert_probabilities
+
+                    probs = invert_probabilities(probs, properties)
+                    reference = raw[self._raw_index[case_id]]
+                    ref, spacing = np.asarray(reference["seg"])[0], reference["spacing"]
+                else:
+                    ref = np.asarray(sample["seg"])[0]
+                    spacing = sample.get("spacing", (1.0,) * ref.ndim)
+                pred = probs.argmax(axis=0).astype(np.uint8)
+                row = {"case_id": case_id, **_case_dice(pred, ref, k)}
+                row.update(_surface_figures(pred, ref, spacing, k, cfg["evaluation"]["tolerance_mm"]))
+                rows.append(row)
+                if save_dir is not None:
+                    _save_validation(save_dir / "validation" / f"{case_id}.npz", pred, ref, spacing)
             keys = [key for key in rows[0] if key != "case_id"]
+            for row in rows[1:]:
+                keys += [key for key in row if key not in keys and key != "case_id"]
             return _mean_std(rows, keys)[0], rows
         if cfg["task"] == "classification":
             rows = []
@@ -664,7 +545,9 @@ class Experiment:
         _eval_mode(trainer.network, self.config["backend"])
         eval_data = test if test is not None else val
         metrics, rows = (
-            self._evaluate([trainer.network], eval_data, trainer) if eval_data is not None else ({}, [])
+            self._evaluate([trainer.network], eval_data, trainer, save_dir=save_dir)
+            if eval_data is not None
+            else ({}, [])
         )
         monitor, mode = _monitor(self.config)
         scored = [h for h in history if monitor in h]
@@ -825,6 +708,7 @@ class Experiment:
             val_fraction if val_fraction is not None else exp["val_fraction"],
             seed,
         )
+        self._save_preprocessing(data)
         self._preview(data)
         wanted = range(len(splits)) if folds is None else folds
         for k in wanted:
@@ -846,6 +730,27 @@ class Experiment:
             return None
         return aggregate(self.run_dir, quiet=not self.verbose)
 
+    def _save_preprocessing(self, data: Any) -> None:
+        """``preprocessing.json``: the statistics the preprocessing fitted (prediction reuses them)."""
+        preprocessor = getattr(data, "preprocessor", None)
+        if preprocessor is not None and hasattr(preprocessor, "params"):
+            save_preprocessing_state(self.run_dir, preprocessor)
+
+    def predict(
+        self,
+        input_path: str | os.PathLike[str],
+        output_path: str | os.PathLike[str],
+        folds: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> list[Path]:
+        """Segment an image file or a folder of images with this run's folds, on their original
+        geometry (see :func:`delira.training.prediction.predict` for the options).
+
+        Returns:
+            The label files written.
+        """
+        return predict(self.run_dir, input_path, output_path, folds, **kwargs)
+
     def _preview(self, data: Any) -> None:
         """``augmentation.png``: a few training samples before and after the augmentation (needs matplotlib)."""
         path = self.run_dir / "augmentation.png"
@@ -866,17 +771,6 @@ class Experiment:
             print(f"note: no augmentation preview ({exc})", file=sys.stderr)
 
 
-def _forward(net: Any, x: np.ndarray, backend: str) -> np.ndarray:
-    """The network's output for a ``(N, C, *spatial)`` float32 batch, as numpy (no gradients)."""
-    if backend == "torch":
-        import torch
-
-        device = next(net.parameters()).device
-        with torch.no_grad():
-            return net(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    return np.asarray(net(x, training=False))
-
-
 # Keys that may differ between the machines running the folds of one experiment.
 _MACHINE_KEYS = ("training.device:", "training.workers:")
 
@@ -889,54 +783,4 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -
             out += _differences(va, vb, f"{prefix}{key}.")
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return out
-
-
-def predict_file(
-    run_dir: str | os.PathLike[str],
-    input_path: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
-    folds: Sequence[int] | None = None,
-) -> Path:
-    """Segment one image with the folds of an experiment (softmax averaged) and write the labels.
-
-    The input is read with ``delira.io.read_image`` (``(x, y, z)`` or ``(x, y, z, c)``), normalised
-    as the training data were (per-case z-score for an MSD config with ``zscore``; phantoms as
-    they are) and predicted with a sliding window of the training patch size (the whole volume
-    for whole-volume training when it fits). The output holds uint8 labels ``(x, y, z)`` with the
-    input's spacing, origin and direction. Resampling to ``data.preprocessing.target_spacing`` is
-    not done: predict on images of the training spacing.
-
-    Returns:
-        The path written.
-    """
-    from delira.io import Image, read_image, write_image
-
-    config, networks = load_run_networks(run_dir, folds)
-    if config["task"] != "segmentation":
-        raise ValueError(f"delira predict segments images; {run_dir} holds a {config['task']} experiment")
-    image = read_image(input_path)
-    array = np.asarray(image.array, dtype=np.float32)
-    ndim = len(image.spacing)
-    data = array[None] if array.ndim == ndim else np.moveaxis(array.reshape(*array.shape[:ndim], -1), -1, 0)
-    channels = int(config["model"]["args"].get("in_channels", 1))
-    if data.shape[0] != channels:
-        raise ValueError(
-            f"{input_path} has {data.shape[0]} channel(s) but the model takes {channels}; give an image with "
-            f"{channels} channel(s) (channels on the last axis)"
-        )
-    if config["data"]["kind"] == "decathlon" and config["data"]["preprocessing"]["normalization"] == "zscore":
-        from delira.data import zscore
-
-        data = zscore(data)
-    patch = config["data"]["patch_size"]
-    if not patch and config["data"]["kind"] == "phantom":
-        trained = [int(s) for s in config["data"]["phantom"]["shape"]]
-        if list(data.shape[1:]) != trained:
-            patch = trained  # a sliding window of the training volume size
-    probs = _predict_probabilities(networks, np.ascontiguousarray(data), patch)
-    labels = probs.argmax(axis=0).astype(np.uint8)
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_image(out, Image(labels, image.spacing, image.origin, image.direction))
     return out

@@ -1,0 +1,325 @@
+"""Config-to-objects builders: the dataset, preprocessing, augmentation, losses, metrics, network and
+trainer that a configuration (:mod:`delira.training.config`) names.
+
+Every function takes the resolved configuration (``load_config``) and builds one thing; the
+:class:`~delira.training.experiment.Experiment` and the prediction code
+(:mod:`delira.training.prediction`) call them, so training and inference build the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "build_dataset",
+    "build_network",
+    "build_preprocessor",
+    "build_transforms",
+    "mirror_axes",
+    "spatial_dims",
+]
+
+_ELASTIC_ALPHA = (0.0, 200.0)
+_ELASTIC_SIGMA = (9.0, 13.0)
+
+
+def spatial_dims(config: Mapping[str, Any]) -> int:
+    """The number of spatial axes the network sees: ``data.spatial_dims``, else the model's, else 3."""
+    dims = config["data"].get("spatial_dims")
+    if dims is None:
+        dims = config["model"]["args"].get("spatial_dims")
+    if dims is None and config["data"]["kind"] == "phantom":
+        dims = len(config["data"]["phantom"]["shape"])
+    return int(dims or 3)
+
+
+def slice_axis(config: Mapping[str, Any]) -> int | None:
+    """2D training on 3D volumes: the spatial axis slices are taken along (default the last); else None."""
+    if config["data"].get("spatial_dims") != 2 or config["data"]["kind"] == "phantom":
+        return None
+    axis = config["data"].get("slice_axis")
+    return 2 if axis is None else int(axis)
+
+
+def mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
+    """The spatial axes mirrored in training (``data.augmentation.mirror_axes``, default all), or ``()``
+    when the training augmentation does not mirror (``data.transforms: none``)."""
+    if config["data"]["transforms"] == "none":
+        return ()
+    axes = config["data"].get("augmentation", {}).get("mirror_axes")
+    return tuple(range(spatial_dims(config))) if axes is None else tuple(int(a) for a in axes)
+
+
+def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], seed: int = 0) -> Any:
+    """The training augmentation named by ``data.transforms`` with the ranges of ``data.augmentation``.
+
+    Args:
+        config: the resolved configuration.
+        spatial_shape: the spatial shape of the training batches (whole volumes or patches).
+        seed: the transforms' own seed (the loader passes a per-batch ``rng`` anyway).
+
+    Returns:
+        A ``delira.augment`` transform called as ``t(**batch, rng=...)`` on batches
+        ``{"data": (N, C, *spatial) float32, "seg": (N, 1, *spatial) int}``, or None.
+    """
+    kind = config["data"]["transforms"]
+    if kind == "none":
+        return None
+    import delira.augment as da
+
+    aug = config["data"]["augmentation"]
+    axes = tuple(a for a in mirror_axes(config) if a < len(spatial_shape))
+    mirror = da.Mirror(axes, p_per_axis=0.5) if axes else None
+    if kind == "mirror":
+        return da.Compose([mirror], seed=seed) if mirror is not None else None
+    rotation = aug["rotation"]
+    if rotation is not None and isinstance(rotation[0], (list, tuple)):
+        rotation = tuple(tuple(float(v) for v in r) for r in rotation)
+        need = 3 if len(spatial_shape) == 3 else 1
+        if len(rotation) != need:
+            raise ValueError(
+                f"data.augmentation.rotation lists {len(rotation)} ranges but a {len(spatial_shape)}D patch "
+                f"has {need} rotation axes; give {need} [low, high] ranges or one for all"
+            )
+    elif rotation is not None:
+        rotation = tuple(float(v) for v in rotation)
+    scale = tuple(float(v) for v in aug["scale"]) if aug["scale"] is not None else (1.0, 1.0)
+    spatial = da.SpatialTransform(
+        tuple(int(s) for s in spatial_shape),
+        rotation=rotation if rotation is not None else (0.0, 0.0),
+        scale=scale,
+        elastic_alpha=_ELASTIC_ALPHA,
+        elastic_sigma=_ELASTIC_SIGMA,
+        p_rotation=float(aug["p_rotation"]) if rotation is not None else 0.0,
+        p_scale=float(aug["p_scale"]) if aug["scale"] is not None else 0.0,
+        p_elastic=float(aug["p_elastic"]),
+        order_data=1,
+        order_seg=0,
+        mode_data="constant",
+        mode_seg="constant",
+    )
+    intensity = [
+        da.GaussianNoise(std=(0.0, 0.01)),
+        da.BrightnessMultiplicative((0.9, 1.1)),
+        da.Gamma((0.8, 1.25), retain_stats=True),
+    ]
+    return da.Compose([spatial, *intensity, *([mirror] if mirror is not None else [])], seed=seed)
+
+
+class _ScaleToUnit:
+    """GAN targets: each image min-max scaled to ``[-1, 1]`` (the generator's tanh range)."""
+
+    def __call__(self, **batch: Any) -> dict[str, Any]:
+        data = np.asarray(batch["data"], dtype=np.float32)
+        axes = tuple(range(1, data.ndim))
+        lo, hi = data.min(axis=axes, keepdims=True), data.max(axis=axes, keepdims=True)
+        return {**batch, "data": (2.0 * (data - lo) / np.maximum(hi - lo, 1e-8) - 1.0).astype(np.float32)}
+
+
+def build_preprocessor(config: Mapping[str, Any]) -> Any:
+    """The :class:`delira.data.Preprocessor` of ``data.preprocessing`` (crop, normalise, resample), or
+    None when the config asks for none of it (no target spacing, normalization ``none``)."""
+    from delira.data import Preprocessor
+
+    pre = config["data"]["preprocessing"]
+    spacing = pre["target_spacing"]
+    if spacing is None and pre["normalization"] == "none":
+        return None
+    norm = pre["normalization"]
+    kwargs: dict[str, Any] = {
+        "target_spacing": spacing,
+        "normalization": norm if isinstance(norm, str) else tuple(norm),
+        "crop_nonzero": pre["crop_nonzero"],
+        "order_data": pre["order_data"],
+        "order_seg": pre["order_seg"],
+        "order_z": pre["order_z"],
+        "anisotropy_threshold": pre["anisotropy_threshold"],
+        "seed": config["experiment"]["seed"],
+    }
+    if pre.get("ct_stats"):
+        kwargs["ct_stats"] = {int(c): dict(v) for c, v in pre["ct_stats"].items()}
+    return Preprocessor(**kwargs)
+
+
+def cache_dir(config: Mapping[str, Any]) -> Path:
+    """Where preprocessed cases are cached: ``data.preprocessing.cache_dir`` or ``<output>/cache``."""
+    pre = config["data"]["preprocessing"]
+    return Path(pre["cache_dir"] or Path(config["experiment"]["output"]) / "cache")
+
+
+def build_dataset(config: Mapping[str, Any], num_workers: int | None = None) -> Any:
+    """The dataset named by ``data`` (``phantom`` or ``decathlon``) as a ``delira.data`` dataset.
+
+    An MSD folder is checked (every problem listed at once, see :func:`delira.data.check_dataset`)
+    while it is preprocessed (:func:`build_preprocessor`) into a cache; ``num_workers`` threads
+    (default ``training.workers``) preprocess cases in parallel.
+
+    Samples: ``{"data": float32 (C, *spatial), "seg": int16 (1, *spatial) | "label": int,
+    "case_id": str, ...}``; the dataset has ``case_ids``.
+    """
+    from delira.data import CacheDataset, DecathlonDataset, PreprocessedDataset, SyntheticPhantomDataset
+
+    data, task = config["data"], config["task"]
+    if data["kind"] == "phantom":
+        p = data["phantom"]
+        return SyntheticPhantomDataset(
+            num_cases=p["num_cases"],
+            shape=tuple(p["shape"]),
+            num_classes=p["num_classes"],
+            task="classification" if task == "classification" else "segmentation",
+            seed=p["seed"],
+            noise_std=p["noise_std"],
+        )
+    raw = DecathlonDataset(data["path"])
+    preprocessor = build_preprocessor(config)
+    if preprocessor is None:
+        return CacheDataset(raw)
+    workers = config["training"]["workers"] if num_workers is None else num_workers
+    return PreprocessedDataset(raw, preprocessor, cache_dir=cache_dir(config), num_workers=workers)
+
+
+class _TorchSoftDice:
+    """Soft Dice loss of the foreground classes (batch Dice, as nnU-Net): ``1 - mean_k D_k`` with
+    ``D_k = (2 sum p_k t_k + 1) / (sum p_k + sum t_k + 1)`` over the batch and all voxels.
+
+    Called as ``loss(logits (N, K, *spatial) float, labels (N, *spatial) int64)`` -> scalar tensor.
+    """
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+        onehot = (
+            torch.nn.functional.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
+        )
+        axes = [0, *range(2, probs.dim())]
+        intersection = (probs * onehot).sum(axes)
+        total = probs.sum(axes) + onehot.sum(axes)
+        return 1.0 - ((2.0 * intersection + 1.0) / (total + 1.0)).mean()
+
+
+class _KerasSoftDice:
+    """The soft Dice loss of :class:`_TorchSoftDice` in Keras' argument order:
+    ``loss(labels (N, *spatial) int, logits (N, K, *spatial) float)`` -> scalar."""
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        k = logits.shape[1]
+        probs = ops.softmax(ops.cast(logits, "float32"), axis=1)[:, 1:]
+        onehot = ops.moveaxis(ops.one_hot(ops.cast(labels, "int32"), k), -1, 1)[:, 1:]
+        axes = [0, *range(2, len(probs.shape))]
+        intersection = ops.sum(probs * onehot, axis=axes)
+        total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
+        return 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
+
+
+def _losses(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The training losses: cross-entropy (+ soft Dice for segmentation, ``training.loss``) or the
+    adversarial loss of a GAN, in the backend's argument order."""
+    task, backend, choice = config["task"], config["backend"], config["training"]["loss"]
+    if backend == "torch":
+        import torch
+
+        if task == "gan":
+            return {"adversarial": torch.nn.BCEWithLogitsLoss()}
+        ce: Any = torch.nn.CrossEntropyLoss()
+        dice: Any = _TorchSoftDice()
+    else:
+        import keras
+
+        if task == "gan":
+            return {"adversarial": keras.losses.BinaryCrossentropy(from_logits=True)}
+        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if task == "segmentation":
+            from delira.models.tf import channels_first
+
+            ce = channels_first(ce)
+        dice = _KerasSoftDice()
+    if task != "segmentation":
+        return {"ce": ce}
+    return {name: fn for name, fn in (("ce", ce), ("dice", dice)) if name in choice.split("+")}
+
+
+def _num_classes(config: Mapping[str, Any]) -> int:
+    return int(config["model"]["args"].get("num_classes", 2))
+
+
+def _training_metrics(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    from delira.training.metrics import classification_metric, segmentation_metric
+
+    if config["task"] == "segmentation":
+        return {"dice": segmentation_metric("dice", _num_classes(config))}
+    if config["task"] == "classification":
+        return {"accuracy": classification_metric("accuracy")}
+    return None
+
+
+def _monitor(config: Mapping[str, Any]) -> tuple[str, str]:
+    t = config["training"]
+    default = {
+        "segmentation": ("val_dice", "max"),
+        "classification": ("val_accuracy", "max"),
+        "gan": ("train_loss", "min"),
+    }
+    monitor, mode = default[config["task"]]
+    return t["monitor"] or monitor, t["mode"] or (mode if not t["monitor"] else "min")
+
+
+def build_network(config: Mapping[str, Any]) -> Any:
+    """The network of ``model`` for ``backend`` (``delira.models.get_model``)."""
+    import delira.models
+
+    try:
+        return delira.models.get_model(
+            config["model"]["name"], backend=config["backend"], **config["model"]["args"]
+        )
+    except TypeError as exc:
+        raise ValueError(
+            f"model.args do not fit model {config['model']['name']!r}: {exc}; fix model.args in the config"
+        ) from exc
+
+
+def _trainer_class(backend: str) -> Any:
+    if backend == "torch":
+        from delira.training.trainer_torch import PyTorchNetworkTrainer
+
+        return PyTorchNetworkTrainer
+    from delira.training.trainer_tf import TfNetworkTrainer
+
+    return TfNetworkTrainer
+
+
+def _build(net: Any, config: Mapping[str, Any]) -> None:
+    """Keras models need their weights created before loading; torch modules already have them."""
+    if config["backend"] == "tf" and not net.built:
+        shape = _input_shape(config)
+        net(np.zeros((1, *shape), dtype=np.float32))
+
+
+def _input_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
+    args = config["model"]["args"]
+    if config["task"] == "gan":
+        return (int(args.get("latent_dim", 100)),)
+    size = config["data"]["patch_size"] or config["data"]["phantom"]["shape"]
+    return (int(args.get("in_channels", 1)), *[int(s) for s in size])
+
+
+def _eval_mode(net: Any, backend: str) -> None:
+    if backend == "torch":
+        net.eval()
+
+
+def _forward(net: Any, x: np.ndarray, backend: str) -> np.ndarray:
+    """The network's output for a ``(N, C, *spatial)`` float32 batch, as numpy (no gradients)."""
+    if backend == "torch":
+        import torch
+
+        device = next(net.parameters()).device
+        with torch.no_grad():
+            return net(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    return np.asarray(net(x, training=False))
