@@ -137,3 +137,37 @@ def test_the_run_reports_surface_metrics_and_decides_postprocessing(planned_run)
     assert (run / "postprocessing.json").exists()
     assert (run / "preprocessing.json").exists()
     assert summary["postprocessing"]["largest_component_classes"] is not None
+
+
+def test_a_2d_run_on_slices_trains_and_predicts_3d_volumes(task, tmp_path):
+    """data.spatial_dims: 2: a 2D UNet trained on slices along the last axis (not resampled), whose
+    prediction is a 3D label map on the input's grid."""
+    run = tmp_path / "run2d"
+    settings = [
+        f"data.path={task}",
+        f"data.preprocessing.cache_dir={tmp_path / 'cache'}",
+        "data.preprocessing.target_spacing=[2.0, 2.0, null]",
+        "data.spatial_dims=2",
+        "data.slice_axis=2",
+        "data.patch_size=[32, 40]",
+        "data.batches_per_epoch=4",
+        "data.augmentation.rotation=[-180, 180]",
+        "model.args={spatial_dims: 2, in_channels: 1, num_classes: 3, features: [8, 16]}",
+        "training.epochs=6",
+        "training.lr=0.01",
+        "training.workers=0",
+        "experiment.folds=2",
+    ]
+    args = ["run", "msd-folder", "--run-dir", str(run)]
+    for item in settings:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = tmp_path / "seg.nii.gz"
+    source = task / "imagesTr" / "brain_002.nii.gz"  # the 2 x 2 x 6 mm case
+    assert main(["predict", str(run), "--input", str(source), "--output", str(out)]) == 0
+    given, written = nib.load(str(source)), nib.load(str(out))
+    pred = np.asarray(written.dataobj)
+    label = np.asarray(nib.load(str(task / "labelsTr" / "brain_002.nii.gz")).dataobj)
+    assert pred.shape == given.shape
+    np.testing.assert_allclose(written.affine, given.affine, atol=1e-4)
+    assert _dice(pred > 0, label > 0) > 0.5
