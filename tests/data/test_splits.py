@@ -144,3 +144,35 @@ def test_split_properties_for_random_inputs(labels, groups_per_case, n_splits, s
     check_partition(grouped, ids)
     for fold in grouped:
         assert not {groups[ids.index(c)] for c in fold.train} & {groups[ids.index(c)] for c in fold.val}
+
+
+def test_concurrent_saves_never_leave_a_partial_file(tmp_path):
+    import threading
+
+    from delira.data import kfold_split, load_splits
+
+    ids = [f"case_{i:03d}" for i in range(200)]
+    variants = [kfold_split(ids, n_splits=k, seed=k) for k in (2, 3, 5)]
+    path = tmp_path / "splits.json"
+    variants[0].save(path)
+    seen, stop = [], threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append(len(load_splits(path)))  # a torn file would fail to parse
+
+    def writer(s):
+        for _ in range(30):
+            s.save(path)
+
+    threads = [threading.Thread(target=reader)] + [
+        threading.Thread(target=writer, args=(s,)) for s in variants
+    ]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert seen and set(seen) <= {2, 3, 5}
+    assert [p.name for p in tmp_path.iterdir()] == ["splits.json"]  # no temporary file left behind

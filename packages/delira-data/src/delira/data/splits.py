@@ -85,12 +85,14 @@ class Splits:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the splits as JSON to ``path`` (parent folders are created); returns the path."""
+        """Write the splits as JSON to ``path`` (parent folders are created) atomically (a unique
+        temporary sibling, fsync, rename: two processes never leave a mixed file); returns the path."""
+        from delira.data.preprocessing import atomic_write
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text))
         return path
 
     def check_covers(self, case_ids: Sequence[str]) -> None:
