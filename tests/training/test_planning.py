@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import yaml
 
+from delira.data.fingerprint import CaseFingerprint, Fingerprint
 from delira.training.config import load_config
 from delira.training.planning import (
     Plan,
@@ -22,41 +22,7 @@ from delira.training.planning import (
 GIB = 1024**3
 
 
-# -- fingerprints built from delira.data.fingerprint's contract (only these attributes are used) ------
-@dataclass
-class Case:
-    case_id: str
-    shape: tuple[int, ...]
-    spacing: tuple[float, ...]
-    shape_after_crop: tuple[int, ...]
-    class_voxels: dict[int, int] = field(default_factory=dict)
-    object_sizes: dict[int, list[float]] = field(default_factory=dict)
-
-
-@dataclass
-class Fingerprint:
-    cases: list[Case]
-    channel_names: list[str]
-    labels: dict[int, str]
-    intensity: list[dict[str, float]]
-
-    @property
-    def spacings(self) -> np.ndarray:
-        return np.array([c.spacing for c in self.cases], dtype=np.float64)
-
-    @property
-    def shapes(self) -> np.ndarray:
-        return np.array([c.shape for c in self.cases], dtype=np.int64)
-
-    @property
-    def median_spacing(self) -> np.ndarray:
-        return np.median(self.spacings, axis=0)
-
-    @property
-    def median_shape(self) -> np.ndarray:
-        return np.median(self.shapes, axis=0)
-
-
+# -- fingerprints: delira.data's own dataclasses, filled by hand ------------------------------------
 STATS = {
     "mean": 40.0,
     "std": 120.0,
@@ -71,7 +37,7 @@ STATS = {
 def fingerprint(shapes, spacings, channels=("MR",), crop=1.0, labels=None):
     """Cases of the given shapes and spacings; ``crop`` scales every axis of the nonzero box."""
     cases = [
-        Case(
+        CaseFingerprint(
             f"case_{i:03d}",
             tuple(shape),
             tuple(float(s) for s in spacing),

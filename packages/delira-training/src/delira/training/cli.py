@@ -183,14 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``delira`` command."""
+    from delira.data import DatasetError
     from delira.training.config import ConfigError
-
-    try:
-        from delira.data import DatasetError
-    except ImportError:  # an older delira-data
-
-        class DatasetError(Exception):  # type: ignore[no-redef]
-            pass
 
     args = build_parser().parse_args(argv)
     try:

@@ -37,10 +37,8 @@ import numpy as np
 
 from delira.io._atomic import atomic_write
 from delira.training.builders import (
-    _build,
     _eval_mode,
     _forward,
-    _input_shape,
     _losses,
     _monitor,
     _num_classes,
@@ -73,9 +71,6 @@ __all__ = [
     "predict",
     "predict_file",
 ]
-
-# re-exported for code that imported them from here before the split
-_ = (_build, _input_shape, predict_file)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -203,9 +198,8 @@ def _decide_postprocessing(run_dir: Path) -> Any:
     for f in files:
         with np.load(f) as z:
             cases.append((z["pred"], z["ref"]))
-    config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else None
-    k = _num_classes(config) if config is not None else int(max(max(p.max(), r.max()) for p, r in cases)) + 1
-    rule = decide_postprocessing(cases, list(range(1, k)))
+    classes = list(range(1, _num_classes(load_config(run_dir / "config.yaml"))))
+    rule = decide_postprocessing(cases, classes)
     rule.save(run_dir / POSTPROCESSING_FILE)
     return rule
 

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from delira.training.builders import (
     build_preprocessor,
     mirror_axes,
     slice_axis,
+    spatial_dims,
 )
 from delira.training.config import load_config
 
@@ -69,8 +71,6 @@ def tta_axes(config: Mapping[str, Any], mirror: bool | None = None) -> tuple[int
         return ()
     axes = mirror_axes(config)
     if choice is True and not axes:
-        from delira.training.builders import spatial_dims
-
         return tuple(range(spatial_dims(config)))
     return axes
 
@@ -125,22 +125,22 @@ def predict_probabilities(
     return total / len(networks)
 
 
+def _fold_number(folder: Path) -> int | None:
+    """``k`` of a ``fold_<k>`` folder, else None."""
+    name = folder.name
+    return int(name[5:]) if name.startswith("fold_") and name[5:].isdigit() else None
+
+
 def _find_checkpoints(run_dir: Path, folds: Sequence[int] | None) -> list[Path]:
     """The best (else last) checkpoint of every trained model in ``run_dir``: ``fold_<k>/`` folders
-    and any other sub-folder with ``checkpoints/`` (``Experiment.run(name=...)``)."""
+    (in fold order) and any other sub-folder with ``checkpoints/`` (``Experiment.run(name=...)``)."""
+    folders = [p for p in run_dir.iterdir() if p.is_dir() and (p / "checkpoints").is_dir()]
+    numbered = [(_fold_number(p), p) for p in folders]
+    if folds is not None:
+        numbered = [(k, p) for k, p in numbered if k is not None and k in folds]
+    numbered.sort(key=lambda kp: (0, kp[0], "") if kp[0] is not None else (1, 0, kp[1].name))
     paths = []
-    folders = sorted(
-        (p for p in run_dir.iterdir() if p.is_dir() and (p / "checkpoints").is_dir()),
-        key=lambda p: (
-            (0, int(p.name.split("_")[1]))
-            if p.name.split("_")[-1].isdigit() and p.name.startswith("fold_")
-            else (1, p.name)
-        ),
-    )
-    for folder in folders:
-        is_fold = folder.name.startswith("fold_") and folder.name[5:].isdigit()
-        if folds is not None and (not is_fold or int(folder.name[5:]) not in folds):
-            continue
+    for _, folder in numbered:
         for name in ("best.safetensors", "last.safetensors"):
             if (folder / "checkpoints" / name).exists():
                 paths.append(folder / "checkpoints" / name)
@@ -194,9 +194,7 @@ def save_preprocessing_state(run_dir: str | os.PathLike[str], preprocessor: Any)
     ``run_dir/preprocessing.json``, so prediction normalises as training did."""
     from delira.io._atomic import atomic_write
 
-    ct = {
-        str(c): {k: float(v) for k, v in vars(n).items()} for c, n in getattr(preprocessor, "ct", {}).items()
-    }
+    ct = {str(c): asdict(n) for c, n in preprocessor.ct.items()}
     doc = {"params": preprocessor.params(), "ct": ct}
     text = json.dumps(doc, indent=2, default=str)
     atomic_write(Path(run_dir) / PREPROCESSING_FILE, lambda tmp: tmp.write_text(text))
@@ -310,8 +308,6 @@ class RunPredictor:
             }
             pre = self.preprocessor(sample)
             volume, properties = np.asarray(pre["data"], dtype=np.float32), pre["properties"]
-        elif self.config["data"]["kind"] == "phantom":
-            pass  # phantoms are trained as generated
         probs = predict_probabilities(self.networks, volume, self.config, mirror=self.mirror)
         if properties is not None:
             from delira.data import invert_probabilities
@@ -360,13 +356,13 @@ def _list_inputs(input_path: Path) -> list[Path]:
 
 
 def _output_paths(inputs: list[Path], input_path: Path, output: Path) -> list[Path]:
-    single_file = input_path.is_file() and any(output.name.lower().endswith(s) for s in _IMAGE_SUFFIXES)
-    if single_file:
+    """One input file and an output with an image extension: that file; else ``output/<case>`` with
+    the input's format for NRRD and MetaImage inputs and ``.nii.gz`` for all others."""
+    if input_path.is_file() and any(output.name.lower().endswith(s) for s in _IMAGE_SUFFIXES):
         return [output]
-    suffix = ".nii.gz"
+    keep = (".nrrd", ".mha")
     return [
-        output / f"{_case_name(p)}{suffix if not p.name.lower().endswith(('.nrrd', '.mha')) else p.suffix}"
-        for p in inputs
+        output / (_case_name(p) + (p.suffix if p.name.lower().endswith(keep) else ".nii.gz")) for p in inputs
     ]
 
 
