@@ -417,12 +417,7 @@ def test_preprocessing_a_broken_msd_folder_lists_every_problem(tmp_path):
         assert all(f"case case_00{i}:" in p for i, p in zip(range(1, 9), info.value.problems))
 
 
-@pytest.mark.parametrize("with_io", [True, False])
-def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path, monkeypatch, with_io):
-    import sys
-
-    if not with_io:
-        monkeypatch.setitem(sys.modules, "delira.io._atomic", None)  # delira-io missing: the local writer
+def test_atomic_write_leaves_the_old_file_or_the_new_one(tmp_path):
     target = tmp_path / "a.json"
     pp.atomic_write(target, lambda tmp: tmp.write_bytes(b"old"))
 

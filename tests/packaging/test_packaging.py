@@ -80,6 +80,39 @@ def test_augment_alone_installs_imports_and_pulls_no_framework(wheels, tmp_path)
     assert "delira-augment==0.1.0" in installed
 
 
+def test_training_alone_installs_what_the_default_job_imports(wheels, tmp_path):
+    """``pip install delira-training`` (no meta-package, no extras) brings every delira package the
+    default job imports: its config, its phantom dataset, the canonical augmentation (delira-augment),
+    the loader, the planner's model registry and delira-io's checkpoint format; no framework."""
+    py = _fresh_venv(tmp_path / "venv")
+    # third-party dependencies from the registry first; the delira members only from the built wheels,
+    # so that a release of the same name on the registry cannot stand in for the checkout's code
+    _run([py, "-m", "pip", "install", "--quiet", "numpy", "pyyaml>=6", "scipy>=1.10", "tqdm>=4.60"])
+    (whl,) = wheels.glob("delira_training-*.whl")
+    _run([py, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels), str(whl)])
+    check = (
+        "import sys, numpy as np\n"
+        "from delira.training.config import load_config\n"
+        "from delira.training.builders import build_dataset, build_transforms\n"
+        "from delira.data import DataLoader, collate\n"
+        "import delira.augment, delira.io, delira.models.registry\n"
+        "cfg = load_config(None, ['data.phantom.num_cases=2', 'data.phantom.shape=[16,16,16]'])\n"
+        "ds = build_dataset(cfg)\n"
+        "batch = collate([ds[0], ds[1]])\n"
+        "tf = build_transforms(cfg, batch['data'].shape[2:], seed=0)\n"
+        "out = tf(data=batch['data'], seg=batch['seg'])\n"
+        "assert out['data'].shape == batch['data'].shape, out['data'].shape\n"
+        "assert type(tf).__module__.startswith('delira.augment'), type(tf)\n"
+        "assert delira.augment.build_info()['compiled']\n"
+        "assert not {'torch', 'tensorflow'} & set(sys.modules)\n"
+        "print('ok')\n"
+    )
+    assert _run([py, "-c", check], cwd=tmp_path).stdout.strip() == "ok"
+    installed = _run([py, "-m", "pip", "list", "--format=freeze"]).stdout.lower()
+    for member in ("augment", "data", "io", "models", "training"):
+        assert f"delira-{member}==0.1.0" in installed, installed
+
+
 def test_cpu_only_build_passes_the_cpu_flip_tests(wheels, tmp_path):
     py = _fresh_venv(tmp_path / "venv")
     (whl,) = wheels.glob("delira_augment-*.whl")

@@ -29,12 +29,10 @@ other parameters get another folder) and serves them as read-only memory maps.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -910,40 +908,13 @@ class PreprocessedDataset:
 
 
 # -- atomic files -------------------------------------------------------------------------------------
-def _local_atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a unique hidden sibling, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Write ``path`` atomically: ``write(tmp)`` on a unique temporary sibling, then rename it over.
+    """Write ``path`` atomically with :func:`delira.io.atomic_write`: ``write(tmp)`` on a unique
+    temporary sibling, fsync, rename it over ``path``, fsync the folder. At every moment ``path`` is
+    the complete old or the complete new file, also when several processes write it at once.
+    (delira.io is imported here, on first write, so that ``import delira.data`` stays numpy-only.)"""
+    from delira.io import atomic_write as io_atomic_write
 
-    Uses :func:`delira.io._atomic.atomic_write` (fsync of the file and the folder) when delira-io
-    is installed, else the same steps here. At every moment ``path`` is the complete old or the
-    complete new file, also when several processes write it at once.
-    """
-    try:
-        from delira.io._atomic import atomic_write as io_atomic_write
-    except ImportError:
-        io_atomic_write = _local_atomic_write
     io_atomic_write(Path(path), write)
 
 

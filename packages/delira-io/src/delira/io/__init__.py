@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._atomic import atomic_write
 from ._image import Image
 from .checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint_info, save_checkpoint
 from .errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "ImageWriteError",
     "MissingDependencyError",
     "__version__",
+    "atomic_write",
     "export_onnx",
     "export_saved_model",
     "export_torchscript",

@@ -1,4 +1,8 @@
-"""Atomic file replacement: write a temporary sibling, flush it to disk, rename it over the target."""
+"""Atomic file replacement: write a temporary sibling, flush it to disk, rename it over the target.
+
+The one atomic writer of the project: every delira package that writes a file a reader may open
+while it is written (checkpoints, configs, splits, summaries, caches) goes through :func:`atomic_write`.
+"""
 
 from __future__ import annotations
 
