@@ -326,3 +326,136 @@ def test_delira_augment_device_transform_equals_flipped_data(make_cases):
     reference = make_net()
     hand_loop(reference, DataLoader(flipped, batch_size=4), 1, keras.optimizers.SGD(learning_rate=0.1))
     assert_same_weights(trainer.network, reference, atol=1e-5)
+
+
+# --- one optimizer per parameter group (the DCGAN) -------------------------------------------------
+def make_gan(seed: int = 0):
+    import keras
+
+    from delira.models.tf import DCGAN
+
+    keras.utils.set_random_seed(seed)
+    return DCGAN(
+        spatial_dims=2,
+        latent_dim=8,
+        channels=1,
+        image_size=16,
+        generator_features=8,
+        discriminator_features=8,
+    )
+
+
+def gan_batches():
+    data = np.random.default_rng(0).standard_normal((8, 1, 16, 16)).astype(np.float32)
+    return [{"data": data[:4]}, {"data": data[4:]}]
+
+
+def gan_losses():
+    import keras
+
+    return {"adversarial": keras.losses.BinaryCrossentropy(from_logits=True)}
+
+
+def test_dcgan_gets_one_optimizer_per_group_and_equals_its_own_step(tmp_path):
+    import keras
+
+    from delira.training import TfNetworkTrainer
+
+    net = make_gan()
+    g_before = [v.numpy() for v in net.generator.trainable_variables]
+    d_before = [v.numpy() for v in net.discriminator.trainable_variables]
+    trainer = TfNetworkTrainer(net, gan_losses(), lr=1e-3, save_dir=tmp_path, verbose=False)
+    history = trainer.fit(gan_batches(), epochs=2)
+    assert list(trainer.optimizers) == ["generator", "discriminator"]
+    assert trainer.optimizer is trainer.optimizers["generator"]
+    # Adam over a group: iterations and learning rate, then two slots per variable of that group only
+    for name, module in (("generator", net.generator), ("discriminator", net.discriminator)):
+        assert len(trainer.optimizers[name].variables) == 2 + 2 * len(module.trainable_variables)
+    assert any(not np.array_equal(a, b.numpy()) for a, b in zip(g_before, net.generator.trainable_variables))
+    assert any(
+        not np.array_equal(a, b.numpy()) for a, b in zip(d_before, net.discriminator.trainable_variables)
+    )
+    assert np.isfinite([h["train_loss"] for h in history]).all()
+
+    # the reference: the network's own step with two hand-made Adam optimizers on the same batches
+    reference = make_gan()
+    optimizers = {"generator": keras.optimizers.Adam(1e-3), "discriminator": keras.optimizers.Adam(1e-3)}
+    losses = gan_losses()
+    keras.utils.set_random_seed(0)  # what fit does first (seed=0)
+    for _ in range(2):
+        for batch in gan_batches():
+            reference.training_step(reference.prepare_batch(batch), optimizers, losses)
+    assert_same_weights(trainer.network, reference, atol=1e-6)
+
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "checkpoints" / "last.safetensors"), "np") as f:
+        keys = list(f.keys())
+    assert any("optimizer_generator" in k for k in keys) and any("optimizer_discriminator" in k for k in keys)
+
+
+def test_set_lr_and_schedules_reach_every_group():
+    from delira.training import TfNetworkTrainer
+
+    trainer = TfNetworkTrainer(
+        make_gan(),
+        gan_losses(),
+        lr=1e-3,
+        scheduler="step",
+        verbose=False,
+        scheduler_kwargs={"step_size": 1, "gamma": 0.5},
+    )
+    history = trainer.fit(gan_batches(), epochs=2)
+    assert [h["lr"] for h in history] == pytest.approx([1e-3, 5e-4])
+    for opt in trainer.optimizers.values():
+        assert float(np.asarray(opt.learning_rate)) == pytest.approx(5e-4)
+    trainer.set_lr(0.25)
+    assert trainer.get_lr() == pytest.approx(0.25)
+    assert [float(np.asarray(o.learning_rate)) for o in trainer.optimizers.values()] == pytest.approx(
+        [0.25] * 2
+    )
+
+
+def test_gan_resume_equals_uninterrupted_run(tmp_path):
+    from delira.training import TfNetworkTrainer
+
+    straight = TfNetworkTrainer(make_gan(), gan_losses(), lr=1e-3, verbose=False)
+    h_straight = straight.fit(gan_batches(), epochs=2)
+    first = TfNetworkTrainer(
+        make_gan(), gan_losses(), lr=1e-3, save_dir=tmp_path, callbacks=[StopAfter(0)], verbose=False
+    )
+    assert len(first.fit(gan_batches(), epochs=2)) == 1
+    resumed = TfNetworkTrainer(make_gan(seed=5), gan_losses(), lr=1e-3, save_dir=tmp_path, verbose=False)
+    h_resumed = resumed.fit(gan_batches(), epochs=2, resume_from="last")
+    assert h_resumed == h_straight
+    assert_same_weights(resumed.network, straight.network)
+    for name in ("generator", "discriminator"):
+        for a, b in zip(resumed.optimizers[name].variables, straight.optimizers[name].variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name}: {a.path}")
+
+
+def test_groups_with_the_default_step_and_built_optimizers_are_refused():
+    import keras
+
+    from delira.models.tf import UNet
+    from delira.training import TfNetworkTrainer
+
+    class Grouped(UNet):
+        def optimizer_groups(self):
+            half = len(self.trainable_variables) // 2
+            return {"a": self.trainable_variables[:half], "b": self.trainable_variables[half:]}
+
+    keras.utils.set_random_seed(0)
+    with pytest.raises(ValueError, match=r"optimizer groups \['a', 'b'\] but uses the default training step"):
+        make_trainer(Grouped(spatial_dims=3, num_classes=2, features=(4, 8))).fit(gan_batches(), epochs=1)
+    built = keras.optimizers.Adam(1e-3)
+    built.build(make_gan().generator.trainable_variables)
+    with pytest.raises(ValueError, match="already built, so it cannot be copied for the parameter group"):
+        TfNetworkTrainer(make_gan(), gan_losses(), optimizer=built, verbose=False).fit(
+            gan_batches(), epochs=1
+        )
+    # an unbuilt instance serves the first group and a copy of it the second
+    trainer = TfNetworkTrainer(make_gan(), gan_losses(), optimizer=keras.optimizers.SGD(0.01), verbose=False)
+    trainer.fit(gan_batches(), epochs=1)
+    assert [type(o).__name__ for o in trainer.optimizers.values()] == ["SGD", "SGD"]
+    assert trainer.optimizers["discriminator"] is not trainer.optimizers["generator"]

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from delira.training import callbacks, loggers, metrics
-from delira.training.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from delira.training.callbacks import Callback, EarlyStopping, GanSampleGrid, ModelCheckpoint
 from delira.training.config import ConfigError, load_config
 from delira.training.experiment import Experiment, aggregate
 from delira.training.seed import seed_everything
@@ -34,6 +34,7 @@ __all__ = [
     "ConfigError",
     "EarlyStopping",
     "Experiment",
+    "GanSampleGrid",
     "ModelCheckpoint",
     "NonFiniteLossError",
     "Predictor",

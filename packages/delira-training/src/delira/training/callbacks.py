@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import math
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "is_improvement"]
+import numpy as np
+
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "GanSampleGrid",
+    "ModelCheckpoint",
+    "encode_png_gray8",
+    "is_improvement",
+    "tile_grid",
+]
 
 
 def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
@@ -155,3 +167,173 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+
+
+class GanSampleGrid(Callback):
+    """Write a grid of generated samples as an 8-bit grayscale PNG at the end of every ``every``-th
+    epoch: ``folder/samples_epoch_{epoch + 1:03d}.png`` (epoch 0-based, so the first file is
+    ``samples_epoch_001.png``), on the main process only, written atomically.
+
+    The latent batch is the same every epoch (``numpy.random.default_rng(seed).standard_normal(
+    (num_samples, latent_dim))`` float32, drawn without touching any global RNG, so training and a
+    resume are unaffected), ``latent_dim`` read from the network (``net.latent_dim`` or
+    ``net.config.latent_dim``). The generator (``net.generator`` where the network has one, else
+    the network) runs in inference mode: torch in ``eval()`` under ``no_grad`` (each module's mode
+    restored afterwards), Keras with ``training=False``. Of its output ``(N, C, *spatial)`` the first
+    channel is drawn; 3D images ``(N, C, D, H, W)`` show their middle slice ``[:, 0, D // 2]``. The
+    images are scaled together to 0..255 (``round(255 * (x - min) / (max - min))`` with the min and
+    max of the whole batch; all 0 when they are equal) and tiled row by row in a near-square grid
+    (``cols = ceil(sqrt(N))``, ``rows = ceil(N / cols)``) with a 2-pixel black (0) border around and
+    between the images: ``(rows * (H + 2) + 2, cols * (W + 2) + 2)`` pixels.
+
+    Args:
+        folder: where the PNG files go (created).
+        num_samples: images in the grid, >= 1.
+        seed: seed of the fixed latent batch.
+        every: write after every this many epochs (after epochs ``every - 1``, ``2 * every - 1``, ...).
+    """
+
+    border = 2
+
+    def __init__(
+        self, folder: str | os.PathLike[str], num_samples: int = 16, seed: int = 0, every: int = 1
+    ) -> None:
+        for name, value in (("num_samples", num_samples), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GanSampleGrid: {name} must be an int >= 1, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"GanSampleGrid: seed must be a non-negative int, got {seed!r}")
+        self.folder = Path(folder)
+        self.num_samples, self.seed, self.every = int(num_samples), int(seed), int(every)
+
+    def path(self, epoch: int) -> Path:
+        """The file written after epoch ``epoch`` (0-based): ``folder/samples_epoch_{epoch+1:03d}.png``."""
+        return self.folder / f"samples_epoch_{epoch + 1:03d}.png"
+
+    def latent(self, latent_dim: int) -> np.ndarray:
+        """The fixed latent batch: ``(num_samples, latent_dim) float32`` standard normal."""
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal((self.num_samples, int(latent_dim))).astype(np.float32)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
+        if (epoch + 1) % self.every:
+            return
+        main = trainer.is_main_process
+        if not (main() if callable(main) else main):
+            return
+        images = self.generate(trainer)
+        grid = tile_grid(images, self.border)
+        png = encode_png_gray8(grid)
+        from delira.io._atomic import atomic_write
+
+        path = self.path(epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_bytes(png))
+
+    def generate(self, trainer: Any) -> np.ndarray:
+        """The generator's output on the fixed latent batch: ``(num_samples, C, *spatial) float32``."""
+        net = trainer.network
+        latent_dim = getattr(net, "latent_dim", None)
+        if latent_dim is None:
+            latent_dim = getattr(getattr(net, "config", None), "latent_dim", None)
+        if latent_dim is None:
+            raise AttributeError(
+                f"GanSampleGrid needs the latent size of the network; {type(net).__name__} has neither "
+                "latent_dim nor config.latent_dim; use it with a delira.models DCGAN or give the network a "
+                "latent_dim attribute"
+            )
+        z = self.latent(int(latent_dim))
+        generator = getattr(net, "generator", net)
+        if trainer.framework == "torch":
+            import torch
+
+            modes = [(m, m.training) for m in generator.modules()]
+            parameter = next(generator.parameters(), None)
+            device = parameter.device if parameter is not None else torch.device("cpu")
+            generator.eval()
+            try:
+                with torch.no_grad():
+                    out = generator(torch.from_numpy(z).to(device))
+            finally:
+                for module, training in modes:
+                    module.training = training
+            return out.detach().float().cpu().numpy()
+        import tensorflow as tf
+
+        out = generator(tf.convert_to_tensor(z), training=False)
+        return np.asarray(tf.cast(out, tf.float32).numpy())
+
+
+def tile_grid(images: np.ndarray, border: int = 2) -> np.ndarray:
+    """A near-square grid of ``images`` as one 8-bit grayscale picture (see :class:`GanSampleGrid`).
+
+    Args:
+        images: ``(N, C, H, W)`` or ``(N, C, D, H, W)`` (middle slice ``D // 2`` drawn) real values;
+            channel 0 is drawn.
+        border: pixels of black (0) border around and between the images.
+
+    Returns:
+        ``(rows * (H + border) + border, cols * (W + border) + border) uint8``, with
+        ``cols = ceil(sqrt(N))`` and ``rows = ceil(N / cols)``; images row by row, scaled together
+        to 0..255 over the batch's min..max.
+    """
+    images = np.asarray(images)
+    if images.ndim not in (4, 5) or images.shape[0] < 1:
+        raise ValueError(
+            f"tile_grid takes images (N, C, H, W) or (N, C, D, H, W) with N >= 1; got shape {images.shape}; "
+            "pass the generator's channels-first output"
+        )
+    planes = images[:, 0].astype(np.float64)
+    if planes.ndim == 4:
+        planes = planes[:, planes.shape[1] // 2]
+    lo, hi = float(planes.min()), float(planes.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(
+            "tile_grid: the generated images hold NaN or infinite values; the generator diverged (lower "
+            "the learning rate)"
+        )
+    scaled = np.zeros(planes.shape, np.uint8)
+    if hi > lo:
+        scaled = np.round((planes - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    n, h, w = scaled.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * (h + border) + border, cols * (w + border) + border), np.uint8)
+    for index in range(n):
+        r, c = divmod(index, cols)
+        top, left = border + r * (h + border), border + c * (w + border)
+        grid[top : top + h, left : left + w] = scaled[index]
+    return grid
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def encode_png_gray8(image: np.ndarray) -> bytes:
+    """A PNG file (bytes) of an 8-bit grayscale picture, written without an imaging library.
+
+    Args:
+        image: ``(H, W) uint8``.
+
+    Returns:
+        The PNG: signature, IHDR (bit depth 8, colour type 0, no interlace), one zlib-compressed
+        IDAT of the rows (each with filter type 0), IEND.
+    """
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.uint8 or 0 in image.shape:
+        raise ValueError(
+            f"encode_png_gray8 takes a non-empty (H, W) uint8 picture; got shape {image.shape} "
+            f"dtype {image.dtype}; convert it with tile_grid or .astype(np.uint8)"
+        )
+    h, w = image.shape
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), np.ascontiguousarray(image)], axis=1)
+    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )

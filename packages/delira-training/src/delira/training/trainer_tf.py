@@ -49,6 +49,14 @@ class TfNetworkTrainer(BaseNetworkTrainer):
       (float32 / int64), converted back to tensors afterwards.
 
     The step runs as one ``tf.function`` (traced once per input shape).
+
+    Networks that override ``training_step`` (e.g. ``delira.models.tf.DCGAN`` with its alternating
+    step) are trained by calling their ``training_step``; mixed precision, accumulation and
+    clipping then do not apply. A network with ``optimizer_groups() -> {name: [variables]}`` gets
+    one optimizer per group (same kind, learning rate, arguments and schedule), built over the
+    group's variables, in ``self.optimizers`` (``self.optimizer`` is the first) and passed to its
+    ``training_step`` by name; :meth:`set_lr` and the schedules set every group's learning rate,
+    and checkpoints hold each as ``optimizer_<name>``.
     """
 
     framework = "keras"
@@ -58,6 +66,7 @@ class TfNetworkTrainer(BaseNetworkTrainer):
     ) -> None:
         super().__init__(network, losses, *args, **kwargs)
         self.strategy = strategy
+        self.optimizers: dict[str, Any] = {}
 
     def _setup(self) -> None:
         if self.optimizer is not None:
@@ -103,24 +112,27 @@ class TfNetworkTrainer(BaseNetworkTrainer):
                     "a Keras LearningRateSchedule needs a named optimizer ('adam', 'adamw', 'sgd')"
                 )
             learning_rate = schedule
+        # A network with several parameter groups (a GAN's generator and discriminator) names them in
+        # optimizer_groups(); each gets an optimizer of its own, passed to its training_step by name.
+        groups = dict(net.optimizer_groups()) if hasattr(net, "optimizer_groups") else {}
+        if len(groups) > 1 and not self._custom_step:
+            raise ValueError(
+                f"{type(net).__name__} declares the optimizer groups {sorted(groups)} but uses the default "
+                "training step, which has one optimizer; override training_step to use optimizers by "
+                "group name, or return one group from optimizer_groups()"
+            )
+        if not groups or not self._custom_step:  # the default step optimises every trainable variable
+            groups = {"default": list(net.trainable_variables)}
+        # whether a given optimizer instance came built (then it cannot be copied for further groups)
+        given_built = (
+            isinstance(self.optimizer_spec, keras.optimizers.Optimizer) and self.optimizer_spec.built
+        )
         with self.strategy.scope():
-            spec = self.optimizer_spec
-            if isinstance(spec, str):
-                cls = {
-                    "adam": keras.optimizers.Adam,
-                    "adamw": keras.optimizers.AdamW,
-                    "sgd": keras.optimizers.SGD,
-                }
-                optimizer = cls[spec.lower()](learning_rate=learning_rate, **self.optimizer_kwargs)
-            elif isinstance(spec, keras.optimizers.Optimizer):
-                optimizer = spec
-            else:
-                raise TypeError(f"optimizer must be a name or a keras optimizer, got {type(spec).__name__}")
-            if self.precision == "16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            if not optimizer.built:
-                optimizer.build(net.trainable_variables)
-            self.optimizer = optimizer
+            self.optimizers = {
+                name: self._make_optimizer(learning_rate, index, name, list(variables), given_built)
+                for index, (name, variables) in enumerate(groups.items())
+            }
+            self.optimizer = next(iter(self.optimizers.values()))
             if complex_step:
                 self._accumulated = [
                     tf.Variable(tf.zeros_like(v), trainable=False) for v in net.trainable_variables
@@ -132,6 +144,39 @@ class TfNetworkTrainer(BaseNetworkTrainer):
         self._step_fn = None
         self._eval_fn = None
         self._loss_factors: dict[str, float] = {}
+
+    def _make_optimizer(
+        self, learning_rate: Any, index: int, group: str, variables: list[Any], given_built: bool
+    ) -> Any:
+        """A Keras optimizer for the parameter group ``group`` (its ``index``-th), built over
+        ``variables``: the named optimizer with ``lr`` (or the Keras schedule) and
+        ``optimizer_kwargs``; a given Keras optimizer instance serves the first group and fresh copies of
+        it (``from_config(get_config())``) the others."""
+        spec = self.optimizer_spec
+        if isinstance(spec, str):
+            cls = {
+                "adam": keras.optimizers.Adam,
+                "adamw": keras.optimizers.AdamW,
+                "sgd": keras.optimizers.SGD,
+            }
+            optimizer = cls[spec.lower()](learning_rate=learning_rate, **self.optimizer_kwargs)
+        elif isinstance(spec, keras.optimizers.Optimizer):
+            if index == 0:
+                optimizer = spec
+            elif given_built:
+                raise ValueError(
+                    f"the Keras optimizer given is already built, so it cannot be copied for the parameter "
+                    f"group {group!r}; pass an unbuilt optimizer or a name ('adam', 'adamw', 'sgd')"
+                )
+            else:
+                optimizer = type(spec).from_config(spec.get_config())
+        else:
+            raise TypeError(f"optimizer must be a name or a keras optimizer, got {type(spec).__name__}")
+        if self.precision == "16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        if not optimizer.built:
+            optimizer.build(variables)
+        return optimizer
 
     def _probe_loss_scaling(self, inputs: Any, targets: Any) -> dict[str, float]:
         """Per loss, the factor that undoes a division by the number of replicas made inside the
@@ -230,7 +275,7 @@ class TfNetworkTrainer(BaseNetworkTrainer):
                 prepared = {k: v.numpy() if isinstance(v, tf.Tensor) else v for k, v in prepared.items()}
             prepared = net.prepare_batch(self._prepare_transforms(prepared, context), self.tf_device)
         if self._custom_step:
-            values, _ = net.training_step(prepared, {"default": self.optimizer}, self.losses)
+            values, _ = net.training_step(prepared, self.optimizers, self.losses)
             values = dict(values)
             values["loss"] = values.get("total", sum(values.values()))
             return values
@@ -265,20 +310,26 @@ class TfNetworkTrainer(BaseNetworkTrainer):
         return float(total), main.numpy()
 
     # --- learning rate and schedules ---------------------------------------------------------------
-    def _inner_optimizer(self) -> Any:
-        opt = self.optimizer
+    @staticmethod
+    def _inner(opt: Any) -> Any:
         return opt.inner_optimizer if isinstance(opt, keras.optimizers.LossScaleOptimizer) else opt
 
+    def _inner_optimizer(self) -> Any:
+        return self._inner(self.optimizer)
+
     def get_lr(self) -> float:
+        """The learning rate of the (first) optimizer."""
         return float(np.asarray(self._inner_optimizer().learning_rate))
 
     def set_lr(self, value: float) -> None:
-        opt = self._inner_optimizer()
-        if isinstance(opt._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        """Set the learning rate of every optimizer (one per parameter group)."""
+        inner = [self._inner(opt) for opt in self.optimizers.values()]
+        if any(isinstance(o._learning_rate, keras.optimizers.schedules.LearningRateSchedule) for o in inner):
             raise ValueError(
                 "the optimizer follows a Keras LearningRateSchedule; its learning rate cannot be set"
             )
-        opt.learning_rate = float(value)
+        for opt in inner:
+            opt.learning_rate = float(value)
 
     def _epoch_end_schedule(self) -> None:
         schedule = self.scheduler_spec
@@ -289,4 +340,6 @@ class TfNetworkTrainer(BaseNetworkTrainer):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _checkpoint_objects(self) -> tuple[Any, Any]:
+        if len(self.optimizers) > 1:  # one entry per parameter group, named as the torch trainer does
+            return self.network, {f"optimizer_{name}": opt for name, opt in self.optimizers.items()}
         return self.network, {"optimizer": self.optimizer}

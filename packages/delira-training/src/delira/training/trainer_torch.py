@@ -95,8 +95,11 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
         else:
             self.optimizer = make_optimizer(net.parameters())
             self.optimizers = {"default": self.optimizer}
+        self.schedulers: dict[str, Any] = {}
         if callable(self.scheduler_spec) and not isinstance(self.scheduler_spec, str):
-            self.scheduler = self.scheduler_spec(self.optimizer)
+            # one scheduler per optimizer: a GAN's discriminator follows the same schedule
+            self.schedulers = {name: self.scheduler_spec(opt) for name, opt in self.optimizers.items()}
+            self.scheduler = next(iter(self.schedulers.values()))
         self.scaler = torch.amp.GradScaler(self.torch_device.type) if self.precision == "16" else None
         self._autocast_dtype = _AUTOCAST.get(self.precision)
 
@@ -165,19 +168,20 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
         return float(self.optimizer.param_groups[0]["lr"])
 
     def set_lr(self, value: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = value
+        """Set the learning rate of every parameter group of every optimizer (all of a GAN's)."""
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = value
 
     def _epoch_end_schedule(self) -> None:
-        if self.scheduler is None:
-            return
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            last = self.history[-1] if self.history else {}
-            value = last.get(self.monitor)
-            if value is not None:
-                self.scheduler.step(value)
-        else:
-            self.scheduler.step()
+        for scheduler in self.schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                last = self.history[-1] if self.history else {}
+                value = last.get(self.monitor)
+                if value is not None:
+                    scheduler.step(value)
+            else:
+                scheduler.step()
 
     # --- checkpoints and distribution ------------------------------------------------------------
     def _checkpoint_objects(self) -> tuple[Any, Any]:
@@ -186,8 +190,10 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
             if len(self.optimizers) > 1
             else {"optimizer": self.optimizer}
         )
-        if self.scheduler is not None:
+        if len(self.schedulers) == 1:
             optimizers["scheduler"] = self.scheduler
+        else:
+            optimizers.update({f"scheduler_{name}": sch for name, sch in self.schedulers.items()})
         if self.scaler is not None:
             optimizers["grad_scaler"] = self.scaler
         return self.network, optimizers

@@ -167,10 +167,19 @@ class DCGAN(AbstractNetwork):
         """Generate images: ``(N, latent_dim) -> (N, channels, *[image_size] * spatial_dims)``."""
         return self.generator(z, training=training)
 
+    def optimizer_groups(self) -> dict[str, Any]:
+        """Variables that get an optimizer each: ``{"generator": [...], "discriminator": [...]}``
+        (the trainer builds one optimizer per group and passes them to :meth:`training_step` by name)."""
+        return {
+            "generator": list(self.generator.trainable_variables),
+            "discriminator": list(self.discriminator.trainable_variables),
+        }
+
     def sample_latent(self, n: int) -> Any:
-        """``(n, latent_dim) float32`` standard normal latent vectors from TensorFlow's global RNG
-        (seeded by ``keras.utils.set_random_seed``)."""
-        return tf.random.normal((n, self._config.latent_dim))
+        """``(n, latent_dim) float32`` standard normal latent vectors from Keras' global seed
+        generator (seeded by ``keras.utils.set_random_seed``; its state is saved in checkpoints, so a
+        resumed run draws the latents an uninterrupted one would, also inside a retraced step)."""
+        return keras.random.normal((n, self._config.latent_dim))
 
     def training_step(
         self,
