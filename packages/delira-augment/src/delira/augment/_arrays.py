@@ -1,6 +1,8 @@
 """Array interop: which framework an input belongs to, host views of it, and wrapping results.
 
-Host inputs (numpy arrays, torch CPU tensors, tensorflow CPU tensors) are viewed as numpy arrays
+:func:`namespace` is the one place that tells frameworks apart (numpy, torch, cupy, tensorflow, jax);
+:func:`concat`, :func:`take` and :func:`cast` do the few framework-specific array operations the
+transforms need. Host inputs (numpy arrays, torch CPU tensors, tensorflow CPU tensors, jax arrays) are viewed as numpy arrays
 without a copy (torch's shared-memory ``.numpy()``, tensorflow through DLPack); results are handed
 back in the input's type (torch without a copy; tensorflow with one, as it needs aligned buffers).
 CUDA inputs (torch CUDA tensors, cupy arrays) are described by their ``__cuda_array_interface__``.
@@ -8,7 +10,6 @@ CUDA inputs (torch CUDA tensors, cupy arrays) are described by their ``__cuda_ar
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,19 +18,41 @@ import numpy as np
 SUPPORTED_DTYPES = ("float32", "float64", "uint8", "int16", "int32", "int64")
 
 
-def _framework(x: Any) -> str:
-    module = type(x).__module__.split(".")[0]
+NAMESPACES = ("numpy", "torch", "cupy", "tensorflow", "jax")
+
+# Root module of an array class -> its namespace. Checked along the class's MRO, so subclasses (a
+# ``torch.nn.Parameter``, a tensorflow ``ResourceVariable``, a jaxlib array) resolve to their framework.
+_ROOTS = {
+    "numpy": "numpy",
+    "torch": "torch",
+    "cupy": "cupy",
+    "cupy_backends": "cupy",
+    "tensorflow": "tensorflow",
+    "tf_keras": "tensorflow",
+    "jax": "jax",
+    "jaxlib": "jax",
+}
+
+
+def namespace(x: Any) -> str:
+    """The array framework ``x`` belongs to, without importing any framework.
+
+    The one place where delira.augment tells frameworks apart; every other module asks this function.
+
+    Args:
+        x: any object; arrays are numpy arrays (and subclasses), torch tensors, cupy arrays,
+            tensorflow tensors or variables, and jax arrays, on any device.
+
+    Returns:
+        ``"numpy"``, ``"torch"``, ``"cupy"``, ``"tensorflow"`` or ``"jax"``; ``"other"`` for anything else
+        (a list, a scalar, an unknown array-like).
+    """
     if isinstance(x, np.ndarray):
         return "numpy"
-    if module == "torch" and "torch" in sys.modules:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return "torch"
-    if module == "cupy":
-        return "cupy"
-    if module in ("tensorflow", "tensorflow.python") or type(x).__name__ == "EagerTensor":
-        return "tensorflow"
+    for cls in type(x).__mro__:
+        root = _ROOTS.get(cls.__module__.split(".")[0])
+        if root is not None and root != "numpy":
+            return root
     return "other"
 
 
@@ -48,7 +71,7 @@ class _DLPackCapsule:
 
 def is_cuda_array(x: Any) -> bool:
     """True for arrays that live in CUDA device memory (torch CUDA tensors, cupy arrays)."""
-    fw = _framework(x)
+    fw = namespace(x)
     if fw == "torch":
         return bool(x.is_cuda)
     return fw == "cupy"
@@ -60,14 +83,18 @@ def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray],
     Raises:
         TypeError: when ``x`` is not an array this package can read.
     """
-    fw = _framework(x)
+    fw = namespace(x)
     if fw == "numpy":
         return x, lambda out: out
     if fw == "torch":
         import torch
 
-        host = x.detach().resolve_conj().resolve_neg().numpy()
-        return host, torch.from_numpy
+        t = x.detach().resolve_conj().resolve_neg()  # no autograd history: augmentation is not differentiable
+        if t.dtype == torch.bfloat16:
+            raise TypeError(
+                f"{name} is a torch.bfloat16 tensor, which numpy cannot hold; convert it with {name}.float()"
+            )
+        return t.numpy(), torch.from_numpy
     if fw == "tensorflow":
         import tensorflow as tf
 
@@ -81,15 +108,20 @@ def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray],
         # result through DLPack is not safe.
         host = np.from_dlpack(_DLPackCapsule(tf.experimental.dlpack.to_dlpack(x)))
         return host, tf.convert_to_tensor
+    if fw == "jax":
+        import jax.numpy as jnp
+
+        return np.asarray(x), jnp.asarray
     if isinstance(x, (list, tuple)) or np.isscalar(x):
         raise TypeError(
-            f"{name} must be an array (numpy, torch or tensorflow), got {type(x).__name__}; "
+            f"{name} must be an array (numpy, torch, tensorflow or jax), got {type(x).__name__}; "
             f"wrap it with numpy.asarray({name})"
         )
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
         return np.asarray(x), lambda out: out
     raise TypeError(
-        f"{name} must be a numpy array, torch tensor or tensorflow tensor, got {type(x).__name__}"
+        f"{name} must be a numpy array, torch tensor, tensorflow tensor or jax array, got {type(x).__name__}; "
+        f"convert it with numpy.asarray({name})"
     )
 
 
@@ -109,7 +141,7 @@ def np_dtype(x: Any) -> np.dtype:
     """The numpy dtype of a numpy, torch, cupy or tensorflow array."""
     if isinstance(x, np.ndarray):
         return x.dtype
-    fw = _framework(x)
+    fw = namespace(x)
     if fw == "torch":
         import torch
 
@@ -170,12 +202,12 @@ class CudaArray:
                     f"{name} has a stride that is not a multiple of its item size; pass a contiguous copy"
                 )
             strides_elems = tuple(int(s) // itemsize for s in byte_strides)
-        return cls(int(iface["data"][0]), shape, strides_elems, dt, _framework(x), x)
+        return cls(int(iface["data"][0]), shape, strides_elems, dt, namespace(x), x)
 
 
 def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
     """A new C-contiguous device array of ``shape`` with ``x``'s dtype, device and framework."""
-    if _framework(x) == "torch":
+    if namespace(x) == "torch":
         import torch
 
         return torch.empty(tuple(shape), dtype=x.dtype, device=x.device)
@@ -187,7 +219,7 @@ def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
 
 def cuda_contiguous_copy(x: Any) -> Any:
     """A new C-contiguous copy of the CUDA array ``x`` in its framework (the output of in-place kernels)."""
-    if _framework(x) == "torch":
+    if namespace(x) == "torch":
         return x.detach().clone(memory_format=__import__("torch").contiguous_format)
     import cupy
 
@@ -197,7 +229,7 @@ def cuda_contiguous_copy(x: Any) -> Any:
 
 def cuda_stream_and_device(x: Any) -> tuple[int, Any]:
     """The caller's current CUDA stream handle for ``x``'s device, and a context manager for the device."""
-    if _framework(x) == "torch":
+    if namespace(x) == "torch":
         import torch
 
         return int(torch.cuda.current_stream(x.device).cuda_stream), torch.cuda.device(x.device)
@@ -206,3 +238,57 @@ def cuda_stream_and_device(x: Any) -> tuple[int, Any]:
     with x.device:
         stream = cupy.cuda.get_current_stream().ptr
     return int(stream), x.device
+
+
+def concat(parts: list[Any], like: Any) -> Any:
+    """Concatenate ``parts`` along axis 0 in the namespace of ``like`` (numpy, torch, cupy, tensorflow, jax)."""
+    ns = namespace(like)
+    if ns == "torch":
+        import torch
+
+        return torch.cat(parts, dim=0)
+    if ns == "cupy":
+        import cupy
+
+        return cupy.concatenate(parts, axis=0)
+    if ns == "tensorflow":
+        import tensorflow as tf
+
+        return tf.concat(parts, axis=0)
+    if ns == "jax":
+        import jax.numpy as jnp
+
+        return jnp.concatenate(parts, axis=0)
+    return np.concatenate(parts, axis=0)
+
+
+def take(x: Any, idx: np.ndarray) -> Any:
+    """``x[idx]`` along axis 0 for an int index array ``idx`` ``(K,)``, in ``x``'s namespace."""
+    ns = namespace(x)
+    if ns == "torch":
+        import torch
+
+        return x[torch.as_tensor(idx, dtype=torch.long, device=x.device)]
+    if ns == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(x, idx)
+    if ns in ("numpy", "cupy", "jax"):
+        return x[idx]
+    return np.asarray(x)[idx]
+
+
+def cast(x: Any, dtype: str) -> Any:
+    """``x`` converted to the numpy dtype name ``dtype`` (a new array), in ``x``'s namespace and device."""
+    ns = namespace(x)
+    if ns == "torch":
+        import torch
+
+        return x.detach().to(getattr(torch, "bool" if dtype == "bool" else dtype))
+    if ns == "tensorflow":
+        import tensorflow as tf
+
+        return tf.cast(x, dtype)
+    if ns in ("numpy", "cupy", "jax"):
+        return x.astype(dtype)
+    return np.asarray(x).astype(dtype)

@@ -7,11 +7,14 @@ batchgenerators' interpolation, used when the extension is missing or when asked
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from delira.augment import _arrays, _extension
 from delira.augment._cuda import require_cuda
-from delira.augment._program import Program
+from delira.augment._program import OpKind, Program
+from delira.augment._spec import ResampleSpec
 
 BACKENDS = ("auto", "cpu", "cuda", "batchgenerators")
 
@@ -47,89 +50,56 @@ def resolve(backend: str, cuda_input: bool = False) -> str:
 
 
 def resample(
-    data: np.ndarray | None,
-    seg: np.ndarray | None,
-    out_shape: tuple[int, ...],
-    affine: np.ndarray,
-    *,
-    elastic=None,
-    order_data: int = 1,
-    mode_data: int = 0,
-    cval_data: float = 0.0,
-    order_seg: int = 0,
-    mode_seg: int = 0,
-    cval_seg: float = 0.0,
-    program: Program | None = None,
+    data: np.ndarray | _arrays.CudaArray | None,
+    seg: np.ndarray | _arrays.CudaArray | None,
+    spec: ResampleSpec,
     backend: str = "auto",
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Resample ``data`` ``(N, C, *S)`` and ``seg`` onto ``out_shape`` with ``x = affine @ [o, 1] + e(o)``.
+) -> tuple[Any, Any]:
+    """Resample ``data`` ``(N, C, *S)`` and ``seg`` ``(N, Cs, *S)`` as ``spec`` describes, on ``backend``.
 
-    ``affine`` is ``(N, ndim, ndim + 1)``; ``elastic`` an ``ElasticField`` whose values are already in
-    input voxels. The intensity ``program`` is applied to data in the same pass.
+    Both are host (numpy) arrays or both :class:`~delira.augment._arrays.CudaArray` descriptions; either
+    may be None. Returns ``(data_out, seg_out)`` of shapes ``(N, C, *spec.out_shape)`` and
+    ``(N, Cs, *spec.out_shape)`` with the inputs' dtypes (None where the input was None).
     """
-    n = (data if data is not None else seg).shape[0]
-    program = program if program is not None else Program(n)
+    if not isinstance(spec, ResampleSpec):
+        raise TypeError(f"spec must be a ResampleSpec, got {type(spec).__name__}")
+    spec.check_batch(data, seg)
     cuda = isinstance(data, _arrays.CudaArray) or isinstance(seg, _arrays.CudaArray)
     if cuda and not (
         (data is None or isinstance(data, _arrays.CudaArray))
         and (seg is None or isinstance(seg, _arrays.CudaArray))
     ):
         raise ValueError("data and seg must both be CUDA arrays or both host arrays; move one of them")
+    if data is not None and not cuda:
+        _check_percentile_input(data, spec.program)
     target = resolve(backend, cuda)
-    if target != "cpu":  # the CUDA executor and the fallback take the same arguments
+    if target == "cuda":
+        return _resample_cuda(data, seg, spec)
+    if target == "batchgenerators":
         from delira.augment import _fallback
 
-        executor = _resample_cuda if target == "cuda" else _fallback.resample
-        return executor(
-            data,
-            seg,
-            out_shape,
-            affine,
-            elastic,
-            order_data,
-            mode_data,
-            cval_data,
-            order_seg,
-            mode_seg,
-            cval_seg,
-            program,
+        return _fallback.resample(data, seg, spec)
+    args, kwargs = spec.cpu_args(data, seg)
+    return _extension._C.resample(*args, **kwargs)
+
+
+def _check_percentile_input(x: np.ndarray, program: Program) -> None:
+    """Percentiles of data with NaN are undefined in the kernels: refuse instead of clipping to garbage."""
+    if any(op.kind == OpKind.PERCENTILE_CLIP for op in program.ops) and np.isnan(x).any():
+        raise ValueError(
+            "percentile_clip got data that contains NaN, whose percentiles are undefined; replace the NaN "
+            "first (numpy.nan_to_num(data) or data[numpy.isnan(data)] = value), or leave PercentileClip out"
         )
-    sd = len(out_shape)
-    empty = np.zeros((0,), dtype=np.float32)
-    return _extension._C.resample(
-        data,
-        seg,
-        list(out_shape),
-        np.ascontiguousarray(affine, dtype=np.float32),
-        None if elastic is None else elastic.values,
-        empty if elastic is None else elastic.origin.reshape(n, sd),
-        empty if elastic is None else elastic.spacing.reshape(n, sd),
-        order_data,
-        mode_data,
-        float(cval_data),
-        order_seg,
-        mode_seg,
-        float(cval_seg),
-        **program.kernel_args(),
-    )
 
 
 def run_program(x: np.ndarray, program: Program, backend: str = "auto") -> np.ndarray:
     """Apply ``program`` to the float array ``x`` ``(N, C, *spatial)``; returns a new contiguous array."""
-    target = resolve(backend, isinstance(x, _arrays.CudaArray))
+    cuda = isinstance(x, _arrays.CudaArray)
+    if not cuda:
+        _check_percentile_input(x, program)
+    target = resolve(backend, cuda)
     if target == "cuda":
-        out = _arrays.cuda_contiguous_copy(x.obj)
-        module = require_cuda("intensity transforms")
-        stream, device = _arrays.cuda_stream_and_device(out)
-        with device:
-            module.apply_program_cuda(
-                _arrays.CudaArray.from_array(out).ptr,
-                x.dtype.name,
-                list(x.shape),
-                *_program_args(program),
-                stream,
-            )
-        return out
+        return _cuda_in_place(x, "intensity transforms", "apply_program_cuda", *_program_args(program))
     if target == "batchgenerators":
         from delira.augment import _fallback
 
@@ -143,19 +113,8 @@ def gaussian_blur(
     """Separable gaussian filter (mode reflect) of ``x`` ``(N, C, *spatial)`` with ``sigma`` ``(N, ndim)``."""
     target = resolve(backend, isinstance(x, _arrays.CudaArray))
     if target == "cuda":
-        out = _arrays.cuda_contiguous_copy(x.obj)
-        module = require_cuda("gaussian_blur")
-        stream, device = _arrays.cuda_stream_and_device(out)
-        with device:
-            module.gaussian_blur_cuda(
-                _arrays.CudaArray.from_array(out).ptr,
-                x.dtype.name,
-                list(x.shape),
-                np.ascontiguousarray(sigma, dtype=np.float32),
-                float(truncate),
-                stream,
-            )
-        return out
+        sigma32 = np.ascontiguousarray(sigma, dtype=np.float32)
+        return _cuda_in_place(x, "gaussian_blur", "gaussian_blur_cuda", sigma32, float(truncate))
     if target == "batchgenerators":
         from delira.augment import _fallback
 
@@ -163,55 +122,35 @@ def gaussian_blur(
     return _extension._C.gaussian_blur(x, np.ascontiguousarray(sigma, dtype=np.float32), float(truncate))
 
 
-def _resample_cuda(
-    data,
-    seg,
-    out_shape,
-    affine,
-    elastic,
-    order_data,
-    mode_data,
-    cval_data,
-    order_seg,
-    mode_seg,
-    cval_seg,
-    program: Program,
-):
+def _cuda_in_place(x: _arrays.CudaArray, operation: str, kernel: str, *args: Any) -> Any:
+    """A C-contiguous copy of the CUDA array ``x`` run through the in-place ``kernel`` on the caller's stream.
+
+    The kernel is called as ``kernel(ptr, dtype, shape, *args, stream)``.
+    """
+    out = _arrays.cuda_contiguous_copy(x.obj)
+    module = require_cuda(operation)
+    stream, device = _arrays.cuda_stream_and_device(out)
+    with device:
+        getattr(module, kernel)(
+            _arrays.CudaArray.from_array(out).ptr, x.dtype.name, list(x.shape), *args, stream
+        )
+    return out
+
+
+def _resample_cuda(data, seg, spec: ResampleSpec):
     """The fused pass on the GPU: outputs allocated through the input's framework, the caller's stream."""
     module = require_cuda("spatial_transform")
     like = data if data is not None else seg
-    n, sd = like.shape[0], len(out_shape)
+    out_shape = spec.out_shape
     out_d = None if data is None else _arrays.cuda_empty_like(data.obj, data.shape[:2] + tuple(out_shape))
     out_s = None if seg is None else _arrays.cuda_empty_like(seg.obj, seg.shape[:2] + tuple(out_shape))
-    empty = np.zeros((0,), dtype=np.float32)
-
-    def describe(a):
-        return (0, "float32", [], []) if a is None else (a.ptr, a.dtype.name, list(a.shape), list(a.strides))
 
     def pointer(o):
         return 0 if o is None else _arrays.CudaArray.from_array(o).ptr
 
     stream, device = _arrays.cuda_stream_and_device(like.obj)
     with device:
-        module.resample_cuda(
-            *describe(data),
-            *describe(seg),
-            pointer(out_d),
-            pointer(out_s),
-            list(out_shape),
-            np.ascontiguousarray(affine, dtype=np.float32),
-            None if elastic is None else elastic.values,
-            empty if elastic is None else elastic.origin.reshape(n, sd),
-            empty if elastic is None else elastic.spacing.reshape(n, sd),
-            order_data,
-            mode_data,
-            float(cval_data),
-            order_seg,
-            mode_seg,
-            float(cval_seg),
-            *_program_args(program),
-            stream,
-        )
+        module.resample_cuda(*spec.cuda_args(data, seg, pointer(out_d), pointer(out_s), stream))
     return out_d, out_s
 
 

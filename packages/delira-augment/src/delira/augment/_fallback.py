@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from delira.augment._program import OpKind, Program
+from delira.augment._spec import ResampleSpec
 from delira.augment.functional import elastic as _elastic
-
-_MODE_NAMES = {0: "constant", 1: "nearest", 2: "reflect", 3: "mirror"}
 
 
 def _require_batchgenerators():
@@ -43,20 +42,12 @@ def coordinates(affine: np.ndarray, out_shape: tuple[int, ...], elastic=None, sa
     return coords
 
 
-def resample(
-    data,
-    seg,
-    out_shape,
-    affine,
-    elastic,
-    order_data,
-    mode_data,
-    cval_data,
-    order_seg,
-    mode_seg,
-    cval_seg,
-    program: Program,
-):
+def resample(data: np.ndarray | None, seg: np.ndarray | None, spec: ResampleSpec):
+    """The fused pass of ``spec`` with batchgenerators' ``interpolate_img``; same outputs as ``_C.resample``."""
+    a = spec.fallback_args()
+    out_shape, affine, elastic, program = a["out_shape"], a["affine"], a["elastic"], a["program"]
+    order_data, mode_data, cval_data = a["order_data"], a["mode_data"], a["cval_data"]
+    order_seg, mode_seg, cval_seg = a["order_seg"], a["mode_seg"], a["cval_seg"]
     interpolate_img = _require_batchgenerators()
     n = (data if data is not None else seg).shape[0]
     out_data = None if data is None else np.empty(data.shape[:2] + tuple(out_shape), dtype=data.dtype)
@@ -66,12 +57,12 @@ def resample(
         if data is not None:
             for c in range(data.shape[1]):
                 out_data[i, c] = interpolate_img(
-                    data[i, c].astype(np.float64), coords, order_data, _MODE_NAMES[mode_data], cval_data
+                    data[i, c].astype(np.float64), coords, order_data, mode_data, cval_data
                 )
         if seg is not None:
             for c in range(seg.shape[1]):
                 out_seg[i, c] = interpolate_img(
-                    seg[i, c], coords, order_seg, _MODE_NAMES[mode_seg], cval_seg, is_seg=order_seg == 1
+                    seg[i, c], coords, order_seg, mode_seg, cval_seg, is_seg=order_seg == 1
                 )
     if data is not None and program:
         out_data = run_program(out_data, program)

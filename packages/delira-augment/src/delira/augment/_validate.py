@@ -117,3 +117,62 @@ def batch_array(arr: np.ndarray, name: str, spatial_ndim: int | None = None) -> 
         raise ValueError(
             f"{name} has shape {arr.shape}, which is empty; every axis needs at least one element"
         )
+
+
+def transform_inputs(
+    batch: dict[str, Any], data_key: str, seg_key: str | None, owner: str
+) -> tuple[dict, bool]:
+    """Check the arrays a transform is called with and convert the two lossless cases.
+
+    ``batch[data_key]`` must be ``(N, C, H, W)`` or ``(N, C, D, H, W)`` and ``batch[seg_key]`` (when present)
+    ``(N, Cs, *spatial)`` with data's ``N`` and spatial shape; no axis may be empty. float16 data becomes
+    float32 and bool seg becomes uint8 (both exact); everything else is passed on unchanged for the
+    operations' own dtype checks.
+
+    Returns:
+        ``(batch, seg_was_bool)``: a new dict (the caller's is not modified) and whether the
+        segmentation must be turned back into bool afterwards.
+
+    Raises:
+        TypeError: an entry is not an array.
+        ValueError: wrong rank, an empty axis, or seg not matching data; the message names the key.
+    """
+    from delira.augment import _arrays
+
+    out = dict(batch)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key in (data_key, seg_key):
+        if key is None or out.get(key) is None:
+            continue
+        x = out[key]
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise TypeError(
+                f"{owner}: {key} must be an array (numpy, torch, tensorflow, cupy or jax), got "
+                f"{type(x).__name__}; wrap it with numpy.asarray(...)"
+            )
+        shape = tuple(int(s) for s in x.shape)
+        if len(shape) not in (4, 5):
+            raise ValueError(
+                f"{owner}: {key} has shape {shape} ({len(shape)} axes); expected (N, C, H, W) or "
+                f"(N, C, D, H, W). Add the batch and channel axes of a single volume with {key}[None, None], "
+                "or fold extra leading axes into N with reshape"
+            )
+        if 0 in shape:
+            raise ValueError(
+                f"{owner}: {key} has shape {shape}, which is empty; every axis needs at least one element "
+                "(skip empty batches before augmenting)"
+            )
+        shapes[key] = shape
+    if data_key in shapes and seg_key in shapes:
+        d, s = shapes[data_key], shapes[seg_key]
+        if d[0] != s[0] or d[2:] != s[2:]:
+            raise ValueError(
+                f"{owner}: {seg_key} has shape {s} but {data_key} has shape {d}; pass {seg_key} with the same "
+                "batch size and spatial shape, or leave it out"
+            )
+    if data_key in shapes and _arrays.np_dtype(out[data_key]) == np.float16:
+        out[data_key] = _arrays.cast(out[data_key], "float32")  # exact; the kernels compute in float32
+    seg_was_bool = seg_key in shapes and _arrays.np_dtype(out[seg_key]) == np.bool_
+    if seg_was_bool:
+        out[seg_key] = _arrays.cast(out[seg_key], "uint8")
+    return out, seg_was_bool

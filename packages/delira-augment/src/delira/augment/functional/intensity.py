@@ -4,6 +4,12 @@ Each function takes an image batch ``(N, C, *spatial)`` float32/float64 (numpy, 
 and returns a new one of the same type. Parameters are scalars (one value for the batch) or
 length-N sequences (one per sample). Statistics (mean, std, min, max, percentiles) are taken per
 sample and channel. Formulas follow batchgenerators' definitions.
+
+Inputs: float32/float64 only (float16 and integers raise a TypeError naming ``x``); any strides,
+read in place; torch tensors are read detached. NaN propagates as numpy does: a NaN voxel stays NaN in
+voxel-wise ops, and ops that use the channel's mean, std, min or max make that whole channel NaN;
+:func:`percentile_clip` raises a ValueError on NaN (its percentiles are undefined). See the
+package README, "Inputs".
 """
 
 from __future__ import annotations
@@ -137,7 +143,11 @@ def zscore_normalize(x: Any, eps: float = 1e-8, *, backend: str = "auto") -> Any
 
 
 def percentile_clip(x: Any, lower: float = 0.5, upper: float = 99.5, *, backend: str = "auto") -> Any:
-    """Clip to the ``lower`` and ``upper`` percentiles (numpy's linear definition) per sample and channel."""
+    """Clip to the ``lower`` and ``upper`` percentiles (numpy's linear definition) per sample and channel.
+
+    Raises:
+        ValueError: when ``x`` contains NaN (replace it first, e.g. with ``numpy.nan_to_num``).
+    """
     return _op("percentile_clip", x, backend=backend, lower=lower, upper=upper)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from delira.augment import _arrays, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
+from delira.augment._spec import ResampleSpec
 from delira.augment.functional.elastic import ElasticField
 
 
@@ -143,7 +144,12 @@ def spatial_transform(
         mode_data, mode_seg: border modes ('constant', 'nearest', 'reflect', 'mirror').
         cval_data, cval_seg: values outside the input in constant mode.
         program: intensity operations applied to data in the same pass.
-        backend: 'auto', 'cpu' or 'batchgenerators'.
+        backend: 'auto', 'cpu', 'cuda' or 'batchgenerators'.
+
+    Inputs are read through their strides (transposed, sliced and negative-stride views need no copy);
+    torch tensors are read detached. NaN in ``data`` propagates to every output voxel whose
+    interpolation stencil touches it, as in ``scipy.ndimage`` (order 3: through the spline prefilter).
+    Labels are copied exactly (int64 included). float16 data, bool labels and empty arrays raise.
 
     Returns:
         ``(data_out, seg_out)`` of shapes ``(N, C, *patch_size)`` and ``(N, Cs, *patch_size)``, in the
@@ -169,10 +175,6 @@ def spatial_transform(
     affine = v.finite_array(affine, "affine")
     if affine.shape != (n, nd, nd + 1):
         raise ValueError(f"affine has shape {affine.shape}; expected (N, ndim, ndim + 1) = {(n, nd, nd + 1)}")
-    if order_data not in (0, 1, 3):
-        raise ValueError(f"order_data={order_data!r}; use 0 (nearest), 1 (linear) or 3 (cubic)")
-    if order_seg not in (0, 1):
-        raise ValueError(f"order_seg={order_seg!r}; use 0 (nearest) or 1 (per-label linear + argmax)")
     field = None
     if elastic is not None:
         if linear is None:
@@ -181,21 +183,19 @@ def spatial_transform(
             "nij,nj...->ni...", np.asarray(linear, np.float64), elastic.values.astype(np.float64)
         )
         field = ElasticField(values.astype(np.float32), elastic.origin, elastic.spacing)
-    out_d, out_s = _engine.resample(
-        d_host,
-        s_host,
+    spec = ResampleSpec.from_field(
         patch,
         affine,
-        elastic=field,
+        field,
         order_data=order_data,
-        mode_data=v.mode_code(mode_data, "mode_data"),
-        cval_data=v.finite(cval_data, "cval_data"),
+        mode_data=mode_data,
+        cval_data=cval_data,
         order_seg=order_seg,
-        mode_seg=v.mode_code(mode_seg, "mode_seg"),
-        cval_seg=v.finite(cval_seg, "cval_seg"),
+        mode_seg=mode_seg,
+        cval_seg=cval_seg,
         program=program,
-        backend=backend,
     )
+    out_d, out_s = _engine.resample(d_host, s_host, spec, backend)
     return (None if out_d is None else wrap_d(out_d)), (None if out_s is None else wrap_s(out_s))
 
 
@@ -223,7 +223,13 @@ def affine_resample(
         cval: value outside the input in constant mode.
 
     Returns:
-        An array of shape ``x.shape[:-ndim] + output_shape`` with x's dtype and type.
+        An array of shape ``x.shape[:-ndim] + output_shape`` with x's dtype and type; empty when ``x`` or
+        ``output_shape`` has a 0 axis.
+
+    Raises:
+        TypeError: float16, bool or another unsupported dtype (convert with ``x.astype('float32')``).
+        ValueError: a bad matrix, rank, order or mode. NaN in ``x`` is not an error: it propagates as
+            in ``scipy.ndimage.affine_transform``.
     """
     m = v.finite_array(matrix, "matrix")
     if m.ndim != 2 or m.shape[0] not in (m.shape[1], m.shape[1] - 1) or m.shape[1] not in (3, 4):

@@ -23,9 +23,15 @@ def as_generator(rng: Any) -> np.random.Generator:
 class Transform:
     """A batch transform: ``transform(**batch) -> batch``.
 
-    The batch is a dict with an image array under ``data_key`` ``(N, C, *spatial)`` float32/float64 and
-    optionally a segmentation under ``seg_key`` ``(N, Cs, *spatial)`` integer; other entries pass
-    through unchanged. Arrays may be numpy arrays or torch/tensorflow CPU tensors; outputs keep the type.
+    The batch is a dict with an image array under ``data_key`` ``(N, C, H, W)`` or ``(N, C, D, H, W)``
+    float32/float64 and optionally a segmentation under ``seg_key`` ``(N, Cs, *spatial)`` uint8/int16/
+    int32/int64 with the same ``N`` and spatial shape; other entries pass through unchanged. Arrays may
+    be numpy arrays or torch/tensorflow CPU tensors (torch/cupy CUDA arrays for the spatial and
+    intensity transforms); outputs keep the type. Checked when called (see the package README, "Inputs"):
+    float16 data is computed as float32 and returned as float32; a bool seg is computed as uint8 and
+    returned as bool; any strides (transposed, sliced, negative) are read as they are; torch tensors
+    that require grad are read detached (outputs carry no autograd history); integer data, another
+    rank, an empty axis or a seg that does not match data raise a TypeError/ValueError naming the key.
 
     Random parameters are drawn per sample from ``rng``: a ``numpy.random.Generator`` or seed passed to
     the call (``transform(rng=7, **batch)``, as delira.data's loader does), or else the transform's own
@@ -64,7 +70,11 @@ class Transform:
                 f"{type(self).__name__}: the batch has neither {self.data_key!r} nor {self.seg_key!r}; "
                 f"it has {sorted(batch)}. Set data_key/seg_key to the names your batch uses"
             )
-        return self.apply(dict(batch), gen)
+        checked, seg_was_bool = v.transform_inputs(batch, self.data_key, self.seg_key, type(self).__name__)
+        out = self.apply(checked, gen)
+        if seg_was_bool and out.get(self.seg_key) is not None:
+            out[self.seg_key] = _arrays.cast(out[self.seg_key], "bool")
+        return out
 
     def apply(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         raise NotImplementedError

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from delira.augment import _engine
+from delira.augment import _arrays, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment.transforms.base import Transform, as_generator, to_numpy
 from delira.augment.transforms.intensity import IntensityTransform
-from delira.augment.transforms.spatial import Mirror, SpatialTransform, _concat
+from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
 
 def _flip_affine(affine: np.ndarray, flags: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
@@ -58,7 +59,7 @@ class Compose(Transform):
         transforms: the transforms, applied in order.
         fuse: set False to run every transform on its own (for debugging and comparisons).
         seed, backend, data_key, seg_key: as for :class:`Transform`; ``backend`` given here overrides
-            the members' backends.
+            the members' backends inside this Compose only (the member objects are not modified).
     """
 
     def __init__(
@@ -72,13 +73,27 @@ class Compose(Transform):
         self.fuse = bool(fuse)
         self.override_backend = backend
 
+    def members(self) -> list[Any]:
+        """The transforms as this Compose runs them: with ``backend`` given, shallow copies carrying it.
+
+        The transforms passed in are never modified, so one transform object can sit in several
+        Composes (with different backends) and still behave as before when used on its own.
+        """
+        if self.override_backend is None:
+            return list(self.transforms)
+        out = []
+        for t in self.transforms:
+            if isinstance(t, Transform) and t.backend != self.override_backend:
+                t = copy.copy(t)
+                t.backend = self.override_backend
+            out.append(t)
+        return out
+
     def apply(self, batch, rng):
         i = 0
-        ts = self.transforms
+        ts = self.members()
         while i < len(ts):
             t = ts[i]
-            if self.override_backend is not None and isinstance(t, Transform):
-                t.backend = self.override_backend
             if not (self.fuse and isinstance(t, (SpatialTransform, IntensityTransform))):
                 batch = t.apply(batch, rng) if isinstance(t, Transform) else t(rng=rng, **batch)
                 i += 1
@@ -104,9 +119,6 @@ class Compose(Transform):
 
     def _run_group(self, group: list[Transform], batch, rng):
         head = group[0]
-        if self.override_backend is not None:
-            for t in group:
-                t.backend = self.override_backend
         n, shape = head.batch_size(batch), head.spatial_shape(batch)
         if isinstance(head, SpatialTransform):
             affine, linear, field, patch = head.draw(rng, n, shape, None)
@@ -137,21 +149,8 @@ class Compose(Transform):
 def _subset(batch: dict[str, Any], idx: np.ndarray, keys: list[str]) -> dict[str, Any]:
     sub = dict(batch)
     for k in keys:
-        sub[k] = batch[k][idx] if isinstance(batch[k], np.ndarray) else _take(batch[k], idx)
+        sub[k] = _arrays.take(batch[k], idx)
     return sub
-
-
-def _take(x: Any, idx: np.ndarray) -> Any:
-    module = type(x).__module__.split(".")[0]
-    if module == "torch":
-        import torch
-
-        return x[torch.as_tensor(idx, dtype=torch.long)]
-    if module.startswith("tensorflow") or type(x).__name__ == "EagerTensor":
-        import tensorflow as tf
-
-        return tf.gather(x, idx)
-    return np.asarray(x)[idx]
 
 
 def _array_keys(batch: dict[str, Any], n: int) -> list[str]:
@@ -172,7 +171,7 @@ def _merge(batch: dict[str, Any], parts: list[tuple[np.ndarray, dict[str, Any]]]
                 f"the chosen transforms gave {k!r} different shapes {sorted(shapes)}; "
                 "RandomApply and OneOf need transforms that keep the shape"
             )
-        out[k] = _concat(pieces, batch[k])
+        out[k] = _arrays.concat(pieces, batch[k])
     return out
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from delira.augment import _arrays
 from delira.augment import _validate as v
 from delira.augment._program import Program
+from delira.augment._spec import check_sampling
 from delira.augment.functional import elastic as E
 from delira.augment.functional.spatial import mirror, spatial_transform, transform_matrix
 from delira.augment.transforms.base import Transform, uniform
@@ -111,15 +113,10 @@ class SpatialTransform(Transform):
         self.p_elastic = v.probability(p_elastic, "p_elastic")
         self.random_crop = bool(random_crop)
         self.crop_margin = crop_margin
-        if order_data not in (0, 1, 3):
-            raise ValueError(f"order_data={order_data!r}; use 0, 1 or 3")
-        if order_seg not in (0, 1):
-            raise ValueError(f"order_seg={order_seg!r}; use 0 (nearest) or 1 (per-label linear + argmax)")
-        self.order_data, self.order_seg = order_data, order_seg
-        v.mode_code(mode_data, "mode_data")
-        v.mode_code(mode_seg, "mode_seg")
-        self.mode_data, self.cval_data = mode_data, v.finite(cval_data, "cval_data")
-        self.mode_seg, self.cval_seg = mode_seg, v.finite(cval_seg, "cval_seg")
+        sampling = check_sampling(order_data, mode_data, cval_data, order_seg, mode_seg, cval_seg)
+        self.order_data, self.order_seg = sampling["order_data"], sampling["order_seg"]
+        self.mode_data, self.cval_data = mode_data, sampling["cval_data"]
+        self.mode_seg, self.cval_seg = mode_seg, sampling["cval_seg"]
 
     @property
     def has_elastic(self) -> bool:
@@ -131,7 +128,8 @@ class SpatialTransform(Transform):
         patch = self.patch_size or shape
         if len(patch) != nd:
             raise ValueError(
-                f"patch_size {patch} has {len(patch)} axes but the data has {nd} spatial axes {shape}"
+                f"patch_size {patch} has {len(patch)} axes but the data has {nd} spatial axes {shape}; "
+                f"pass data as (N, C, *spatial) with {len(patch)} spatial axes, or a patch_size with {nd} entries"
             )
         n_angles = 3 if nd == 3 else 1
         ranges = _per_axis_ranges(self.rotation, n_angles, "rotation")
@@ -265,22 +263,5 @@ class Mirror(Transform):
             for i in range(n):
                 axes = tuple(np.flatnonzero(flags[i]))
                 parts.append(mirror(x[i : i + 1], axes) if axes else x[i : i + 1])
-            batch[key] = _concat(parts, x)
+            batch[key] = _arrays.concat(parts, x)
         return batch
-
-
-def _concat(parts: list, like: Any) -> Any:
-    if isinstance(like, np.ndarray):
-        return np.concatenate(parts, axis=0)
-    module = type(like).__module__.split(".")[0]
-    if module == "torch":
-        import torch
-
-        return torch.cat(parts, dim=0)
-    if module == "cupy":
-        import cupy
-
-        return cupy.concatenate(parts, axis=0)
-    import tensorflow as tf
-
-    return tf.concat(parts, axis=0)
