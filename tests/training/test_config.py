@@ -153,3 +153,180 @@ def test_the_configuration_reference_lists_every_key():
 
     missing = [key for key in keys(SCHEMA) if f"`{key}`" not in text]
     assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+UNET_ARGS = {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [8, 16, 32]}
+
+
+def _leaves(schema, prefix=""):
+    from delira.training.config import Field
+
+    for name, spec in schema.items():
+        if isinstance(spec, Field):
+            yield prefix + name, spec
+        else:
+            yield from _leaves(spec, f"{prefix}{name}.")
+
+
+def test_defaults_are_the_schemas_defaults():
+    from delira.training.config import SCHEMA
+
+    leaves = dict(_leaves(SCHEMA))
+    flat = {}
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict) and (prefix + key) not in leaves:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(DEFAULTS)
+    assert flat.keys() == leaves.keys()  # one tree: every key, no other
+    assert all(flat[key] == spec.default for key, spec in leaves.items())
+    assert all(spec.doc for spec in leaves.values()), "every key has a doc"
+    # hand-picked values of the built-in job
+    assert DEFAULTS["model"] == {"name": "unet", "args": UNET_ARGS}
+    assert DEFAULTS["training"]["lr"] == 0.01 and DEFAULTS["data"]["phantom"]["shape"] == [32, 32, 32]
+    # a copy: changing the defaults cannot change the schema
+    assert DEFAULTS["data"]["phantom"]["shape"] is not SCHEMA["data"]["phantom"]["shape"].default
+
+
+def test_merge_drops_the_old_models_args_when_the_name_changes():
+    from delira.training.config import merge
+
+    before = {"model": {"name": "unet", "args": dict(UNET_ARGS)}, "task": "segmentation"}
+    assert merge(before, {"model": {"name": "resnet18"}}) == {
+        "model": {"name": "resnet18", "args": {}},
+        "task": "segmentation",
+    }
+    assert merge(before, {"model": {"name": "resnet18", "args": {"width": 8}}})["model"] == {
+        "name": "resnet18",
+        "args": {"width": 8},
+    }
+    # the same model (also spelled differently): given args merge key-wise into the old ones
+    assert merge(before, {"model": {"args": {"features": [4, 8]}}})["model"]["args"] == {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "num_classes": 3,
+        "features": [4, 8],
+    }
+    assert merge(before, {"model": {"name": "UNet", "args": {"num_classes": 5}}})["model"] == {
+        "name": "UNet",
+        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 5, "features": [8, 16, 32]},
+    }
+    assert before == {"model": {"name": "unet", "args": UNET_ARGS}, "task": "segmentation"}  # untouched
+
+
+def test_a_file_or_set_that_changes_the_model_drops_the_unet_args(tmp_path):
+    path = tmp_path / "resnet.yaml"
+    path.write_text("task: classification\nmodel:\n  name: resnet18\n")
+    assert load_config(path)["model"] == {"name": "resnet18", "args": {}}
+    config = load_config(None, ["task=classification", "model.name=resnet18"])
+    assert config["model"] == {"name": "resnet18", "args": {}}
+    # arguments given with the new name are kept, in either order
+    for sets in (
+        ["model.name=resnet18", "model.args.width=8"],
+        ["model.args.width=8", "model.name=resnet18"],
+    ):
+        config = load_config(None, ["task=classification", *sets])
+        assert config["model"] == {"name": "resnet18", "args": {"width": 8}}, sets
+    # --set of the same name keeps the arguments
+    assert load_config(None, ["model.name=unet"])["model"] == {"name": "unet", "args": UNET_ARGS}
+
+
+def test_model_args_are_checked_against_the_models_config():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["model.args.featurs=[4, 8]", "model.args.norm=group", "model.args.in_channels=0"])
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert any(
+        p.startswith("model.args.featurs: unknown argument; did you mean 'features'?")
+        and "--set model.args.featurs=" in p
+        for p in problems
+    )
+    assert any(p.startswith("model.args.norm: UNet: norm must be 'instance' or 'batch'") for p in problems)
+    assert any(
+        p.startswith("model.args.in_channels: UNet: in_channels must be a positive int") for p in problems
+    )
+    with pytest.raises(ConfigError, match=r"model\.args\.depth: model 'resnet18' has depth=18; got 34"):
+        load_config({"task": "classification", "model": {"name": "resnet18", "args": {"depth": 34}}})
+    with pytest.raises(ConfigError, match=r"model\.name: unknown model 'unett'.*did you mean 'unet'\?"):
+        load_config({"model": {"name": "unett"}})
+    # the default's features contradict a num_stages merged into them: the fix is named, and works
+    with pytest.raises(
+        ConfigError, match=r"model\.args\.num_stages: .*set features to None \(null in YAML\)"
+    ):
+        load_config(None, ["model.args.num_stages=4"])
+    config = load_config(None, ["model.args.features=null", "model.args.num_stages=4"])
+    assert config["model"]["args"] == {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "num_classes": 3,
+        "features": None,
+        "num_stages": 4,
+    }
+
+
+def test_task_and_model_name_come_from_the_registry():
+    # every classification model of the registry fits, also the generic resnet with a depth
+    config = load_config({"task": "classification", "model": {"name": "resnet", "args": {"depth": 34}}})
+    assert config["model"] == {"name": "resnet", "args": {"depth": 34}}
+    with pytest.raises(ConfigError, match=r"'dcgan_generator' does not fit task 'gan'.*\['dcgan'\]"):
+        load_config({"task": "gan", "model": {"name": "dcgan_generator"}})
+    with pytest.raises(
+        ConfigError, match=r"'unet' does not fit task 'classification'.*\['resnet', 'resnet18'"
+    ):
+        load_config({"task": "classification"})
+
+
+def test_loading_a_config_imports_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from delira.training.config import load_config\n"
+        "load_config(None, ['task=classification', 'model.name=resnet18', 'model.args.spatial_dims=3'])\n"
+        "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_configuration_reference_is_the_generated_one():
+    from delira.training.config import reference_markdown
+
+    path = Path(__file__).parents[2] / "docs" / "configuration.md"
+    text = path.read_text()
+    assert text == reference_markdown(text), (
+        "docs/configuration.md's key table differs from the schema; regenerate it with "
+        "python -c 'import delira.training.config as c; c.write_reference(\"docs/configuration.md\")'"
+    )
+    table = reference_markdown()
+    # rows checked by hand: key, default as YAML, type, doc with choices and minimum
+    assert "| `training.epochs` | `40` | an integer | training epochs per fold; >= 1 |" in table
+    assert (
+        "| `data.path` | `null` | a string or null | root folder of an MSD-layout dataset (kind: decathlon) |"
+        in table
+    )
+    assert "| `backend` | `torch` | a string | the deep-learning framework; one of `torch`, `tf` |" in table
+    assert "`{spatial_dims: 3, in_channels: 1, num_classes: 3, features: [8, 16, 32]}`" in table
+    assert "| `training.precision` | `'32'` |" in table
+    assert (
+        "classification: resnet, resnet18, resnet34, resnet50" in table
+    )  # model.name's doc, from the registry
+    with pytest.raises(ValueError, match="no generated key reference"):
+        reference_markdown("# a page without the markers\n")
+
+
+def test_a_files_model_args_are_the_whole_argument_set_and_set_merges_into_them(tmp_path):
+    """A config file's model.args are the model's arguments (the built-in job's UNet features do not
+    leak into them); a --set on top merges key-wise into what the file gave."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model:\n  name: unet\n  args: {spatial_dims: 2, in_channels: 4, num_classes: 2}\n"
+        "data:\n  phantom: {shape: [32, 32]}\n"
+    )
+    assert load_config(path)["model"]["args"] == {"spatial_dims": 2, "in_channels": 4, "num_classes": 2}
+    merged = load_config(path, ["model.args.features=[4, 8]"])["model"]["args"]
+    assert merged == {"spatial_dims": 2, "in_channels": 4, "num_classes": 2, "features": [4, 8]}

@@ -5,7 +5,12 @@ and ``experiment`` plus the top-level keys ``name``, ``backend`` and ``task``. E
 default (:data:`DEFAULTS`: the built-in job, a small 3D UNet on synthetic phantoms), so a config file
 only names what differs. :func:`load_config` merges a file and overrides into the defaults and
 validates the result up front: an unknown key names the nearest valid one, a wrong type names the
-key, the expected type and how to fix it. All problems are reported at once (:class:`ConfigError`).
+key, the expected type and how to fix it, ``model.args`` are checked against the model's own config
+(``delira.models.registry.check_model_args``). All problems are reported at once (:class:`ConfigError`).
+
+:data:`SCHEMA` is the one description of the keys: each leaf (:class:`Field`) holds the key's type,
+default and doc; :data:`DEFAULTS` is built from it and :func:`reference_markdown` renders the key
+table of ``docs/configuration.md`` from it (:func:`write_reference` rewrites that table).
 """
 
 from __future__ import annotations
@@ -21,16 +26,22 @@ from typing import Any
 
 import yaml
 
+from delira.models.registry import TASKS
+
 __all__ = [
     "DEFAULTS",
     "SCHEMA",
+    "TASKS",
     "ConfigError",
+    "Field",
     "apply_overrides",
     "dump_config",
     "load_config",
     "merge",
     "parse_override",
+    "reference_markdown",
     "validate",
+    "write_reference",
 ]
 
 
@@ -61,23 +72,31 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Field:
-    """One leaf of the schema.
+    """One leaf of the schema: the key's type, its default and what it means.
 
     Attributes:
         kind: ``"int"``, ``"float"`` (ints accepted), ``"str"``, ``"bool"``, ``"ints"`` (a list of ints),
             ``"strs"`` (a list of strings), ``"str|strs"`` (either), ``"ranges"`` (a ``[low, high]``
             pair or a list of pairs) or ``"mapping"`` (any dict, checked by its consumer).
+        default: the value of the built-in job (:data:`DEFAULTS` is built from these).
+        doc: what the key means, shown in errors and in the configuration reference.
         nullable: ``null`` is allowed.
         choices: the allowed values (strings), or None for any.
         minimum: the smallest allowed number (ints and floats).
-        doc: what the key means, shown in errors.
     """
 
     kind: str
+    default: Any
+    doc: str
     nullable: bool = False
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
-    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KIND_NAMES:
+            raise ValueError(f"Field: kind {self.kind!r} is not one of {sorted(_KIND_NAMES)}")
+        if not self.doc:
+            raise ValueError(f"Field({self.kind!r}, {self.default!r}): every key needs a doc; pass doc=...")
 
 
 _KIND_NAMES = {
@@ -92,221 +111,249 @@ _KIND_NAMES = {
     "ranges": "a [low, high] pair or a list of such pairs (one per axis)",
 }
 
-#: The schema: sections are dicts, leaves are :class:`Field`.
+
+def _model_name_doc() -> str:
+    from delira.models.registry import models_for_task
+
+    per_task = "; ".join(f"{task}: {', '.join(models_for_task(task))}" for task in TASKS)
+    return f"a delira.models model that fits `task` ({per_task}); see delira.models.get_model"
+
+
+#: The schema: sections are dicts, leaves are :class:`Field` (type, default, doc of each key).
 SCHEMA: dict[str, Any] = {
-    "name": Field("str", doc="the run's name; the output folder is <experiment.output>/<name>-<timestamp>"),
-    "backend": Field("str", choices=("torch", "tf"), doc="the deep-learning framework"),
-    "task": Field("str", choices=("segmentation", "classification", "gan"), doc="what the model learns"),
+    "name": Field(
+        "str",
+        "unet3d-phantom",
+        "the run's name; the output folder is <experiment.output>/<name>-<timestamp>",
+    ),
+    "backend": Field("str", "torch", "the deep-learning framework", choices=("torch", "tf")),
+    "task": Field("str", "segmentation", "what the model learns", choices=TASKS),
     "model": {
-        "name": Field(
-            "str", doc="a delira.models name: unet, resnet18/34/50, dcgan (see delira.models.get_model)"
+        "name": Field("str", "unet", _model_name_doc()),
+        "args": Field(
+            "mapping",
+            {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [8, 16, 32]},
+            "keyword arguments of the model's constructor, checked against its config "
+            "(delira.models.configs); a config file's args are the whole set (the rest take the "
+            "constructor's defaults), --set model.args.<key> merges into them; a new model.name "
+            "starts from that model's own defaults",
         ),
-        "args": Field("mapping", doc="keyword arguments of the model's constructor"),
     },
     "data": {
-        "kind": Field("str", choices=("phantom", "decathlon"), doc="the dataset"),
-        "path": Field("str", nullable=True, doc="root folder of an MSD-layout dataset (kind: decathlon)"),
+        "kind": Field("str", "phantom", "the dataset", choices=("phantom", "decathlon")),
+        "path": Field("str", None, "root folder of an MSD-layout dataset (kind: decathlon)", nullable=True),
         "phantom": {
-            "num_cases": Field("int", minimum=2),
-            "shape": Field("ints"),
-            "num_classes": Field("int", minimum=2),
-            "seed": Field("int", minimum=0),
-            "noise_std": Field("float", minimum=0),
+            "num_cases": Field("int", 24, "number of synthetic cases", minimum=2),
+            "shape": Field("ints", [32, 32, 32], "spatial shape of each case: 2 (2D) or 3 (3D) sizes"),
+            "num_classes": Field("int", 3, "label classes, background included", minimum=2),
+            "seed": Field("int", 0, "random seed the phantoms are drawn from", minimum=0),
+            "noise_std": Field("float", 0.05, "standard deviation of the added Gaussian noise", minimum=0),
         },
         "preprocessing": {
             "target_spacing": Field(
                 "float",
-                nullable=True,
-                doc="one number (isotropic) or one per axis (null entries keep that axis's spacing, as 2D "
+                None,
+                "one number (isotropic) or one per axis (null entries keep that axis's spacing, as 2D "
                 "plans do for the slice axis); null keeps each case's spacing",
+                nullable=True,
             ),
             "normalization": Field(
                 "str|strs",
+                "zscore",
+                "per-channel intensity normalization: one scheme for all channels or one per channel",
                 choices=("zscore", "zscore_nonzero", "ct", "none"),
-                doc="per-channel intensity normalization: one scheme for all channels or one per channel",
             ),
             "ct_stats": Field(
                 "mapping",
-                nullable=True,
-                doc="per channel index {lower, upper, mean, std} of the foreground (ct normalization); "
+                None,
+                "per channel index {lower, upper, mean, std} of the foreground (ct normalization); "
                 "null: fitted on the training cases",
+                nullable=True,
             ),
-            "crop_nonzero": Field("bool", doc="crop each case to the bounding box of its nonzero voxels"),
-            "order_data": Field("int", choices=None, minimum=0, doc="image interpolation order (0, 1, 3)"),
-            "order_seg": Field("int", minimum=0, doc="label interpolation: 0 nearest, 1 per-label linear"),
+            "crop_nonzero": Field("bool", True, "crop each case to the bounding box of its nonzero voxels"),
+            "order_data": Field("int", 3, "image interpolation order (0, 1, 3)", minimum=0),
+            "order_seg": Field("int", 1, "label interpolation: 0 nearest, 1 per-label linear", minimum=0),
             "order_z": Field(
-                "int", minimum=0, doc="interpolation order along the coarse axis of anisotropic cases (0, 1)"
+                "int", 0, "interpolation order along the coarse axis of anisotropic cases (0, 1)", minimum=0
             ),
             "anisotropy_threshold": Field(
-                "float", minimum=1, doc="max/min spacing above which the coarse axis is resampled apart"
+                "float", 3.0, "max/min spacing above which the coarse axis is resampled apart", minimum=1
             ),
-            "cache_dir": Field("str", nullable=True, doc="where preprocessed cases are cached"),
+            "cache_dir": Field("str", None, "where preprocessed cases are cached", nullable=True),
         },
         "spatial_dims": Field(
             "int",
+            None,
+            "2 trains a 2D network on slices of 3D volumes (along data.slice_axis); null: the data's",
             nullable=True,
-            choices=None,
             minimum=2,
-            doc="2 trains a 2D network on slices of 3D volumes (along data.slice_axis); null: the data's",
         ),
         "slice_axis": Field(
-            "int", nullable=True, minimum=0, doc="2D on 3D volumes: the axis slices are taken along"
+            "int", None, "2D on 3D volumes: the axis slices are taken along", nullable=True, minimum=0
         ),
-        "patch_size": Field("ints", nullable=True, doc="training patch size; null trains on whole volumes"),
-        "foreground_fraction": Field("float", minimum=0, doc="share of patches centred on foreground"),
-        "batches_per_epoch": Field("int", nullable=True, minimum=1, doc="patch training: batches per epoch"),
-        "transforms": Field("str", choices=("canonical", "mirror", "none"), doc="the training augmentation"),
+        "patch_size": Field("ints", None, "training patch size; null trains on whole volumes", nullable=True),
+        "foreground_fraction": Field("float", 0.33, "share of patches centred on foreground", minimum=0),
+        "batches_per_epoch": Field(
+            "int", None, "patch training: batches per epoch", nullable=True, minimum=1
+        ),
+        "transforms": Field(
+            "str", "canonical", "the training augmentation", choices=("canonical", "mirror", "none")
+        ),
         "augmentation": {
             "rotation": Field(
                 "ranges",
+                [-30.0, 30.0],
+                "degrees: one [low, high] range for all rotation axes or one per axis (3 in 3D, 1 in 2D)",
                 nullable=True,
-                doc="degrees: one [low, high] range for all rotation axes or one per axis (3 in 3D, 1 in 2D)",
             ),
-            "scale": Field("ranges", nullable=True, doc="range of the isotropic zoom factor"),
-            "p_rotation": Field("float", minimum=0, doc="per-sample probability of a rotation"),
-            "p_scale": Field("float", minimum=0, doc="per-sample probability of a zoom"),
-            "p_elastic": Field("float", minimum=0, doc="per-sample probability of an elastic deformation"),
+            "scale": Field("ranges", [0.85, 1.25], "range of the isotropic zoom factor", nullable=True),
+            "p_rotation": Field("float", 0.3, "per-sample probability of a rotation", minimum=0),
+            "p_scale": Field("float", 0.3, "per-sample probability of a zoom", minimum=0),
+            "p_elastic": Field("float", 0.2, "per-sample probability of an elastic deformation", minimum=0),
             "mirror_axes": Field(
-                "ints", nullable=True, doc="spatial axes mirrored at random (and at test time); null: all"
+                "ints",
+                None,
+                "spatial axes mirrored at random (and at test time); null: all",
+                nullable=True,
             ),
         },
     },
     "prediction": {
         "mirror": Field(
             "bool",
-            nullable=True,
-            doc="mirroring test-time augmentation over data.augmentation.mirror_axes; null: where training "
+            None,
+            "mirroring test-time augmentation over data.augmentation.mirror_axes; null: where training "
             "mirrored",
+            nullable=True,
         ),
-        "overlap": Field("float", minimum=0, doc="sliding-window overlap, a share of the patch (0 to <1)"),
-        "gaussian": Field("bool", doc="weight the windows with a Gaussian (centre counts most)"),
-        "batch_size": Field("int", minimum=1, doc="windows per forward pass"),
+        "overlap": Field("float", 0.5, "sliding-window overlap, a share of the patch (0 to <1)", minimum=0),
+        "gaussian": Field("bool", True, "weight the windows with a Gaussian (centre counts most)"),
+        "batch_size": Field("int", 2, "windows per forward pass", minimum=1),
         "postprocess": Field(
-            "bool", doc="apply the run's postprocessing.json (decided by aggregate) to predictions"
+            "bool", True, "apply the run's postprocessing.json (decided by aggregate) to predictions"
         ),
     },
     "evaluation": {
-        "tolerance_mm": Field("float", minimum=0, doc="normalized surface Dice tolerance in mm"),
+        "tolerance_mm": Field("float", 1.0, "normalized surface Dice tolerance in mm", minimum=0),
         "original_grid": Field(
             "bool",
-            doc="evaluate preprocessed (resampled, cropped) cases on their original grid and spacing",
+            True,
+            "evaluate preprocessed (resampled, cropped) cases on their original grid and spacing",
         ),
     },
     "training": {
         "loss": Field(
-            "str", choices=("ce+dice", "ce", "dice"), doc="segmentation loss: cross-entropy and/or soft Dice"
+            "str",
+            "ce+dice",
+            "segmentation loss: cross-entropy and/or soft Dice",
+            choices=("ce+dice", "ce", "dice"),
         ),
-        "optimizer": Field("str", doc="optimizer name understood by the trainer (adam, adamw, sgd)"),
-        "lr": Field("float", minimum=0),
-        "weight_decay": Field("float", minimum=0),
-        "schedule": Field("str", nullable=True, choices=("cosine", "step"), doc="learning-rate schedule"),
-        "epochs": Field("int", minimum=1),
-        "batch_size": Field("int", minimum=1),
-        "precision": Field("str", choices=("32", "bf16", "16"), doc="32, bf16 or 16 (mixed precision)"),
-        "workers": Field("int", minimum=0, doc="data-loading worker processes (0: in the main process)"),
-        "device": Field("str", doc="cpu, cuda, cuda:1, ... (torch) or a TensorFlow device string"),
-        "grad_clip": Field("float", nullable=True, minimum=0),
-        "val_every": Field("int", minimum=1),
+        "optimizer": Field("str", "adam", "optimizer name understood by the trainer (adam, adamw, sgd)"),
+        "lr": Field("float", 1e-2, "initial learning rate", minimum=0),
+        "weight_decay": Field("float", 0.0, "weight decay of the optimizer", minimum=0),
+        "schedule": Field(
+            "str", "cosine", "learning-rate schedule", nullable=True, choices=("cosine", "step")
+        ),
+        "epochs": Field("int", 40, "training epochs per fold", minimum=1),
+        "batch_size": Field("int", 2, "samples per training batch", minimum=1),
+        "precision": Field("str", "32", "32, bf16 or 16 (mixed precision)", choices=("32", "bf16", "16")),
+        "workers": Field("int", 0, "data-loading worker processes (0: in the main process)", minimum=0),
+        "device": Field("str", "cpu", "cpu, cuda, cuda:1, ... (torch) or a TensorFlow device string"),
+        "grad_clip": Field(
+            "float",
+            None,
+            "clip the global gradient norm to this value; null: no clipping",
+            nullable=True,
+            minimum=0,
+        ),
+        "val_every": Field("int", 1, "validate every this many epochs (and after the last one)", minimum=1),
         "monitor": Field(
-            "str", nullable=True, doc="history key that picks the best checkpoint; null: task default"
+            "str", None, "history key that picks the best checkpoint; null: task default", nullable=True
         ),
-        "mode": Field("str", nullable=True, choices=("min", "max")),
+        "mode": Field(
+            "str",
+            None,
+            "whether a smaller (min) or larger (max) training.monitor is better; null: the task default's, "
+            "min for a training.monitor you set",
+            nullable=True,
+            choices=("min", "max"),
+        ),
     },
     "experiment": {
-        "folds": Field("int", minimum=1, doc="number of cross-validation folds (1: one train/val split)"),
-        "seed": Field("int", minimum=0),
-        "output": Field("str", doc="parent folder of the run folders"),
+        "folds": Field("int", 3, "number of cross-validation folds (1: one train/val split)", minimum=1),
+        "seed": Field("int", 0, "seed of the splits, the weights and the augmentation", minimum=0),
+        "output": Field("str", "runs", "parent folder of the run folders"),
         "val_fraction": Field(
-            "float", nullable=True, minimum=0, doc="carve a validation set out of each fold's training cases"
+            "float",
+            None,
+            "carve a validation set out of each fold's training cases",
+            nullable=True,
+            minimum=0,
         ),
-        "stratify_key": Field("str", nullable=True, doc="sample key to stratify the folds by (e.g. label)"),
+        "stratify_key": Field("str", None, "sample key to stratify the folds by (e.g. label)", nullable=True),
         "group_key": Field(
-            "str", nullable=True, doc="sample key whose groups stay in one fold (e.g. patient)"
+            "str", None, "sample key whose groups stay in one fold (e.g. patient)", nullable=True
         ),
     },
 }
 
-#: The built-in job: a small 3D UNet on synthetic phantoms, 3-fold cross-validation, canonical augmentation.
-DEFAULTS: dict[str, Any] = {
-    "name": "unet3d-phantom",
-    "backend": "torch",
-    "task": "segmentation",
-    "model": {
-        "name": "unet",
-        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [8, 16, 32]},
-    },
-    "data": {
-        "kind": "phantom",
-        "path": None,
-        "phantom": {"num_cases": 24, "shape": [32, 32, 32], "num_classes": 3, "seed": 0, "noise_std": 0.05},
-        "preprocessing": {
-            "target_spacing": None,
-            "normalization": "zscore",
-            "ct_stats": None,
-            "crop_nonzero": True,
-            "order_data": 3,
-            "order_seg": 1,
-            "order_z": 0,
-            "anisotropy_threshold": 3.0,
-            "cache_dir": None,
-        },
-        "spatial_dims": None,
-        "slice_axis": None,
-        "patch_size": None,
-        "foreground_fraction": 0.33,
-        "batches_per_epoch": None,
-        "transforms": "canonical",
-        "augmentation": {
-            "rotation": [-30.0, 30.0],
-            "scale": [0.85, 1.25],
-            "p_rotation": 0.3,
-            "p_scale": 0.3,
-            "p_elastic": 0.2,
-            "mirror_axes": None,
-        },
-    },
-    "prediction": {"mirror": None, "overlap": 0.5, "gaussian": True, "batch_size": 2, "postprocess": True},
-    "evaluation": {"tolerance_mm": 1.0, "original_grid": True},
-    "training": {
-        "loss": "ce+dice",
-        "optimizer": "adam",
-        "lr": 1e-2,
-        "weight_decay": 0.0,
-        "schedule": "cosine",
-        "epochs": 40,
-        "batch_size": 2,
-        "precision": "32",
-        "workers": 0,
-        "device": "cpu",
-        "grad_clip": None,
-        "val_every": 1,
-        "monitor": None,
-        "mode": None,
-    },
-    "experiment": {
-        "folds": 3,
-        "seed": 0,
-        "output": "runs",
-        "val_fraction": None,
-        "stratify_key": None,
-        "group_key": None,
-    },
-}
+
+def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: copy.deepcopy(spec.default) if isinstance(spec, Field) else _defaults(spec)
+        for key, spec in schema.items()
+    }
 
 
-def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``base`` with ``update`` merged in: dicts merge recursively, other values replace.
+#: The built-in job (every schema key's default): a small 3D UNet on synthetic phantoms, 3-fold
+#: cross-validation, canonical augmentation. Built from :data:`SCHEMA`.
+DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
 
-    ``model.args`` is replaced as a whole when ``model.name`` changes, so that a ResNet config does
-    not inherit the UNet's arguments.
-    """
+
+def _same_model(a: Any, b: Any) -> bool:
+    """Whether two ``model.name`` values name the same model (``"ResNet-18"`` is ``"resnet18"``)."""
+    from delira.models.registry import canonical_name
+
+    if a == b:
+        return True
+    try:
+        return canonical_name(a) == canonical_name(b)
+    except ValueError:  # an unknown name; validate reports it
+        return False
+
+
+def _merge(
+    base: Mapping[str, Any], update: Mapping[str, Any], path: tuple[str, ...], replace_args: bool = False
+) -> dict[str, Any]:
     out = copy.deepcopy(dict(base))
+    if path == ("model",) and "name" in update and not _same_model(update["name"], out.get("name")):
+        out.pop("args", None)  # another model: the old model's arguments do not apply to it
+        out.setdefault("args", {})
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key != "args":
-            out[key] = merge(out[key], value)
+        whole = replace_args and (*path, key) == ("model", "args")
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and not whole:
+            out[key] = _merge(out[key], value, (*path, str(key)), replace_args)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any], replace_args: bool = False) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``update`` merged in: dicts merge recursively, other values replace.
+
+    ``model.args`` follows ``model.name``: while the name stays, the arguments ``update`` gives merge
+    key-wise into the base's (``{features: [4, 8]}`` keeps the other UNet arguments); when ``update``
+    changes ``model.name``, the base's arguments are dropped, so the new model starts from its own
+    defaults plus the arguments ``update`` gives (a ResNet does not inherit the UNet's arguments).
+    With ``replace_args`` the ``model.args`` that ``update`` gives replace the base's as a whole:
+    :func:`load_config` merges a config FILE so, because the arguments a file lists are the model's
+    arguments (the others take the constructor's defaults, not the built-in job's), while ``--set``
+    overrides merge key-wise. Neither input is modified.
+
+    Example: ``merge(DEFAULTS, {"model": {"name": "resnet18"}})["model"] == {"name": "resnet18",
+    "args": {}}``.
+    """
+    return _merge(base, update, (), replace_args)
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
@@ -405,6 +452,38 @@ def _check(path: str, value: Any, schema: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_model(task: Any, model: Mapping[str, Any]) -> list[str]:
+    """``model.name`` is a delira.models model of ``task``; ``model.args`` fit that model's config."""
+    from delira.models.registry import ModelArgumentError, check_model_args, model_task, models_for_task
+
+    name, args = model.get("name"), model.get("args")
+    try:
+        own_task = model_task(name)
+    except ValueError as exc:
+        fits = f"; for task {task!r} use one of {models_for_task(task)}" if task in TASKS else ""
+        return [f"model.name: {exc}{fits}"]
+    if task in TASKS and own_task != task:
+        what = f"a {own_task} model" if own_task else "a sub-network, not a whole model"
+        problems = [
+            f"model.name: {name!r} does not fit task {task!r} ({what}); use one of {models_for_task(task)}"
+        ]
+    else:
+        problems = []
+    try:
+        check_model_args(name, args if args is not None else {})
+    except ModelArgumentError as exc:
+        for key, message in exc.problems:
+            if key is None:
+                problems.append(f"model.args: {message}; fix the arguments in the file or with --set")
+            else:
+                problems.append(
+                    f"model.args.{key}: {message}; fix it in the file or with --set model.args.{key}=..."
+                )
+    except ValueError as exc:
+        problems.append(f"model.args: {exc}")
+    return problems
+
+
 def _check_semantics(config: Mapping[str, Any]) -> list[str]:
     """Cross-key rules that a per-key schema cannot express."""
     problems = []
@@ -415,14 +494,7 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
         )
     if data.get("kind") == "decathlon" and config.get("task") != "segmentation":
         problems.append("task: an MSD (decathlon) dataset is a segmentation dataset; set task: segmentation")
-    names = {
-        "segmentation": ("unet",),
-        "classification": ("resnet18", "resnet34", "resnet50"),
-        "gan": ("dcgan",),
-    }
-    task, name = config.get("task"), model.get("name")
-    if task in names and isinstance(name, str) and name not in names[task]:
-        problems.append(f"model.name: {name!r} does not fit task {task!r}; use one of {list(names[task])}")
+    problems += _check_model(config.get("task"), model)
     shape, patch = data.get("phantom", {}).get("shape"), data.get("patch_size")
     if isinstance(shape, list) and len(shape) not in (2, 3):
         problems.append(f"data.phantom.shape: expected 2 or 3 sizes, got {shape}")
@@ -461,9 +533,14 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
 def validate(config: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
     """Check ``config`` against :data:`SCHEMA` and the cross-key rules; return it as a plain dict.
 
+    The cross-key rules include the model: ``model.name`` must be a delira.models model of ``task``
+    (``delira.models.registry.models_for_task``) and ``model.args`` must fit its config
+    (``delira.models.registry.check_model_args``: no framework is imported).
+
     Raises:
         ConfigError: listing every problem (unknown keys with the nearest valid one, wrong types
-            naming the key, values outside their choices or range).
+            naming the key, values outside their choices or range, each invalid
+            ``model.args.<key>`` with the model's message and the fix).
     """
     problems = _check("", config, SCHEMA)
     if not problems:
@@ -491,18 +568,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [part.strip() for part in key.split(".")], value
 
 
-def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``--set a.b=value`` overrides to a copy of ``config`` (intermediate dicts are created)."""
-    out = copy.deepcopy(dict(config))
+def _overrides_as_update(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["a.b=1", "a.c=2"]`` -> ``{"a": {"b": 1, "c": 2}}``; a later override wins over an earlier one."""
+    update: dict[str, Any] = {}
     for text in overrides:
         path, value = parse_override(text)
-        node = out
+        node = update
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
         node[path[-1]] = value
-    return out
+    return update
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set a.b=value`` overrides to a copy of ``config`` (intermediate dicts are created).
+
+    The overrides are collected into one nested update that :func:`merge` merges into ``config``, so
+    ``model.args`` follows ``model.name`` as there: ``--set model.args.features=[4,8]`` keeps the
+    other arguments, ``--set model.name=resnet18`` drops the UNet's arguments (together with
+    ``--set model.args.width=8``, in either order, the ResNet gets ``{width: 8}``).
+
+    Raises:
+        ConfigError: an override without ``=`` or with a value that is not YAML.
+    """
+    return merge(config, _overrides_as_update(overrides))
 
 
 def load_config(
@@ -545,7 +636,7 @@ def load_config(
     problems = _check("", user, SCHEMA)  # unknown keys in the user's part, before merging
     if problems:
         raise ConfigError(problems, source)
-    config = merge(DEFAULTS, user)
+    config = merge(DEFAULTS, user, replace_args=True)  # a file's model.args are the whole argument set
     config = apply_overrides(config, overrides)
     return validate(config, source)
 
@@ -558,3 +649,96 @@ def dump_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     text = yaml.safe_dump(dict(config), sort_keys=False)
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
+
+
+REFERENCE_BEGIN = (
+    "<!-- generated from delira.training.config.SCHEMA by reference_markdown(); do not edit by hand, "
+    "run: python -c 'import delira.training.config as c; c.write_reference(\"docs/configuration.md\")' -->"
+)
+REFERENCE_END = "<!-- end of the generated key reference -->"
+
+
+def _leaves(schema: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Field]]:
+    for key, spec in schema.items():
+        if isinstance(spec, Field):
+            yield prefix + key, spec
+        else:
+            yield from _leaves(spec, f"{prefix}{key}.")
+
+
+def _yaml_inline(value: Any) -> str:
+    """A value as one line of YAML flow style: ``null``, ``true``, ``[8, 16, 32]``, ``'32'``."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _key_table() -> str:
+    rows = [
+        "## Keys",
+        "",
+        "Every key of the configuration: its default (the built-in job), its type and what it means.",
+        "",
+        "| key | default | type | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, spec in _leaves(SCHEMA):
+        kind = _KIND_NAMES[spec.kind] + (" or null" if spec.nullable else "")
+        meaning = spec.doc
+        if spec.choices is not None:
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in spec.choices)
+        if spec.minimum is not None:
+            meaning += f"; >= {spec.minimum:g}"
+        default = _yaml_inline(spec.default)
+        rows.append(f"| `{key}` | `{_cell(default)}` | {_cell(kind)} | {_cell(meaning)} |")
+    return "\n".join(rows) + "\n"
+
+
+def reference_markdown(document: str | None = None) -> str:
+    """The configuration reference's key table, rendered from :data:`SCHEMA`.
+
+    Args:
+        document: None, or a Markdown text holding the :data:`REFERENCE_BEGIN` and
+            :data:`REFERENCE_END` marker lines (``docs/configuration.md``).
+
+    Returns:
+        With ``document`` None: the generated section (a ``## Keys`` heading and one table row per
+        key: key, default as YAML, type, doc with its choices and minimum). Otherwise ``document``
+        with the text between the markers replaced by that section (the hand-written rest kept).
+
+    Raises:
+        ValueError: ``document`` lacks the markers, or has them in the wrong order.
+    """
+    table = _key_table()
+    if document is None:
+        return table
+    begin, end = document.find(REFERENCE_BEGIN), document.find(REFERENCE_END)
+    if begin < 0 or end < begin:
+        raise ValueError(
+            "the document has no generated key reference: put a line with REFERENCE_BEGIN "
+            f"({REFERENCE_BEGIN!r}) and, below it, a line with REFERENCE_END ({REFERENCE_END!r}) "
+            "where the table belongs"
+        )
+    head = document[: begin + len(REFERENCE_BEGIN)]
+    return f"{head}\n{table}\n{document[end:]}"
+
+
+def write_reference(path: str | os.PathLike[str]) -> bool:
+    """Rewrite the generated key reference of a Markdown file (``docs/configuration.md``) in place.
+
+    Returns:
+        True if the file changed, False if it was up to date.
+
+    Raises:
+        ValueError: the file lacks the marker lines (see :func:`reference_markdown`).
+    """
+    file = Path(path)
+    text = file.read_text()
+    new = reference_markdown(text)
+    if new == text:
+        return False
+    file.write_text(new)
+    return True
