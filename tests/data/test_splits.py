@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from delira.data import (
     group_kfold_split,
+    holdout_validation,
     kfold_split,
     load_splits,
     stratified_kfold_split,
+    train_val_split,
     train_val_test_split,
 )
 
@@ -176,3 +179,127 @@ def test_concurrent_saves_never_leave_a_partial_file(tmp_path):
     threads[0].join()
     assert seen and set(seen) <= {2, 3, 5}
     assert [p.name for p in tmp_path.iterdir()] == ["splits.json"]  # no temporary file left behind
+
+
+# --- train_val_split and holdout_validation ----------------------------------------------------------
+def _reference_train_val(ids, val_fraction, seed):
+    """The single split written before train_val_split existed (numpy only): the first
+    max(1, round(n * f)) of a seeded permutation validate; both parts sorted."""
+    cut = max(1, round(len(ids) * val_fraction))
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    return tuple(sorted(order[cut:])), tuple(sorted(order[:cut]))
+
+
+def _reference_holdout(fold_train, val_fraction, seed, k):
+    """The held-out part drawn per fold before holdout_validation existed (numpy only)."""
+    rng = np.random.default_rng([seed, k])
+    cut = max(1, round(len(fold_train) * val_fraction))
+    picked = set(rng.choice(len(fold_train), size=cut, replace=False).tolist())
+    return (
+        tuple(c for i, c in enumerate(fold_train) if i not in picked),
+        tuple(c for i, c in enumerate(fold_train) if i in picked),
+    )
+
+
+@pytest.mark.parametrize(("fraction", "seed"), [(0.2, 0), (0.5, 3), (0.01, 7)])
+def test_train_val_split_equals_the_earlier_draw(fraction, seed, tmp_path):
+    splits = train_val_split(IDS, fraction, seed)
+    assert len(splits) == 1 and splits.kind == "train_val" and splits.params == {"val_fraction": fraction}
+    fold = splits[0]
+    assert (fold.train, fold.val) == _reference_train_val(IDS, fraction, seed)
+    assert len(fold.val) == max(1, round(23 * fraction)) and fold.test == ()
+    assert sorted(fold.train + fold.val) == sorted(IDS) and not set(fold.train) & set(fold.val)
+    # a splits.json in the earlier format (kind train_val) loads to the same folds
+    earlier = {
+        "format": "delira-splits",
+        "version": 1,
+        "kind": "train_val",
+        "seed": seed,
+        "params": {"val_fraction": fraction},
+        "folds": [{"train": list(fold.train), "val": list(fold.val), "test": []}],
+    }
+    (tmp_path / "splits.json").write_text(json.dumps(earlier))
+    loaded = load_splits(tmp_path / "splits.json")
+    assert loaded.folds == splits.folds and loaded.to_dict() == splits.to_dict()
+
+
+def test_train_val_split_stratified_keeps_class_shares_within_one_case():
+    labels = [0] * 12 + [1] * 6 + [2] * 5  # 23 cases
+    label_of = dict(zip(IDS, labels))
+    for fraction in (0.2, 0.3, 0.5):
+        fold = train_val_split(IDS, fraction, seed=4, labels=labels)[0]
+        n_val = max(1, round(23 * fraction))
+        assert len(fold.val) == n_val and sorted(fold.train + fold.val) == sorted(IDS)
+        counts = Counter(label_of[c] for c in fold.val)
+        for cls, total in Counter(labels).items():
+            assert abs(counts.get(cls, 0) - n_val * total / 23) < 1, (fraction, cls, counts)
+    # hand-computed: 20 cases, 10/10 classes, 0.3 -> 6 validation cases, 3 of each class
+    ids = [f"c{i}" for i in range(20)]
+    fold = train_val_split(ids, 0.3, seed=1, labels=["a", "b"] * 10)[0]
+    assert Counter(["a", "b"][int(c[1:]) % 2] for c in fold.val) == {"a": 3, "b": 3}
+
+
+def test_train_val_split_grouped_never_splits_a_group():
+    groups = [f"p{i // 3}" for i in range(23)]  # 8 patients of 3 cases (the last has 2)
+    group_of = dict(zip(IDS, groups))
+    for seed in range(5):
+        splits = train_val_split(IDS, 0.25, seed, groups=groups)
+        fold = splits[0]
+        assert splits.params == {"val_fraction": 0.25, "grouped": True}
+        assert sorted(fold.train + fold.val) == sorted(IDS) and fold.train and fold.val
+        assert not {group_of[c] for c in fold.train} & {group_of[c] for c in fold.val}
+        assert abs(len(fold.val) - round(23 * 0.25)) < 3  # within one group's size of the target
+
+
+def test_train_val_split_errors_say_what_to_change():
+    with pytest.raises(ValueError, match="keep a training case"):
+        train_val_split(["a"], 0.5)
+    with pytest.raises(ValueError, match="val_fraction must be a number in \\(0, 1\\)"):
+        train_val_split(IDS, 1.5)
+    with pytest.raises(ValueError, match="got 2 labels for 23 cases"):
+        train_val_split(IDS, 0.2, labels=[0, 1])
+    with pytest.raises(ValueError, match="either labels or groups"):
+        train_val_split(IDS, 0.2, labels=[0] * 23, groups=["g"] * 23)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        train_val_split(IDS, 0.2, groups=["g"] * 23)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_holdout_validation_equals_the_earlier_draw(seed):
+    base = kfold_split(IDS, n_splits=3, seed=seed)
+    held = holdout_validation(base, 0.25, seed)
+    assert held.kind == "kfold" and held.seed == seed
+    assert held.params == {**base.params, "val_fraction": 0.25}
+    for k, (old, new) in enumerate(zip(base, held)):
+        assert (new.train, new.val) == _reference_holdout(list(old.train), 0.25, seed, k)
+        assert new.test == old.val
+        assert sorted(new.train + new.val + new.test) == sorted(IDS)
+        assert not (set(new.train) & set(new.val) or set(new.train) & set(new.test))
+
+
+def test_holdout_validation_stratified_and_grouped():
+    labels = [i % 3 for i in range(23)]
+    label_of = dict(zip(IDS, labels))
+    base = stratified_kfold_split(IDS, labels, n_splits=3, seed=2)
+    held = holdout_validation(base, 0.3, 2, labels=label_of)
+    for old, new in zip(base, held):
+        assert new.test == old.val and sorted(new.train + new.val) == sorted(old.train)
+        n_val = max(1, round(len(old.train) * 0.3))
+        assert len(new.val) == n_val
+        in_train = Counter(label_of[c] for c in old.train)
+        got = Counter(label_of[c] for c in new.val)
+        for cls, total in in_train.items():
+            assert abs(got.get(cls, 0) - n_val * total / len(old.train)) < 1
+    groups = {c: f"p{i // 2}" for i, c in enumerate(IDS)}  # 12 patients
+    base = group_kfold_split(IDS, [groups[c] for c in IDS], n_splits=3, seed=1)
+    held = holdout_validation(base, 0.25, 1, groups=groups)
+    for old, new in zip(base, held):
+        parts = [{groups[c] for c in part} for part in (new.train, new.val, new.test)]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert new.val and new.train and new.test == old.val
+    with pytest.raises(ValueError, match="no entry for cases"):
+        holdout_validation(base, 0.25, 1, groups={"case00": "p0"})
+    with pytest.raises(TypeError, match="mapping case id"):
+        holdout_validation(base, 0.25, 1, labels=labels)
+    with pytest.raises(ValueError, match="already has a test part"):
+        holdout_validation(held, 0.25, 1)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,121 @@ def test_initial_weights_depend_only_on_the_seed_and_fold(tmp_path):
     first, again = weights(0, 1), weights(0, 1)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not all(torch.equal(a, b) for a, b in zip(first, weights(0, 2)))
+
+
+# --- the other tasks and the splits of the config ------------------------------------------------
+_GAN = {
+    "name": "tiny-gan",
+    "task": "gan",
+    "model": {
+        "name": "dcgan",
+        "args": {
+            "spatial_dims": 2,
+            "channels": 1,
+            "image_size": 16,
+            "latent_dim": 8,
+            "generator_features": 8,
+            "discriminator_features": 8,
+        },
+    },
+    "data": {
+        "phantom": {"num_cases": 8, "shape": [16, 16], "num_classes": 3, "seed": 0},
+        "transforms": "mirror",
+    },
+    "training": {"epochs": 2, "batch_size": 4, "lr": 0.0002},
+    "experiment": {"folds": 1, "seed": 0},
+}
+
+
+def test_a_gan_run_reports_its_last_losses_and_writes_sample_grids(tmp_path):
+    run_dir = tmp_path / "gan"
+    summary = Experiment(_GAN, run_dir=run_dir, verbose=False).kfold()
+    fold = run_dir / "fold_0"
+    history = _read_csv(fold / "metrics.csv")
+    result = json.loads((fold / "result.json").read_text())
+    last = history[-1]
+    assert result["metrics"] == pytest.approx(
+        {k: float(v) for k, v in last.items() if k.startswith("train_")}
+    )
+    assert result["best_epoch"] == int(min(history, key=lambda r: float(r["train_loss"]))["epoch"])
+    assert (
+        not (fold / "cases.csv").exists() and summary["mean"]["train_loss"] == result["metrics"]["train_loss"]
+    )
+    pngs = sorted(p.name for p in (fold / "samples").iterdir())
+    assert pngs == ["samples_epoch_001.png", "samples_epoch_002.png"]
+    # 16 samples of 16 x 16 in a 4 x 4 grid with 2-pixel borders: 4 * 18 + 2 = 74 pixels a side
+    head = (fold / "samples" / pngs[0]).read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == 74
+    splits = json.loads((run_dir / "splits.json").read_text())
+    assert splits["kind"] == "train_val" and len(splits["folds"][0]["val"]) == 2  # round(8 * 0.2)
+
+
+def test_a_classification_kfold_reports_the_accuracy_of_its_cases(tmp_path):
+    config = {
+        "name": "tiny-cls",
+        "task": "classification",
+        "model": {
+            "name": "resnet18",
+            "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "width": 4},
+        },
+        "data": {
+            "phantom": {"num_cases": 6, "shape": [16, 16, 16], "num_classes": 3, "seed": 0},
+            "transforms": "none",
+        },
+        "training": {"epochs": 1, "batch_size": 2, "lr": 0.001},
+        "experiment": {"folds": 2, "seed": 0, "stratify_key": "label"},
+    }
+    run_dir = tmp_path / "cls"
+    summary = Experiment(config, run_dir=run_dir, verbose=False).kfold()
+    splits = json.loads((run_dir / "splits.json").read_text())
+    accuracies = []
+    for k in range(2):
+        rows = _read_csv(run_dir / f"fold_{k}" / "cases.csv")
+        assert sorted(r["case_id"] for r in rows) == sorted(splits["folds"][k]["val"])
+        # phantom case i has label i % 3
+        assert all(int(r["label"]) == int(r["case_id"].split("_")[1]) % 3 for r in rows)
+        accuracies.append(np.mean([r["label"] == r["predicted"] for r in rows]))
+        result = json.loads((run_dir / f"fold_{k}" / "result.json").read_text())
+        assert result["metrics"]["accuracy"] == pytest.approx(accuracies[-1])
+    assert summary["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+
+
+class _Cases:
+    """A dataset of plain sample dicts (no training; only the splitting reads it)."""
+
+    def __init__(self, n):
+        self.case_ids = [f"c{i:02d}" for i in range(n)]
+
+    def __len__(self):
+        return len(self.case_ids)
+
+    def __getitem__(self, i):
+        return {"case_id": self.case_ids[i], "label": i % 2 if i < 12 else 2, "patient": f"p{i // 3}"}
+
+
+def test_one_fold_splits_are_stratified_and_grouped_too(tmp_path):
+    data = _Cases(20)  # labels: 6 x 0, 6 x 1, 8 x 2; patients of 3 cases
+    label_of = {data[i]["case_id"]: data[i]["label"] for i in range(20)}
+    patient_of = {data[i]["case_id"]: data[i]["patient"] for i in range(20)}
+    strat = Experiment(_config(), run_dir=tmp_path / "a", verbose=False).splits(
+        data, 1, stratify_key="label", val_fraction=0.5, seed=3
+    )
+    fold = strat[0]
+    assert strat.kind == "train_val" and strat.params["stratified"] is True
+    assert Counter(label_of[c] for c in fold.val) == {0: 3, 1: 3, 2: 4}  # half of each class
+    grouped = Experiment(_config(), run_dir=tmp_path / "b", verbose=False).splits(
+        data, 1, group_key="patient", val_fraction=0.3, seed=3
+    )
+    fold = grouped[0]
+    assert not {patient_of[c] for c in fold.train} & {patient_of[c] for c in fold.val}
+    assert sorted(fold.train + fold.val) == sorted(data.case_ids)
+    # k-fold with a hold-out: no patient on two sides of any fold
+    held = Experiment(_config(), run_dir=tmp_path / "c", verbose=False).splits(
+        data, 3, group_key="patient", val_fraction=0.25, seed=1
+    )
+    for fold in held:
+        parts = [{patient_of[c] for c in part} for part in (fold.train, fold.val, fold.test)]
+        assert fold.val and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    # the splits are saved and read back as they are
+    again = Experiment(_config(), run_dir=tmp_path / "c", verbose=False).splits(data, 3, seed=99)
+    assert again.folds == held.folds

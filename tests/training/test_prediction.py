@@ -119,3 +119,50 @@ def test_predict_lists_what_is_wrong_with_the_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no image file"):
         predict(tmp_path / "run", tmp_path / "empty", tmp_path / "out")
+
+
+def test_load_run_networks_finds_runs_of_any_name(tmp_path):
+    """A run folder named unlike its config, folds numbered past 9 and a model of
+    ``Experiment.run(name=...)``: every trained model is found, folds in numeric order, named runs
+    after them, the best checkpoint preferred over the last."""
+    from delira.io import save_checkpoint
+    from delira.training.builders import build_network
+    from delira.training.config import dump_config
+    from delira.training.prediction import load_run_networks
+
+    cfg = load_config(
+        {
+            "name": "tiny-config-name",
+            "model": {
+                "name": "unet",
+                "args": {"spatial_dims": 2, "in_channels": 1, "num_classes": 2, "features": [2, 4]},
+            },
+            "data": {"phantom": {"shape": [8, 8]}},
+        }
+    )
+    run_dir = tmp_path / "renamed after the fact"
+    run_dir.mkdir()
+    dump_config(cfg, run_dir / "config.yaml")
+    saved = {}
+    for seed, (folder, name) in enumerate(
+        [("fold_10", "best"), ("fold_2", "last"), ("my-model", "best"), ("fold_2", "best")]
+    ):
+        torch.manual_seed(seed)
+        net = build_network(cfg)
+        (run_dir / folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_checkpoint(run_dir / folder / "checkpoints" / f"{name}.safetensors", net)
+        saved[(folder, name)] = [p.detach().clone() for p in net.parameters()]
+    (run_dir / "fold_3").mkdir()  # no checkpoints/: not a trained model
+    (run_dir / "validation").mkdir()
+
+    config, networks = load_run_networks(run_dir)
+    assert config["name"] == "tiny-config-name"
+    expected = [saved[("fold_2", "best")], saved[("fold_10", "best")], saved[("my-model", "best")]]
+    assert len(networks) == 3
+    for net, params in zip(networks, expected):
+        assert not net.training
+        assert all(torch.equal(a, b) for a, b in zip(net.parameters(), params))
+    _, only = load_run_networks(run_dir, folds=[10])
+    assert len(only) == 1 and all(torch.equal(a, b) for a, b in zip(only[0].parameters(), expected[1]))
+    with pytest.raises(FileNotFoundError, match="no checkpoint for folds \\[4\\]"):
+        load_run_networks(run_dir, folds=[4])

@@ -114,3 +114,45 @@ def test_keras_constant_model():
     assert out.shape == (2, 10, 3)
     np.testing.assert_allclose(out[0], 2.0)
     np.testing.assert_allclose(out[1], -1.0)
+
+
+@pytest.mark.torch
+def test_forward_runs_a_plain_batch_of_any_output_rank():
+    """Predictor.forward: the network's main output on one batch as float32 numpy, in evaluation
+    mode (BatchNorm running statistics, dropout off) and the mode restored."""
+    import torch
+
+    from delira.training import Predictor
+
+    torch.manual_seed(0)
+    classifier = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 2, 3),
+        torch.nn.BatchNorm3d(2),
+        torch.nn.Dropout(0.5),
+        torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(2, 4),
+    )
+    classifier.train()
+    x = np.random.default_rng(2).normal(size=(3, 1, 6, 6, 6)).astype(np.float64)  # cast to float32
+    out = Predictor(classifier).forward(x)
+    assert out.shape == (3, 4) and out.dtype == np.float32 and classifier.training
+    # reference: the same module in eval mode, computed by hand from its layers
+    conv, bn, _, _, _, lin = classifier
+    with torch.no_grad():
+        h = conv(torch.from_numpy(x.astype(np.float32))).numpy()
+        mean, var = bn.running_mean.numpy(), bn.running_var.numpy()
+        h = (h - mean[:, None, None, None]) / np.sqrt(var[:, None, None, None] + bn.eps)
+        h = h * bn.weight.numpy()[:, None, None, None] + bn.bias.numpy()[:, None, None, None]
+        expected = h.mean(axis=(2, 3, 4)) @ lin.weight.numpy().T + lin.bias.numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+    class Deep(torch.nn.Module):  # deep supervision: main_output picks the full-resolution output
+        def forward(self, x):
+            return [x * 2.0, x[:, :, ::2]]
+
+        def main_output(self, predictions):
+            return predictions[0]
+
+    volume = np.ones((1, 1, 4, 4), np.float32)
+    np.testing.assert_array_equal(Predictor(Deep()).forward(volume), 2 * volume)

@@ -51,9 +51,11 @@ from delira.data.splits import (
     Fold,
     Splits,
     group_kfold_split,
+    holdout_validation,
     kfold_split,
     load_splits,
     stratified_kfold_split,
+    train_val_split,
     train_val_test_split,
 )
 
@@ -103,6 +105,7 @@ __all__ = [
     "crop_patch",
     "crop_to_nonzero",
     "group_kfold_split",
+    "holdout_validation",
     "invert_labels",
     "invert_probabilities",
     "kfold_split",
@@ -114,6 +117,7 @@ __all__ = [
     "stratified_kfold_split",
     "to_tf_dataset",
     "to_torch",
+    "train_val_split",
     "train_val_test_split",
     "zscore",
 ]

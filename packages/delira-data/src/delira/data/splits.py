@@ -1,4 +1,5 @@
-"""Splits of cases into folds: k-fold, stratified k-fold, group k-fold and train/val/test.
+"""Splits of cases into folds: k-fold, stratified k-fold, group k-fold, train/val(/test) and a
+validation hold-out inside the training part of every fold.
 
 Splits are lists of case ids (strings), drawn from ``numpy.random.default_rng(seed)`` only, and
 saved to / loaded from JSON (:meth:`Splits.save`, :func:`load_splits`) so that a run can be
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ __all__ = [
     "Fold",
     "Splits",
     "group_kfold_split",
+    "holdout_validation",
     "kfold_split",
     "load_splits",
     "stratified_kfold_split",
+    "train_val_split",
     "train_val_test_split",
 ]
 
@@ -54,7 +57,8 @@ class Splits:
 
     Attributes:
         folds: the folds (one for :func:`train_val_test_split`).
-        kind: ``"kfold"``, ``"stratified_kfold"``, ``"group_kfold"`` or ``"train_val_test"``.
+        kind: ``"kfold"``, ``"stratified_kfold"``, ``"group_kfold"``, ``"train_val"`` or
+            ``"train_val_test"``.
         seed: the seed they were drawn with.
         params: the other arguments (``n_splits``, fractions, ...), for the record.
     """
@@ -359,3 +363,236 @@ def train_val_test_split(
     params["stratified"] = stratify is not None
     params["grouped"] = groups is not None
     return Splits([fold], "train_val_test", int(seed), params)
+
+
+# --- one train/val split and a hold-out inside each fold ----------------------------------------------
+def _check_fraction(val_fraction: float, name: str = "val_fraction") -> float:
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0 < val_fraction < 1
+    ):
+        raise ValueError(f"{name} must be a number in (0, 1), got {val_fraction!r}; e.g. 0.2")
+    return float(val_fraction)
+
+
+def _val_count(n: int, val_fraction: float, what: str) -> int:
+    """``max(1, round(n * val_fraction))``, checked to leave at least one training case."""
+    cut = max(1, round(n * val_fraction))
+    if cut >= n:
+        raise ValueError(
+            f"cannot hold out {val_fraction:g} of {n} {what} for validation and keep a training case; "
+            "add cases or lower val_fraction"
+        )
+    return cut
+
+
+def _stratified_pick(labels: Sequence[Any], n_val: int, rng: np.random.Generator) -> list[int]:
+    """Indices of ``n_val`` cases such that every class gets its proportional share of the
+    validation part up to less than one case: ``floor(n_val * n_c / n)`` per class, the remaining
+    places going to the classes with the largest remainders (ties in a seeded random order); the
+    members of a class are drawn at random."""
+    n = len(labels)
+    classes = sorted(set(labels), key=repr)
+    members = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    exact = {c: n_val * len(members[c]) / n for c in classes}
+    quota = {c: int(np.floor(exact[c])) for c in classes}
+    tie = rng.permutation(len(classes))
+    ranked = sorted(range(len(classes)), key=lambda j: (-(exact[classes[j]] - quota[classes[j]]), tie[j]))
+    for j in ranked[: n_val - sum(quota.values())]:
+        quota[classes[j]] += 1
+    picked: list[int] = []
+    for c in classes:
+        order = rng.permutation(len(members[c]))
+        picked += [members[c][i] for i in order[: quota[c]]]
+    return picked
+
+
+def _grouped_pick(groups: Sequence[str], n_val: int, rng: np.random.Generator, what: str) -> list[int]:
+    """Indices of whole groups making about ``n_val`` cases: groups from largest to smallest (ties in
+    a seeded random order) join the validation part while they fit; when none fits, the smallest
+    does. The part holds within one group's size of ``n_val``; a group is never split."""
+    unique = sorted(set(groups))
+    if len(unique) < 2:
+        raise ValueError(
+            f"cannot split {len(groups)} {what} of {len(unique)} group(s) into train and val without "
+            "splitting a group; give at least 2 groups or leave groups out"
+        )
+    sizes = Counter(groups)
+    shuffled = [unique[i] for i in rng.permutation(len(unique))]
+    ordered = sorted(shuffled, key=lambda g: -sizes[g])  # stable: ties keep the shuffled order
+    chosen: set[str] = set()
+    filled = 0
+    for g in ordered:
+        if filled + sizes[g] <= n_val:
+            chosen.add(g)
+            filled += sizes[g]
+    if not chosen:
+        chosen.add(ordered[-1])
+    return [i for i, g in enumerate(groups) if g in chosen]
+
+
+def _pick_validation(
+    n: int,
+    n_val: int,
+    rng: np.random.Generator,
+    labels: Sequence[Any] | None,
+    groups: Sequence[Any] | None,
+    what: str,
+) -> list[int] | None:
+    """The stratified or grouped pick, or None when neither is asked for (the caller's plain draw)."""
+    if labels is not None and groups is not None:
+        raise ValueError("pass either labels or groups, not both (a grouped split is not stratified)")
+    if labels is not None:
+        return _stratified_pick(list(labels), n_val, rng)
+    if groups is not None:
+        return _grouped_pick([str(g) for g in groups], n_val, rng, what)
+    return None
+
+
+def _per_case(values: Sequence[Any] | None, n: int, name: str) -> list[Any] | None:
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or isinstance(values, Mapping):
+        raise TypeError(f"{name} must be a sequence with one entry per case, got {type(values).__name__}")
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(
+            f"got {len(values)} {name} for {n} cases; give one per case, in the order of case_ids"
+        )
+    return values
+
+
+def train_val_split(
+    case_ids: Sequence[Any],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    labels: Sequence[Any] | None = None,
+    groups: Sequence[Any] | None = None,
+) -> Splits:
+    """One split into a training and a validation part (``experiment.folds: 1``).
+
+    The validation part holds ``max(1, round(len(case_ids) * val_fraction))`` cases: drawn at
+    random (``numpy.random.default_rng(seed).permutation``); with ``labels`` every class gets its
+    share of them up to less than one case (stratified); with ``groups`` whole groups are taken
+    (a group, e.g. a patient, is never on both sides; the part then holds within one group's size
+    of that count). Both parts list their ids sorted.
+
+    Args:
+        case_ids: the cases (unique), ``N`` of them.
+        val_fraction: share of the cases for validation, in ``(0, 1)``.
+        seed: seeds the draw.
+        labels: optional, one class label per case (in the order of ``case_ids``).
+        groups: optional, one group id per case. Not combined with ``labels``.
+
+    Returns:
+        :class:`Splits` of kind ``"train_val"`` with a single :class:`Fold` (no test part) and
+        ``params={"val_fraction": val_fraction}`` (plus ``"stratified": True`` or
+        ``"grouped": True`` when used).
+
+    Raises:
+        ValueError: a part would be empty, a fraction out of range, labels/groups of the wrong length.
+    """
+    ids = _ids(case_ids)
+    val_fraction = _check_fraction(val_fraction)
+    labels = _per_case(labels, len(ids), "labels")
+    groups = _per_case(groups, len(ids), "groups")
+    n_val = _val_count(len(ids), val_fraction, "cases")
+    rng = np.random.default_rng(seed)
+    picked = _pick_validation(len(ids), n_val, rng, labels, groups, "cases")
+    if picked is None:
+        order = rng.permutation(len(ids))
+        picked = [int(i) for i in order[:n_val]]
+    chosen = set(picked)
+    params: dict[str, Any] = {"val_fraction": val_fraction}
+    if labels is not None:
+        params["stratified"] = True
+    if groups is not None:
+        params["grouped"] = True
+    fold = Fold(
+        tuple(sorted(c for i, c in enumerate(ids) if i not in chosen)),
+        tuple(sorted(c for i, c in enumerate(ids) if i in chosen)),
+    )
+    return Splits([fold], "train_val", int(seed), params)
+
+
+def _lookup(values: Mapping[str, Any] | None, ids: Sequence[str], name: str) -> list[Any] | None:
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise TypeError(
+            f"holdout_validation takes {name} as a mapping case id -> value, got {type(values).__name__}; "
+            f"pass dict(zip(case_ids, {name}))"
+        )
+    keyed = {str(k): v for k, v in values.items()}
+    missing = [c for c in ids if c not in keyed]
+    if missing:
+        raise ValueError(
+            f"{name} has no entry for cases {missing[:10]}; give one for every case of the splits"
+        )
+    return [keyed[c] for c in ids]
+
+
+def holdout_validation(
+    splits: Splits,
+    val_fraction: float,
+    seed: int = 0,
+    labels: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Any] | None = None,
+) -> Splits:
+    """Hold a share of every fold's training cases out for validation; the fold's validation cases
+    become its test part.
+
+    Fold ``k`` (``train``, ``val``) becomes (``train`` minus the held-out cases, the held-out cases,
+    the old ``val``): ``max(1, round(len(train) * val_fraction))`` cases drawn with
+    ``numpy.random.default_rng([seed, k])`` (``choice`` without replacement), stratified by
+    ``labels`` or taken as whole groups of ``groups`` as in :func:`train_val_split`. Ids keep the
+    order of the fold's training part.
+
+    Args:
+        splits: k-fold splits without a test part (e.g. :func:`kfold_split`).
+        val_fraction: share of each fold's training cases held out, in ``(0, 1)``.
+        seed: seeds the draws (recorded as the splits' seed).
+        labels: optional mapping case id -> class label (every case of the splits).
+        groups: optional mapping case id -> group id. Not combined with ``labels``.
+
+    Returns:
+        :class:`Splits` of the same kind, its params extended by ``val_fraction``.
+
+    Raises:
+        ValueError: a fold already has a test part, or a part would be empty.
+    """
+    val_fraction = _check_fraction(val_fraction)
+    folds = []
+    for k, fold in enumerate(splits):
+        if fold.test:
+            raise ValueError(
+                f"fold {k} already has a test part; hold validation cases out of k-fold splits without one"
+            )
+        train = list(fold.train)
+        n_val = _val_count(len(train), val_fraction, f"training cases of fold {k}")
+        rng = np.random.default_rng([seed, k])
+        picked = _pick_validation(
+            len(train),
+            n_val,
+            rng,
+            _lookup(labels, train, "labels"),
+            _lookup(groups, train, "groups"),
+            f"training cases of fold {k}",
+        )
+        chosen = (
+            set(rng.choice(len(train), size=n_val, replace=False).tolist()) if picked is None else set(picked)
+        )
+        folds.append(
+            Fold(
+                tuple(c for i, c in enumerate(train) if i not in chosen),
+                tuple(c for i, c in enumerate(train) if i in chosen),
+                fold.val,
+            )
+        )
+    params: dict[str, Any] = {**splits.params, "val_fraction": val_fraction}
+    if labels is not None:
+        params["holdout_stratified"] = True
+    if groups is not None:
+        params["holdout_grouped"] = True
+    return Splits(folds, splits.kind, int(seed), params)

@@ -1,9 +1,11 @@
-"""Config-to-objects builders: the dataset, preprocessing, augmentation, losses, metrics, network and
-trainer that a configuration (:mod:`delira.training.config`) names.
+"""Config-to-objects builders: the dataset, preprocessing, augmentation, network and trainer that a
+configuration (:mod:`delira.training.config`) names, and the soft Dice losses.
 
 Every function takes the resolved configuration (``load_config``) and builds one thing; the
 :class:`~delira.training.experiment.Experiment` and the prediction code
 (:mod:`delira.training.prediction`) call them, so training and inference build the same objects.
+What depends on the task (losses, metrics, monitor, loaders, evaluation) is in
+:mod:`delira.training.tasks`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = [
     "build_dataset",
@@ -110,16 +110,6 @@ def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], se
     return da.Compose([spatial, *intensity, *([mirror] if mirror is not None else [])], seed=seed)
 
 
-class _ScaleToUnit:
-    """GAN targets: each image min-max scaled to ``[-1, 1]`` (the generator's tanh range)."""
-
-    def __call__(self, **batch: Any) -> dict[str, Any]:
-        data = np.asarray(batch["data"], dtype=np.float32)
-        axes = tuple(range(1, data.ndim))
-        lo, hi = data.min(axis=axes, keepdims=True), data.max(axis=axes, keepdims=True)
-        return {**batch, "data": (2.0 * (data - lo) / np.maximum(hi - lo, 1e-8) - 1.0).astype(np.float32)}
-
-
 def build_preprocessor(config: Mapping[str, Any]) -> Any:
     """The :class:`delira.data.Preprocessor` of ``data.preprocessing`` (crop, normalise, resample), or
     None when the config asks for none of it (no target spacing, normalization ``none``)."""
@@ -162,15 +152,16 @@ def build_dataset(config: Mapping[str, Any], num_workers: int | None = None) -> 
     "case_id": str, ...}``; the dataset has ``case_ids``.
     """
     from delira.data import CacheDataset, DecathlonDataset, PreprocessedDataset, SyntheticPhantomDataset
+    from delira.training.tasks import task_for
 
-    data, task = config["data"], config["task"]
+    data = config["data"]
     if data["kind"] == "phantom":
         p = data["phantom"]
         return SyntheticPhantomDataset(
             num_cases=p["num_cases"],
             shape=tuple(p["shape"]),
             num_classes=p["num_classes"],
-            task="classification" if task == "classification" else "segmentation",
+            task=task_for(config).phantom_task,
             seed=p["seed"],
             noise_std=p["noise_std"],
         )
@@ -218,58 +209,6 @@ class _KerasSoftDice:
         return 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
 
 
-def _losses(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The training losses: cross-entropy (+ soft Dice for segmentation, ``training.loss``) or the
-    adversarial loss of a GAN, in the backend's argument order."""
-    task, backend, choice = config["task"], config["backend"], config["training"]["loss"]
-    if backend == "torch":
-        import torch
-
-        if task == "gan":
-            return {"adversarial": torch.nn.BCEWithLogitsLoss()}
-        ce: Any = torch.nn.CrossEntropyLoss()
-        dice: Any = _TorchSoftDice()
-    else:
-        import keras
-
-        if task == "gan":
-            return {"adversarial": keras.losses.BinaryCrossentropy(from_logits=True)}
-        ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if task == "segmentation":
-            from delira.models.tf import channels_first
-
-            ce = channels_first(ce)
-        dice = _KerasSoftDice()
-    if task != "segmentation":
-        return {"ce": ce}
-    return {name: fn for name, fn in (("ce", ce), ("dice", dice)) if name in choice.split("+")}
-
-
-def _num_classes(config: Mapping[str, Any]) -> int:
-    return int(config["model"]["args"].get("num_classes", 2))
-
-
-def _training_metrics(config: Mapping[str, Any]) -> dict[str, Any] | None:
-    from delira.training.metrics import classification_metric, segmentation_metric
-
-    if config["task"] == "segmentation":
-        return {"dice": segmentation_metric("dice", _num_classes(config))}
-    if config["task"] == "classification":
-        return {"accuracy": classification_metric("accuracy")}
-    return None
-
-
-def _monitor(config: Mapping[str, Any]) -> tuple[str, str]:
-    t = config["training"]
-    default = {
-        "segmentation": ("val_dice", "max"),
-        "classification": ("val_accuracy", "max"),
-        "gan": ("train_loss", "min"),
-    }
-    monitor, mode = default[config["task"]]
-    return t["monitor"] or monitor, t["mode"] or (mode if not t["monitor"] else "min")
-
-
 def build_network(config: Mapping[str, Any]) -> Any:
     """The network of ``model`` for ``backend`` (``delira.models.get_model``)."""
     import delira.models
@@ -294,32 +233,6 @@ def _trainer_class(backend: str) -> Any:
     return TfNetworkTrainer
 
 
-def _build(net: Any, config: Mapping[str, Any]) -> None:
-    """Keras models need their weights created before loading; torch modules already have them."""
-    if config["backend"] == "tf" and not net.built:
-        shape = _input_shape(config)
-        net(np.zeros((1, *shape), dtype=np.float32))
-
-
-def _input_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
-    args = config["model"]["args"]
-    if config["task"] == "gan":
-        return (int(args.get("latent_dim", 100)),)
-    size = config["data"]["patch_size"] or config["data"]["phantom"]["shape"]
-    return (int(args.get("in_channels", 1)), *[int(s) for s in size])
-
-
 def _eval_mode(net: Any, backend: str) -> None:
     if backend == "torch":
         net.eval()
-
-
-def _forward(net: Any, x: np.ndarray, backend: str) -> np.ndarray:
-    """The network's output for a ``(N, C, *spatial)`` float32 batch, as numpy (no gradients)."""
-    if backend == "torch":
-        import torch
-
-        device = next(net.parameters()).device
-        with torch.no_grad():
-            return net(torch.from_numpy(x).to(device)).float().cpu().numpy()
-    return np.asarray(net(x, training=False))

@@ -16,7 +16,8 @@ The folder (``experiment.output/<name>-<timestamp>`` unless given) holds::
 A fold is finished when its ``result.json`` exists (written atomically, last): a rerun skips it.
 An unfinished fold continues from ``checkpoints/last.safetensors``. Folds can run apart
 (``folds=[k]``, e.g. one per machine) and :func:`aggregate` summarises them afterwards.
-The config-to-objects builders live in :mod:`delira.training.builders`, prediction in
+The config-to-objects builders live in :mod:`delira.training.builders`, what depends on the task
+(losses, metrics, monitor, loaders, evaluation) in :mod:`delira.training.tasks`, prediction in
 :mod:`delira.training.prediction`.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import math
 import os
 import re
 import sys
@@ -38,17 +38,10 @@ import numpy as np
 from delira.io._atomic import atomic_write
 from delira.training.builders import (
     _eval_mode,
-    _forward,
-    _losses,
-    _monitor,
-    _num_classes,
-    _ScaleToUnit,
     _trainer_class,
-    _training_metrics,
     build_dataset,
     build_network,
     build_transforms,
-    slice_axis,
 )
 from delira.training.config import dump_config, load_config
 from delira.training.prediction import (
@@ -56,9 +49,9 @@ from delira.training.prediction import (
     load_run_networks,
     predict,
     predict_file,
-    predict_probabilities,
     save_preprocessing_state,
 )
+from delira.training.tasks import _mean_std, task_for
 
 __all__ = [
     "Experiment",
@@ -109,30 +102,6 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def _case_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Dice of each foreground class of one case and their mean (absent classes left out)."""
-    from delira.training.metrics import dice
-
-    return {
-        ("dice_mean" if k == "mean" else f"dice_{k}"): float(v)
-        for k, v in dice(pred, target, num_classes).items()
-    }
-
-
-def _mean_std(
-    rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
-) -> tuple[dict[str, float], dict[str, float]]:
-    mean, std = {}, {}
-    for key in keys:
-        values = np.array(
-            [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))], dtype=np.float64
-        )
-        values = values[np.isfinite(values)]
-        mean[key] = float(values.mean()) if values.size else math.nan
-        std[key] = float(values.std()) if values.size else math.nan
-    return mean, std
-
-
 def format_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], label: str = "fold") -> str:
     """A plain-text table: one row per ``rows`` entry (``label`` column first), numbers to 4 places."""
     header = [label, *keys]
@@ -149,43 +118,6 @@ def format_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], label: 
 _PER_CLASS = re.compile(r"^(dice|hd95|nsd)_class_\d+$")
 
 
-def _surface_figures(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], num_classes: int, tolerance_mm: float
-) -> dict[str, float]:
-    """HD95 (mm) and normalized surface Dice of each foreground class present in ``pred`` or ``ref``,
-    and their means over those classes (undefined HD95s, one mask empty, left out of the mean)."""
-    from delira.training.evaluation import evaluate_case
-
-    present = [c for c in range(1, num_classes) if np.any(pred == c) or np.any(ref == c)]
-    if not present:
-        return {}
-    per_class = evaluate_case(pred, ref, tuple(float(s) for s in spacing), present, tolerance_mm=tolerance_mm)
-    out: dict[str, float] = {}
-    for c in present:
-        out[f"hd95_class_{c}"] = float(per_class[c]["hd95"])
-        out[f"nsd_class_{c}"] = float(per_class[c]["nsd"])
-    hd = [out[f"hd95_class_{c}"] for c in present if math.isfinite(out[f"hd95_class_{c}"])]
-    out["hd95_mean"] = float(np.mean(hd)) if hd else math.nan
-    out["nsd_mean"] = float(np.mean([out[f"nsd_class_{c}"] for c in present]))
-    return out
-
-
-def _save_validation(path: Path, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
-    """A validation prediction and its reference (original grid), for the postprocessing decision."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                pred=pred.astype(np.uint8),
-                ref=np.asarray(ref).astype(np.uint8),
-                spacing=np.asarray(spacing),
-            )
-
-    atomic_write(path, write)
-
-
 def _decide_postprocessing(run_dir: Path) -> Any:
     """Decide nnU-Net's largest-component rule on every fold's saved validation predictions and write
     ``postprocessing.json``; None when the run saved none (not a segmentation run)."""
@@ -198,7 +130,7 @@ def _decide_postprocessing(run_dir: Path) -> Any:
     for f in files:
         with np.load(f) as z:
             cases.append((z["pred"], z["ref"]))
-    classes = list(range(1, _num_classes(load_config(run_dir / "config.yaml"))))
+    classes = list(range(1, task_for(load_config(run_dir / "config.yaml")).num_classes))
     rule = decide_postprocessing(cases, classes)
     rule.save(run_dir / POSTPROCESSING_FILE)
     return rule
@@ -265,23 +197,6 @@ def aggregate(run_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str,
 
 
 # --- the experiment -------------------------------------------------------------------------------
-class _SqueezeAxis:
-    """2D training on 3D volumes: drop the 1-voxel slice axis of patch batches
-    (``(N, C, x, y, z)`` with size 1 on ``axis`` -> ``(N, C, *two axes)``)."""
-
-    def __init__(self, axis: int) -> None:
-        self.axis = int(axis)
-
-    def __call__(self, **batch: Any) -> dict[str, Any]:
-        out = dict(batch)
-        for key in ("data", "seg"):
-            if key in out:
-                value = np.asarray(out[key])
-                if value.ndim == 5:
-                    out[key] = np.ascontiguousarray(np.take(value, 0, axis=2 + self.axis))
-        return out
-
-
 class Experiment:
     """Train and evaluate a model from a configuration, in a cross-validation scheme.
 
@@ -313,6 +228,8 @@ class Experiment:
             run_dir = Path(self.config["experiment"]["output"]) / f"{self.config['name']}-{stamp}"
         self.run_dir = Path(run_dir)
         self.verbose = verbose
+        #: the task strategy (:mod:`delira.training.tasks`): losses, metrics, loaders, evaluation
+        self.task = task_for(self.config)
         self._check_resumed_config()
 
     def _check_resumed_config(self) -> None:
@@ -335,94 +252,29 @@ class Experiment:
         """The dataset of the config (see :func:`build_dataset`)."""
         return build_dataset(self.config)
 
-    def _train_shape(self, data: Any) -> tuple[int, ...]:
-        patch = self.config["data"]["patch_size"]
-        if patch:
-            return tuple(int(p) for p in patch)
-        shape = tuple(np.asarray(data[0]["data"]).shape[1:])
-        return shape
-
     def _loaders(self, train: Any, val: Any, fold: int) -> tuple[Any, Any]:
-        from delira.data import DataLoader, ForegroundOversamplingSampler, PatchDataset
-
-        cfg, t = self.config, self.config["training"]
-        seed = cfg["experiment"]["seed"] * 1000 + fold
-        patch = cfg["data"]["patch_size"]
-        augment = build_transforms(cfg, self._train_shape(train), seed=seed)
-        transforms = [
-            tr for tr in (augment, _ScaleToUnit() if cfg["task"] == "gan" else None) if tr is not None
-        ]
-        axis = slice_axis(cfg)
-        val_tf: list[Any] | None = None
-        if axis is not None:
-            if not patch or cfg["task"] != "segmentation":
-                raise ValueError(
-                    "data.spatial_dims: 2 on 3D volumes trains on 2D patches of slices; set data.patch_size "
-                    "to 2 sizes (e.g. [192, 160], as `delira plan` does)"
-                )
-            squeeze = _SqueezeAxis(axis)
-            transforms = [squeeze, *transforms]
-            val_tf = [squeeze]
-            patch = [int(p) for p in patch]
-            patch.insert(axis, 1)  # a slice: 1 voxel thick along the slice axis
-        if patch and cfg["task"] == "segmentation":
-            per_epoch = cfg["data"]["batches_per_epoch"] or max(len(train) // t["batch_size"], 1)
-            sampler = ForegroundOversamplingSampler(
-                train,
-                t["batch_size"],
-                cfg["data"]["foreground_fraction"],
-                num_samples=per_epoch * t["batch_size"],
-                seed=seed,
-            )
-            train_loader = DataLoader(
-                PatchDataset(train, patch),
-                t["batch_size"],
-                sampler=sampler,
-                transforms=transforms or None,
-                num_workers=t["workers"],
-                seed=seed,
-            )
-            val_loader = (
-                DataLoader(PatchDataset(val, patch), 1, transforms=val_tf, num_workers=0, seed=seed)
-                if val is not None
-                else None
-            )
-        else:
-            train_loader = DataLoader(
-                train,
-                t["batch_size"],
-                transforms=transforms or None,
-                num_workers=t["workers"],
-                seed=seed,
-                shuffle=True,
-                drop_last=len(train) > t["batch_size"],
-            )
-            val_tf = [_ScaleToUnit()] if cfg["task"] == "gan" else None
-            val_loader = (
-                DataLoader(val, 1, transforms=val_tf, num_workers=0, seed=seed) if val is not None else None
-            )
-        if cfg["task"] == "gan":
-            val_loader = None  # a GAN has no validation loss; checkpoints follow the training loss
-        return train_loader, val_loader
+        """The fold's train and validation loaders (:meth:`delira.training.tasks.Task.loaders`)."""
+        return self.task.loaders(train, val, fold)
 
     def _trainer(self, save_dir: Path | None, fold: int) -> Any:
         from delira.training.seed import seed_everything
 
         cfg, t = self.config, self.config["training"]
-        monitor, mode = _monitor(cfg)
-        seed = cfg["experiment"]["seed"] * 1000 + fold
+        monitor, mode = self.task.monitor()
+        seed = self.task.fold_seed(fold)
         # the initial weights depend on the seed only (the trainer seeds again when fit starts)
         seed_everything(seed, frameworks=("torch",) if cfg["backend"] == "torch" else ("tensorflow",))
         network = build_network(cfg)
         kwargs = {"weight_decay": t["weight_decay"]} if t["weight_decay"] else None
         return _trainer_class(cfg["backend"])(
             network,
-            losses=_losses(cfg),
+            losses=self.task.losses(cfg["backend"]),
             optimizer=t["optimizer"],
             lr=t["lr"],
             optimizer_kwargs=kwargs,
             scheduler=t["schedule"],
-            metrics=_training_metrics(cfg),
+            metrics=self.task.training_metrics(),
+            callbacks=self.task.callbacks(save_dir, fold),
             device=t["device"],
             precision=t["precision"],
             grad_clip=t["grad_clip"],
@@ -435,80 +287,12 @@ class Experiment:
         )
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def _raw_dataset(self) -> Any:
-        """The unpreprocessed MSD dataset (reference labels on the original grid), or None."""
-        if self.config["data"]["kind"] != "decathlon":
-            return None
-        if getattr(self, "_raw", None) is None:
-            from delira.data import DecathlonDataset, case_ids_of
-
-            self._raw = DecathlonDataset(self.config["data"]["path"])
-            self._raw_index = {str(c): i for i, c in enumerate(case_ids_of(self._raw))}
-        return self._raw
-
     def _evaluate(
         self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Figures of ``networks`` (an ensemble) on every case of ``data``: ``(means, per-case rows)``.
-
-        Segmentation: Dice, HD95 and normalized surface Dice (``evaluation.tolerance_mm``) per
-        class, on the original grid and spacing of each case (``evaluation.original_grid``: the
-        probabilities are resampled back and un-cropped, the reference is the label file as read);
-        with ``save_dir`` the predictions and references go to ``save_dir/validation/<case>.npz``
-        for the postprocessing decision of :func:`aggregate`.
-        """
-        cfg = self.config
-        if cfg["task"] == "segmentation":
-            k = _num_classes(cfg)
-            raw = self._raw_dataset() if cfg["evaluation"]["original_grid"] else None
-            rows = []
-            for i in range(len(data)):
-                sample = data[i]
-                case_id = str(sample.get("case_id", i))
-                probs = predict_probabilities(networks, np.asarray(sample["data"], dtype=np.float32), cfg)
-                properties = sample.get("properties")
-                if raw is not None and properties is not None and case_id in self._raw_index:
-                    from delira.data import invert_probabilities
-
-                    probs = invert_probabilities(probs, properties)
-                    reference = raw[self._raw_index[case_id]]
-                    ref, spacing = np.asarray(reference["seg"])[0], reference["spacing"]
-                else:
-                    ref = np.asarray(sample["seg"])[0]
-                    spacing = sample.get("spacing", (1.0,) * ref.ndim)
-                pred = probs.argmax(axis=0).astype(np.uint8)
-                row = {"case_id": case_id, **_case_dice(pred, ref, k)}
-                row.update(_surface_figures(pred, ref, spacing, k, cfg["evaluation"]["tolerance_mm"]))
-                rows.append(row)
-                if save_dir is not None:
-                    _save_validation(save_dir / "validation" / f"{case_id}.npz", pred, ref, spacing)
-            keys = [key for key in rows[0] if key != "case_id"]
-            for row in rows[1:]:
-                keys += [key for key in row if key not in keys and key != "case_id"]
-            return _mean_std(rows, keys)[0], rows
-        if cfg["task"] == "classification":
-            rows = []
-            for i in range(len(data)):
-                sample = data[i]
-                logits = np.mean(
-                    [
-                        _forward(net, np.asarray(sample["data"], np.float32)[None], cfg["backend"])[0]
-                        for net in networks
-                    ],
-                    axis=0,
-                )
-                rows.append(
-                    {
-                        "case_id": sample.get("case_id", str(i)),
-                        "label": int(sample["label"]),
-                        "predicted": int(np.argmax(logits)),
-                    }
-                )
-            accuracy = float(np.mean([r["label"] == r["predicted"] for r in rows]))
-            return {"accuracy": accuracy}, rows
-        history = trainer.history if trainer is not None else []
-        last = history[-1] if history else {}
-        return {k: float(v) for k, v in last.items() if k.startswith("train_")}, []
+        """Figures of ``networks`` (an ensemble) on every case of ``data``: ``(means, per-case rows)``
+        (:meth:`delira.training.tasks.Task.evaluate`)."""
+        return self.task.evaluate(networks, data, trainer, save_dir=save_dir)
 
     # -- the public API -----------------------------------------------------------------------------
     def _prepare_folder(self) -> None:
@@ -543,7 +327,7 @@ class Experiment:
             if eval_data is not None
             else ({}, [])
         )
-        monitor, mode = _monitor(self.config)
+        monitor, mode = self.task.monitor()
         scored = [h for h in history if monitor in h]
         best_epoch = None
         if scored:
@@ -604,19 +388,24 @@ class Experiment:
     ) -> Any:
         """The folds of ``data`` (``splits.json`` of the folder when it exists, else drawn and saved).
 
-        Without ``val_fraction`` fold ``k`` trains on the other folds and is validated (checkpoint
-        choice and the reported figures) on its own cases. With it, a share ``val_fraction`` of the
-        training cases is held out for the checkpoint choice and the fold's cases become its
-        ``test`` set, on which the figures are reported.
+        ``n_splits >= 2``: k-fold (:func:`delira.data.group_kfold_split` with ``group_key``, else
+        :func:`~delira.data.stratified_kfold_split` with ``stratify_key``, else
+        :func:`~delira.data.kfold_split`); fold ``k`` trains on the other folds and is validated
+        (checkpoint choice and the reported figures) on its own cases. With ``val_fraction`` a share
+        of the training cases is held out for the checkpoint choice
+        (:func:`~delira.data.holdout_validation`, grouped or stratified the same way) and the fold's
+        cases become its ``test`` set, on which the figures are reported. ``n_splits < 2``: one
+        train/val split (:func:`~delira.data.train_val_split`, ``val_fraction`` default 0.2,
+        grouped or stratified the same way).
         """
         from delira.data import (
-            Fold,
-            Splits,
             case_ids_of,
             group_kfold_split,
+            holdout_validation,
             kfold_split,
             load_splits,
             stratified_kfold_split,
+            train_val_split,
         )
 
         ids = [str(c) for c in case_ids_of(data)]
@@ -625,41 +414,28 @@ class Experiment:
             splits = load_splits(path)
             splits.check_covers(ids)
             return splits
+        groups = [data[i][group_key] for i in range(len(data))] if group_key else None
+        labels = None
+        if stratify_key and groups is None:  # a grouped split is not stratified (as the k-fold)
+            known = getattr(data, "labels", None) if stratify_key == "label" else None
+            labels = list(known) if known is not None else [data[i][stratify_key] for i in range(len(data))]
         if n_splits < 2:
-            cut = max(1, round(len(ids) * (val_fraction or 0.2)))
-            rng = np.random.default_rng(seed)
-            order = [ids[i] for i in rng.permutation(len(ids))]
-            splits = Splits(
-                [Fold(tuple(sorted(order[cut:])), tuple(sorted(order[:cut])))],
-                "train_val",
-                seed,
-                {"val_fraction": val_fraction or 0.2},
-            )
-        elif group_key:
-            splits = group_kfold_split(
-                ids, [data[i][group_key] for i in range(len(data))], n_splits=n_splits, seed=seed
-            )
-        elif stratify_key:
-            labels = getattr(data, "labels", None) if stratify_key == "label" else None
-            labels = labels or [data[i][stratify_key] for i in range(len(data))]
-            splits = stratified_kfold_split(ids, labels, n_splits=n_splits, seed=seed)
+            splits = train_val_split(ids, val_fraction or 0.2, seed, labels=labels, groups=groups)
         else:
-            splits = kfold_split(ids, n_splits=n_splits, seed=seed)
-        if val_fraction and n_splits >= 2:
-            folds = []
-            for k, fold in enumerate(splits):
-                rng = np.random.default_rng([seed, k])
-                train = list(fold.train)
-                cut = max(1, round(len(train) * val_fraction))
-                picked = set(rng.choice(len(train), size=cut, replace=False).tolist())
-                folds.append(
-                    Fold(
-                        tuple(c for i, c in enumerate(train) if i not in picked),
-                        tuple(c for i, c in enumerate(train) if i in picked),
-                        fold.val,
-                    )
+            if groups is not None:
+                splits = group_kfold_split(ids, groups, n_splits=n_splits, seed=seed)
+            elif labels is not None:
+                splits = stratified_kfold_split(ids, labels, n_splits=n_splits, seed=seed)
+            else:
+                splits = kfold_split(ids, n_splits=n_splits, seed=seed)
+            if val_fraction:
+                splits = holdout_validation(
+                    splits,
+                    val_fraction,
+                    seed,
+                    labels=dict(zip(ids, labels)) if labels is not None else None,
+                    groups=dict(zip(ids, groups)) if groups is not None else None,
                 )
-            splits = Splits(folds, splits.kind, seed, {**splits.params, "val_fraction": val_fraction})
         self.run_dir.mkdir(parents=True, exist_ok=True)
         splits.save(path)
         return splits

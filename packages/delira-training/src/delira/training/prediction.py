@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from delira.training.builders import (
-    _build,
     _eval_mode,
     build_network,
     build_preprocessor,
@@ -146,6 +145,15 @@ def _find_checkpoints(run_dir: Path, folds: Sequence[int] | None) -> list[Path]:
                 paths.append(folder / "checkpoints" / name)
                 break
     return paths
+
+
+def _build(net: Any, config: Mapping[str, Any]) -> None:
+    """Keras models need their weights created before loading (one call on zeros of the task's
+    input shape, :meth:`delira.training.tasks.Task.input_shape`); torch modules already have them."""
+    if config["backend"] == "tf" and not net.built:
+        from delira.training.tasks import task_for
+
+        net(np.zeros((1, *task_for(config).input_shape()), dtype=np.float32))
 
 
 def load_run_networks(

@@ -83,9 +83,23 @@ class Predictor:
         self.device = device
         self._torch = "torch" in sys.modules and isinstance(network, sys.modules["torch"].nn.Module)
 
-    # --- the network on a batch of windows -------------------------------------------------------
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """Logits ``(B, K, *patch)`` float32 of ``batch`` ``(B, C, *patch)`` float32."""
+    # --- the network on a batch ------------------------------------------------------------------
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The network's main output on one batch, as numpy: no windows, no mirroring, no softmax.
+
+        The one place a network is run on numpy input (the sliding windows, the classification
+        evaluation): torch networks in evaluation mode under ``no_grad`` (their mode restored
+        afterwards) on ``device`` (default the parameters' device), Keras with ``training=False``;
+        ``network.main_output`` picks the full-resolution output of deep supervision.
+
+        Args:
+            batch: ``(B, C, *spatial)`` array (cast to contiguous float32).
+
+        Returns:
+            ``(B, ...)`` float32, any output rank: ``(B, K, *spatial)`` logits of a segmentation
+            network, ``(B, K)`` of a classifier.
+        """
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         net = self.network
         if self._torch:
             import torch
@@ -98,7 +112,7 @@ class Predictor:
             net.eval()
             try:
                 with torch.no_grad():
-                    out = net(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+                    out = net(torch.from_numpy(batch).to(device))
             finally:
                 net.train(was_training)
             if hasattr(net, "main_output"):
@@ -112,7 +126,7 @@ class Predictor:
     def _forward_tta(self, batch: np.ndarray) -> np.ndarray:
         """Mean logits over every combination of the mirror axes."""
         if not self.mirror_axes:
-            return self._forward(batch)
+            return self.forward(batch)
         total = None
         combos = [
             c for r in range(len(self.mirror_axes) + 1) for c in itertools.combinations(self.mirror_axes, r)
@@ -120,7 +134,7 @@ class Predictor:
         for combo in combos:
             axes = tuple(a + 2 for a in combo)
             flipped = np.flip(batch, axes) if axes else batch
-            out = self._forward(np.ascontiguousarray(flipped))
+            out = self.forward(flipped)
             out = np.flip(out, axes) if axes else out
             total = out if total is None else total + out
         return total / len(combos)

@@ -1,0 +1,536 @@
+"""What a model learns, as one strategy object per task: ``SegmentationTask``, ``ClassificationTask``
+and ``GanTask``.
+
+A :class:`Task` owns everything of an experiment that depends on the task: the training losses
+(per backend), the training metrics, the monitored figure, the train/val loaders of a fold (with the
+transforms the task adds), the per-epoch callbacks and the evaluation of networks on a dataset
+(per-case rows and their means). :class:`~delira.training.experiment.Experiment` calls the task
+picked by :func:`task_for` and holds no task switch; a new task is one subclass added to
+:data:`TASKS`.
+
+Example::
+
+    task = task_for(load_config("resnet3d-phantom"))
+    train_loader, val_loader = task.loaders(train, val, fold=0)
+    means, rows = task.evaluate([network], val)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from delira.training.builders import _KerasSoftDice, _TorchSoftDice, build_transforms, slice_axis
+
+__all__ = ["TASKS", "ClassificationTask", "GanTask", "SegmentationTask", "Task", "task_for"]
+
+
+# --- helpers shared by the evaluations --------------------------------------------------------------
+def _mean_std(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per key the mean and population std (ddof=0) of the finite numbers of ``rows`` (NaN: none)."""
+    mean, std = {}, {}
+    for key in keys:
+        values = np.array(
+            [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))], dtype=np.float64
+        )
+        values = values[np.isfinite(values)]
+        mean[key] = float(values.mean()) if values.size else math.nan
+        std[key] = float(values.std()) if values.size else math.nan
+    return mean, std
+
+
+def _case_dice(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Dice of each foreground class of one case and their mean (absent classes left out)."""
+    from delira.training.metrics import dice
+
+    return {
+        ("dice_mean" if k == "mean" else f"dice_{k}"): float(v)
+        for k, v in dice(pred, target, num_classes).items()
+    }
+
+
+def _surface_figures(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], num_classes: int, tolerance_mm: float
+) -> dict[str, float]:
+    """HD95 (mm) and normalized surface Dice of each foreground class present in ``pred`` or ``ref``,
+    and their means over those classes (undefined HD95s, one mask empty, left out of the mean)."""
+    from delira.training.evaluation import evaluate_case
+
+    present = [c for c in range(1, num_classes) if np.any(pred == c) or np.any(ref == c)]
+    if not present:
+        return {}
+    per_class = evaluate_case(pred, ref, tuple(float(s) for s in spacing), present, tolerance_mm=tolerance_mm)
+    out: dict[str, float] = {}
+    for c in present:
+        out[f"hd95_class_{c}"] = float(per_class[c]["hd95"])
+        out[f"nsd_class_{c}"] = float(per_class[c]["nsd"])
+    hd = [out[f"hd95_class_{c}"] for c in present if math.isfinite(out[f"hd95_class_{c}"])]
+    out["hd95_mean"] = float(np.mean(hd)) if hd else math.nan
+    out["nsd_mean"] = float(np.mean([out[f"nsd_class_{c}"] for c in present]))
+    return out
+
+
+def _save_validation(path: Path, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
+    """A validation prediction and its reference (original grid), for the postprocessing decision."""
+    from delira.io._atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                pred=pred.astype(np.uint8),
+                ref=np.asarray(ref).astype(np.uint8),
+                spacing=np.asarray(spacing),
+            )
+
+    atomic_write(path, write)
+
+
+# --- transforms the tasks add -----------------------------------------------------------------------
+class _SqueezeAxis:
+    """2D training on 3D volumes: drop the 1-voxel slice axis of patch batches
+    (``(N, C, x, y, z)`` with size 1 on ``axis`` -> ``(N, C, *two axes)``)."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = int(axis)
+
+    def __call__(self, **batch: Any) -> dict[str, Any]:
+        out = dict(batch)
+        for key in ("data", "seg"):
+            if key in out:
+                value = np.asarray(out[key])
+                if value.ndim == 5:
+                    out[key] = np.ascontiguousarray(np.take(value, 0, axis=2 + self.axis))
+        return out
+
+
+class _ScaleToUnit:
+    """GAN targets: each image min-max scaled to ``[-1, 1]`` (the generator's tanh range):
+    ``data (N, C, *spatial)`` -> float32 of the same shape."""
+
+    def __call__(self, **batch: Any) -> dict[str, Any]:
+        data = np.asarray(batch["data"], dtype=np.float32)
+        axes = tuple(range(1, data.ndim))
+        lo, hi = data.min(axis=axes, keepdims=True), data.max(axis=axes, keepdims=True)
+        return {**batch, "data": (2.0 * (data - lo) / np.maximum(hi - lo, 1e-8) - 1.0).astype(np.float32)}
+
+
+# --- the strategies ---------------------------------------------------------------------------------
+class Task:
+    """The task-dependent part of an experiment, built from the resolved configuration.
+
+    Subclasses set :attr:`name`, :attr:`default_monitor` and :attr:`phantom_task`, and implement
+    :meth:`losses` and :meth:`evaluate`; the other methods have defaults that fit supervised tasks
+    trained on whole volumes.
+
+    Args:
+        config: the resolved configuration (:func:`delira.training.config.load_config`).
+    """
+
+    #: the value of ``task`` in the configuration
+    name: ClassVar[str] = ""
+    #: ``(figure, "min" | "max")`` monitored for the best checkpoint unless ``training.monitor`` says
+    default_monitor: ClassVar[tuple[str, str]] = ("val_loss", "min")
+    #: the ``task`` of :class:`delira.data.SyntheticPhantomDataset` for phantom data
+    phantom_task: ClassVar[str] = "segmentation"
+    #: whether 2D training on slices of 3D volumes (``data.spatial_dims: 2``) is supported
+    trains_on_slices: ClassVar[bool] = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    # -- training ----------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """``model.args.num_classes`` (default 2)."""
+        return int(self.config["model"]["args"].get("num_classes", 2))
+
+    def fold_seed(self, fold: int) -> int:
+        """The seed of fold ``fold``: ``experiment.seed * 1000 + fold`` (weights, loaders, callbacks)."""
+        return int(self.config["experiment"]["seed"]) * 1000 + int(fold)
+
+    def losses(self, backend: str | None = None) -> dict[str, Any]:
+        """The training losses ``{name: loss}`` in the argument order of ``backend`` (default the
+        config's): torch ``loss(predictions, targets)``, Keras ``loss(targets, predictions)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its losses")
+
+    def training_metrics(self) -> dict[str, Any] | None:
+        """Metrics the trainer computes per epoch (numpy callables), or None."""
+        return None
+
+    def monitor(self) -> tuple[str, str]:
+        """``(figure, mode)`` for the best checkpoint: ``training.monitor``/``training.mode`` when set
+        (a monitor without a mode is minimised), else :attr:`default_monitor`."""
+        t = self.config["training"]
+        monitor, mode = self.default_monitor
+        return t["monitor"] or monitor, t["mode"] or (mode if not t["monitor"] else "min")
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one network input without the batch axis (builds Keras models before loading
+        weights): ``(in_channels, *patch or phantom shape)``."""
+        args = self.config["model"]["args"]
+        size = self.config["data"]["patch_size"] or self.config["data"]["phantom"]["shape"]
+        return (int(args.get("in_channels", 1)), *[int(s) for s in size])
+
+    def transforms(self) -> list[Any]:
+        """Transforms added after the augmentation for this task (called as ``t(**batch)``)."""
+        return []
+
+    def callbacks(self, fold_dir: Path | None, fold: int) -> list[Any]:
+        """Per-epoch trainer callbacks of fold ``fold`` writing into ``fold_dir`` (None: no folder)."""
+        return []
+
+    def train_shape(self, data: Any) -> tuple[int, ...]:
+        """The spatial shape of the training batches: ``data.patch_size``, else the first case's."""
+        patch = self.config["data"]["patch_size"]
+        if patch:
+            return tuple(int(p) for p in patch)
+        return tuple(np.asarray(data[0]["data"]).shape[1:])
+
+    def loaders(self, train: Any, val: Any, fold: int) -> tuple[Any, Any]:
+        """The train and validation loaders of fold ``fold``.
+
+        Args:
+            train, val: datasets (``__len__``, ``__getitem__`` -> sample dicts); ``val`` may be None.
+            fold: the fold number (seeds the sampling and the augmentation).
+
+        Returns:
+            ``(train_loader, val_loader)``: ``delira.data.DataLoader`` objects; the validation loader
+            has batches of one whole case, or is None.
+        """
+        cfg = self.config
+        seed = self.fold_seed(fold)
+        patch = cfg["data"]["patch_size"]
+        augment = build_transforms(cfg, self.train_shape(train), seed=seed)
+        transforms = [tr for tr in (augment, *self.transforms()) if tr is not None]
+        axis = slice_axis(cfg)
+        val_tf: list[Any] | None = None
+        if axis is not None:
+            if not patch or not self.trains_on_slices:
+                raise ValueError(
+                    "data.spatial_dims: 2 on 3D volumes trains on 2D patches of slices; set data.patch_size "
+                    "to 2 sizes (e.g. [192, 160], as `delira plan` does)"
+                )
+            squeeze = _SqueezeAxis(axis)
+            transforms = [squeeze, *transforms]
+            val_tf = [squeeze]
+            patch = [int(p) for p in patch]
+            patch.insert(axis, 1)  # a slice: 1 voxel thick along the slice axis
+        return self._build_loaders(train, val, transforms, val_tf, patch, seed)
+
+    def _build_loaders(
+        self,
+        train: Any,
+        val: Any,
+        transforms: list[Any],
+        val_tf: list[Any] | None,
+        patch: Any,
+        seed: int,
+    ) -> tuple[Any, Any]:
+        """Whole-volume loaders: shuffled training batches, validation batches of one case."""
+        from delira.data import DataLoader
+
+        t = self.config["training"]
+        train_loader = DataLoader(
+            train,
+            t["batch_size"],
+            transforms=transforms or None,
+            num_workers=t["workers"],
+            seed=seed,
+            shuffle=True,
+            drop_last=len(train) > t["batch_size"],
+        )
+        val_loader = (
+            DataLoader(val, 1, transforms=None, num_workers=0, seed=seed) if val is not None else None
+        )
+        return train_loader, val_loader
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(
+        self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Figures of ``networks`` (an ensemble, in evaluation mode) on every case of ``data``.
+
+        Args:
+            networks: trained networks of the config's backend.
+            data: a dataset of sample dicts.
+            trainer: the trainer that trained them (its history), or None.
+            save_dir: the fold folder (where files of the evaluation may go), or None.
+
+        Returns:
+            ``(means, rows)``: ``{figure: float}`` and one ``{"case_id": str, figure: value}`` per case.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define its evaluation")
+
+
+class SegmentationTask(Task):
+    """Voxel-wise classes: cross-entropy and/or soft Dice (``training.loss``), Dice per epoch,
+    patch loaders with foreground oversampling (``data.patch_size``), evaluation by Dice, HD95 and
+    normalized surface Dice per class on each case's original grid."""
+
+    name = "segmentation"
+    default_monitor = ("val_dice", "max")
+    phantom_task = "segmentation"
+    trains_on_slices = True
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self._raw: Any = None
+        self._raw_index: dict[str, int] = {}
+
+    def losses(self, backend: str | None = None) -> dict[str, Any]:
+        backend = backend or self.config["backend"]
+        if backend == "torch":
+            import torch
+
+            ce: Any = torch.nn.CrossEntropyLoss()
+            dice: Any = _TorchSoftDice()
+        else:
+            import keras
+
+            from delira.models.tf import channels_first
+
+            ce = channels_first(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            dice = _KerasSoftDice()
+        choice = self.config["training"]["loss"].split("+")
+        return {name: fn for name, fn in (("ce", ce), ("dice", dice)) if name in choice}
+
+    def training_metrics(self) -> dict[str, Any] | None:
+        from delira.training.metrics import segmentation_metric
+
+        return {"dice": segmentation_metric("dice", self.num_classes)}
+
+    def _build_loaders(
+        self,
+        train: Any,
+        val: Any,
+        transforms: list[Any],
+        val_tf: list[Any] | None,
+        patch: Any,
+        seed: int,
+    ) -> tuple[Any, Any]:
+        """Patches with foreground oversampling (``data.patch_size``), else whole volumes."""
+        if not patch:
+            return super()._build_loaders(train, val, transforms, val_tf, patch, seed)
+        from delira.data import DataLoader, ForegroundOversamplingSampler, PatchDataset
+
+        cfg, t = self.config, self.config["training"]
+        per_epoch = cfg["data"]["batches_per_epoch"] or max(len(train) // t["batch_size"], 1)
+        sampler = ForegroundOversamplingSampler(
+            train,
+            t["batch_size"],
+            cfg["data"]["foreground_fraction"],
+            num_samples=per_epoch * t["batch_size"],
+            seed=seed,
+        )
+        train_loader = DataLoader(
+            PatchDataset(train, patch),
+            t["batch_size"],
+            sampler=sampler,
+            transforms=transforms or None,
+            num_workers=t["workers"],
+            seed=seed,
+        )
+        val_loader = (
+            DataLoader(PatchDataset(val, patch), 1, transforms=val_tf, num_workers=0, seed=seed)
+            if val is not None
+            else None
+        )
+        return train_loader, val_loader
+
+    def _raw_dataset(self) -> Any:
+        """The unpreprocessed MSD dataset (reference labels on the original grid), or None."""
+        if self.config["data"]["kind"] != "decathlon":
+            return None
+        if self._raw is None:
+            from delira.data import DecathlonDataset, case_ids_of
+
+            self._raw = DecathlonDataset(self.config["data"]["path"])
+            self._raw_index = {str(c): i for i, c in enumerate(case_ids_of(self._raw))}
+        return self._raw
+
+    def evaluate(
+        self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Dice, HD95 and normalized surface Dice (``evaluation.tolerance_mm``) per class, on the
+        original grid and spacing of each case (``evaluation.original_grid``: the probabilities are
+        resampled back and un-cropped, the reference is the label file as read); with ``save_dir``
+        the predictions and references go to ``save_dir/validation/<case>.npz`` for the
+        postprocessing decision of :func:`~delira.training.experiment.aggregate`."""
+        from delira.training.prediction import predict_probabilities
+
+        cfg = self.config
+        k = self.num_classes
+        raw = self._raw_dataset() if cfg["evaluation"]["original_grid"] else None
+        rows = []
+        for i in range(len(data)):
+            sample = data[i]
+            case_id = str(sample.get("case_id", i))
+            probs = predict_probabilities(networks, np.asarray(sample["data"], dtype=np.float32), cfg)
+            properties = sample.get("properties")
+            if raw is not None and properties is not None and case_id in self._raw_index:
+                from delira.data import invert_probabilities
+
+                probs = invert_probabilities(probs, properties)
+                reference = raw[self._raw_index[case_id]]
+                ref, spacing = np.asarray(reference["seg"])[0], reference["spacing"]
+            else:
+                ref = np.asarray(sample["seg"])[0]
+                spacing = sample.get("spacing", (1.0,) * ref.ndim)
+            pred = probs.argmax(axis=0).astype(np.uint8)
+            row = {"case_id": case_id, **_case_dice(pred, ref, k)}
+            row.update(_surface_figures(pred, ref, spacing, k, cfg["evaluation"]["tolerance_mm"]))
+            rows.append(row)
+            if save_dir is not None:
+                _save_validation(save_dir / "validation" / f"{case_id}.npz", pred, ref, spacing)
+        keys = [key for key in rows[0] if key != "case_id"]
+        for row in rows[1:]:
+            keys += [key for key in row if key not in keys and key != "case_id"]
+        return _mean_std(rows, keys)[0], rows
+
+
+class ClassificationTask(Task):
+    """One label per case: cross-entropy, accuracy per epoch, whole-volume loaders, evaluation by the
+    accuracy of the ensemble's mean logits (per case: label and predicted class)."""
+
+    name = "classification"
+    default_monitor = ("val_accuracy", "max")
+    phantom_task = "classification"
+
+    def losses(self, backend: str | None = None) -> dict[str, Any]:
+        backend = backend or self.config["backend"]
+        if backend == "torch":
+            import torch
+
+            return {"ce": torch.nn.CrossEntropyLoss()}
+        import keras
+
+        return {"ce": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+
+    def training_metrics(self) -> dict[str, Any] | None:
+        from delira.training.metrics import classification_metric
+
+        return {"accuracy": classification_metric("accuracy")}
+
+    def evaluate(
+        self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """``({"accuracy": float}, [{"case_id", "label", "predicted"}, ...])``: the predicted class is
+        the argmax of the networks' logits ``(K,)`` averaged over the ensemble
+        (:meth:`delira.training.predictor.Predictor.forward` on each ``(1, C, *spatial)`` case)."""
+        from delira.training.predictor import Predictor
+
+        predictors = [Predictor(net) for net in networks]
+        rows = []
+        for i in range(len(data)):
+            sample = data[i]
+            batch = np.asarray(sample["data"], np.float32)[None]
+            logits = np.mean([p.forward(batch)[0] for p in predictors], axis=0)
+            rows.append(
+                {
+                    "case_id": sample.get("case_id", str(i)),
+                    "label": int(sample["label"]),
+                    "predicted": int(np.argmax(logits)),
+                }
+            )
+        accuracy = float(np.mean([r["label"] == r["predicted"] for r in rows]))
+        return {"accuracy": accuracy}, rows
+
+
+class GanTask(Task):
+    """A generator against a discriminator: the adversarial loss, images scaled to ``[-1, 1]``, no
+    validation loader (checkpoints follow the training loss), a grid of generated samples per epoch
+    (``<fold>/samples/samples_epoch_<e>.png``) and the last epoch's training losses as its figures."""
+
+    name = "gan"
+    default_monitor = ("train_loss", "min")
+    phantom_task = "segmentation"
+    #: images in the per-epoch sample grid
+    num_samples: ClassVar[int] = 16
+
+    def losses(self, backend: str | None = None) -> dict[str, Any]:
+        backend = backend or self.config["backend"]
+        if backend == "torch":
+            import torch
+
+            return {"adversarial": torch.nn.BCEWithLogitsLoss()}
+        import keras
+
+        return {"adversarial": keras.losses.BinaryCrossentropy(from_logits=True)}
+
+    def input_shape(self) -> tuple[int, ...]:
+        """``(latent_dim,)``: the generator's input."""
+        return (int(self.config["model"]["args"].get("latent_dim", 100)),)
+
+    def transforms(self) -> list[Any]:
+        return [_ScaleToUnit()]
+
+    def callbacks(self, fold_dir: Path | None, fold: int) -> list[Any]:
+        """:class:`~delira.training.callbacks.GanSampleGrid` into ``fold_dir/samples`` (seeded by the
+        fold's seed); none without a folder."""
+        if fold_dir is None:
+            return []
+        from delira.training.callbacks import GanSampleGrid
+
+        return [
+            GanSampleGrid(
+                folder=Path(fold_dir) / "samples", num_samples=self.num_samples, seed=self.fold_seed(fold)
+            )
+        ]
+
+    def _build_loaders(
+        self,
+        train: Any,
+        val: Any,
+        transforms: list[Any],
+        val_tf: list[Any] | None,
+        patch: Any,
+        seed: int,
+    ) -> tuple[Any, Any]:
+        train_loader, _ = super()._build_loaders(train, None, transforms, None, patch, seed)
+        return train_loader, None  # a GAN has no validation loss; checkpoints follow the training loss
+
+    def evaluate(
+        self, networks: Sequence[Any], data: Any, trainer: Any = None, save_dir: Path | None = None
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """The ``train_*`` figures of the trainer's last epoch (no per-case rows); ``({}, [])``
+        without a trainer (e.g. :meth:`Experiment.test`)."""
+        history = trainer.history if trainer is not None else []
+        last = history[-1] if history else {}
+        return {k: float(v) for k, v in last.items() if k.startswith("train_")}, []
+
+
+#: the task classes by the config's ``task`` value; a new task is one class added here
+TASKS: dict[str, type[Task]] = {
+    SegmentationTask.name: SegmentationTask,
+    ClassificationTask.name: ClassificationTask,
+    GanTask.name: GanTask,
+}
+
+
+def task_for(config: Mapping[str, Any]) -> Task:
+    """The :class:`Task` of ``config["task"]`` (a resolved configuration).
+
+    Raises:
+        ValueError: the config names a task not in :data:`TASKS`.
+    """
+    name = config.get("task", "segmentation")
+    try:
+        cls = TASKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"task {name!r} is not known; set task to one of {sorted(TASKS)} (or register a Task subclass "
+            "in delira.training.tasks.TASKS)"
+        ) from None
+    return cls(config)
