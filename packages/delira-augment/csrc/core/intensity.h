@@ -1,10 +1,15 @@
-// Intensity operations of the fused pipeline.
+// Intensity operations of the fused pipeline, written once for both executors.
 //
 // A program is a list of operations applied in order to every voxel of a sample. Pointwise ops
 // (noise, multiply, add, clip) are fused into the pass that produces the voxel. Ops that need
 // statistics of their input (contrast, gamma, restore-stats, z-score, percentile clip) start a new
 // pass: the previous pass accumulates the statistics per (sample, channel) in a fixed order, so the
-// result does not depend on the number of threads.
+// result does not depend on the number of threads (see program.h and moments.h).
+//
+// Every op is a per-value function templated on the value type V (float for float32 data, double
+// for float64 data). Ops that need statistics are split into "coefficients" (computed once per
+// (sample, channel) from the statistics) and a cheap per-value application, so that the CPU's row
+// loops vectorise and the GPU's kernels do not recompute them per voxel more than needed.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +32,8 @@ enum class OpKind : int {
   PercentileClip = 8,  // p0 = lower percentile, p1 = upper percentile (0..100) [needs stats]
 };
 
+constexpr int kLastOpKind = static_cast<int>(OpKind::PercentileClip);
+
 DELIRA_HD DELIRA_INLINE bool needs_stats(OpKind k) { return static_cast<int>(k) >= static_cast<int>(OpKind::Contrast); }
 
 // Statistics of one (sample, channel) at the input of a stats op.
@@ -45,58 +52,136 @@ struct OpParams {
   bool active;
 };
 
-// Applies a pointwise op. `key` is the random stream of this (sample, op); `counter` the voxel index.
-DELIRA_HD DELIRA_INLINE float apply_pointwise(OpKind kind, const OpParams& q, float v, std::uint64_t key,
-                                              std::uint64_t counter) {
+// --- pointwise ops -------------------------------------------------------------------------------
+
+// v + sigma * z for a standard normal value z (float product, added in V).
+template <typename V>
+DELIRA_HD DELIRA_INLINE V add_noise(V v, float sigma, float z) {
+  return v + sigma * z;
+}
+
+template <typename V>
+DELIRA_HD DELIRA_INLINE V multiply_value(V v, V factor) {
+  return v * factor;
+}
+
+template <typename V>
+DELIRA_HD DELIRA_INLINE V add_value(V v, V offset) {
+  return v + offset;
+}
+
+template <typename V>
+DELIRA_HD DELIRA_INLINE V clip_value(V v, V lo, V hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+// Applies a pointwise op. `key` is the random stream of this (sample, op); `counter` the noise
+// counter of the voxel (program.h: noise_counter).
+template <typename V>
+DELIRA_HD DELIRA_INLINE V apply_pointwise(OpKind kind, const OpParams& q, V v, std::uint64_t key,
+                                          std::uint64_t counter) {
   switch (kind) {
     case OpKind::Noise:
-      return v + q.p[0] * random_normal(key, counter);
+      return add_noise(v, q.p[0], random_normal(key, counter));
     case OpKind::Multiply:
-      return v * q.p[0];
+      return multiply_value(v, static_cast<V>(q.p[0]));
     case OpKind::Add:
-      return v + q.p[0];
+      return add_value(v, static_cast<V>(q.p[0]));
     case OpKind::Clip:
-      return v < q.p[0] ? q.p[0] : (v > q.p[1] ? q.p[1] : v);
+      return clip_value(v, static_cast<V>(q.p[0]), static_cast<V>(q.p[1]));
     default:
       return v;
   }
 }
 
+// --- ops with statistics -------------------------------------------------------------------------
+
+// Contrast around the mean, optionally clipped to the input range (float arithmetic).
+DELIRA_HD DELIRA_INLINE float contrast_value(const OpParams& q, const Stats& s, float v) {
+  const float mean = static_cast<float>(s.mean);
+  float y = (v - mean) * q.p[0] + mean;
+  if (q.p[1] != 0.0f) y = y < s.min ? s.min : (y > s.max ? s.max : y);
+  return y;
+}
+
+// Gamma on the input range [min, max] (inverted domain x' = -x when p1 != 0, so that
+// min' = -max and max' = -min). With retained statistics (p2 != 0) RestoreStats rescales and
+// negates back afterwards, so the sign is left as it is here.
+struct GammaCoefficients {
+  float sign_in, lo, range, inv_range, gamma, sign_out;
+};
+
+DELIRA_HD DELIRA_INLINE GammaCoefficients gamma_coefficients(const OpParams& q, const Stats& s) {
+  const bool invert = q.p[1] != 0.0f;
+  GammaCoefficients k;
+  k.sign_in = invert ? -1.0f : 1.0f;
+  k.lo = invert ? -s.max : s.min;
+  k.range = (invert ? -s.min : s.max) - k.lo + 1e-7f;
+  k.inv_range = 1.0f / k.range;
+  k.gamma = q.p[0];
+  k.sign_out = (invert && q.p[2] == 0.0f) ? -1.0f : 1.0f;
+  return k;
+}
+
+DELIRA_HD DELIRA_INLINE float apply_gamma(const GammaCoefficients& k, float v) {
+  const float x = (k.sign_in * v - k.lo) * k.inv_range;
+  return k.sign_out * (fast_pow(x, k.gamma) * k.range + k.lo);
+}
+
+// y = a v + b in the value type (RestoreStats and ZScore).
+template <typename V>
+struct LinearMap {
+  V a, b;
+};
+
+template <typename V>
+DELIRA_HD DELIRA_INLINE V apply_linear(const LinearMap<V>& m, V v) {
+  return m.a * v + m.b;
+}
+
+// RestoreStats: `s` are the statistics of its input (the gamma output), `target` those at the input
+// of the op it refers to (not inverted); p0 != 0 negates afterwards.
+template <typename V>
+DELIRA_HD DELIRA_INLINE LinearMap<V> restore_stats_map(const OpParams& q, const Stats& s, const Stats& target) {
+  const bool negate = q.p[0] != 0.0f;
+  const double target_mean = negate ? -target.mean : target.mean;
+  const double scale = target.std / (s.std + 1e-8);
+  LinearMap<V> m;
+  m.a = static_cast<V>((negate ? -1.0 : 1.0) * scale);
+  m.b = static_cast<V>((negate ? -1.0 : 1.0) * (target_mean - s.mean * scale));
+  return m;
+}
+
+// ZScore: (v - mean) / max(std, epsilon = p0).
+template <typename V>
+DELIRA_HD DELIRA_INLINE LinearMap<V> zscore_map(const OpParams& q, const Stats& s) {
+  const double sd = s.std > q.p[0] ? s.std : static_cast<double>(q.p[0]);
+  LinearMap<V> m;
+  m.a = static_cast<V>(1.0 / sd);
+  m.b = static_cast<V>(-s.mean / sd);
+  return m;
+}
+
+// PercentileClip to the percentiles [s.lo, s.hi] (float arithmetic).
+DELIRA_HD DELIRA_INLINE float percentile_clip_value(const Stats& s, float v) {
+  return v < s.lo ? s.lo : (v > s.hi ? s.hi : v);
+}
+
 // Applies a stats op given the statistics `s` of its input and, for RestoreStats, `target`.
-DELIRA_HD DELIRA_INLINE float apply_with_stats(OpKind kind, const OpParams& q, float v, const Stats& s,
-                                               const Stats& target) {
+// Per value; loops over many values hoist the coefficients (gamma_coefficients, *_map) instead.
+template <typename V>
+DELIRA_HD DELIRA_INLINE V apply_with_stats(OpKind kind, const OpParams& q, V v, const Stats& s, const Stats& target) {
   switch (kind) {
-    case OpKind::Contrast: {
-      const float mean = static_cast<float>(s.mean);
-      float y = (v - mean) * q.p[0] + mean;
-      if (q.p[1] != 0.0f) y = y < s.min ? s.min : (y > s.max ? s.max : y);
-      return y;
-    }
-    case OpKind::Gamma: {
-      // In the inverted domain when p1 != 0: x' = -x, so min' = -max and max' = -min.
-      const bool invert = q.p[1] != 0.0f;
-      const float x = invert ? -v : v;
-      const float lo = invert ? -s.max : s.min;
-      const float range = (invert ? -s.min : s.max) - lo + 1e-7f;
-      float y = fast_pow((x - lo) / range, q.p[0]) * range + lo;
-      // With retained statistics, RestoreStats rescales and negates back afterwards.
-      if (invert && q.p[2] == 0.0f) y = -y;
-      return y;
-    }
-    case OpKind::RestoreStats: {
-      // target: stats at the Gamma op's input (not inverted); s: stats of the gamma output.
-      const bool negate = q.p[0] != 0.0f;
-      const double target_mean = negate ? -target.mean : target.mean;
-      const double scale = target.std / (s.std + 1e-8);
-      float y = static_cast<float>((static_cast<double>(v) - s.mean) * scale + target_mean);
-      return negate ? -y : y;
-    }
-    case OpKind::ZScore: {
-      const double sd = s.std > q.p[0] ? s.std : static_cast<double>(q.p[0]);
-      return static_cast<float>((static_cast<double>(v) - s.mean) / sd);
-    }
+    case OpKind::Contrast:
+      return static_cast<V>(contrast_value(q, s, static_cast<float>(v)));
+    case OpKind::Gamma:
+      return static_cast<V>(apply_gamma(gamma_coefficients(q, s), static_cast<float>(v)));
+    case OpKind::RestoreStats:
+      return apply_linear(restore_stats_map<V>(q, s, target), v);
+    case OpKind::ZScore:
+      return apply_linear(zscore_map<V>(q, s), v);
     case OpKind::PercentileClip:
-      return v < s.lo ? s.lo : (v > s.hi ? s.hi : v);
+      return static_cast<V>(percentile_clip_value(s, static_cast<float>(v)));
     default:
       return v;
   }

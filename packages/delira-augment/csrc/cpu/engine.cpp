@@ -10,8 +10,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/gaussian.h"
+#include "../core/moments.h"
+#include "../core/prefilter.h"
+#include "../core/program.h"
 #include "../core/rng.h"
 #include "../core/sampling.h"
+#include "../core/spec.h"
 #include "engine_isa.h"
 #include "parallel.h"
 #include "stats.h"
@@ -36,31 +41,19 @@ std::int64_t spatial_numel(const std::int64_t* shape, int sdim) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Program bookkeeping: stages split at ops that need statistics.
+// Program bookkeeping (stage split, stream keys, noise counters: core/program.h).
 
-struct Stage {
-  int head = -1;  // op index of the stats op that starts the stage (-1 for stage 0)
-  std::vector<int> pointwise;
-};
-
-std::vector<Stage> split_stages(const Program& prog) {
-  std::vector<Stage> stages(1);
-  for (int j = 0; j < prog.n_ops(); ++j) {
-    if (needs_stats(prog.kinds[j])) {
-      Stage s;
-      s.head = j;
-      stages.push_back(s);
-    } else {
-      stages.back().pointwise.push_back(j);
-    }
-  }
+std::vector<StageRange> split_stages(const Program& prog) {
+  std::vector<StageRange> stages;
+  const int count = stage_count(prog.kinds.data(), prog.n_ops());
+  for (int s = 0; s < count; ++s) stages.push_back(program_stage(prog.kinds.data(), prog.n_ops(), s));
   return stages;
 }
 
 // Per-sample state of a program run: random keys per op and statistics per (channel, op).
 struct ProgramState {
   const Program* prog;
-  std::vector<Stage> stages;
+  std::vector<StageRange> stages;
   std::int64_t n;                      // sample index
   std::vector<std::uint64_t> keys;     // per op
   std::vector<Stats> stats;            // (C, n_ops)
@@ -69,8 +62,9 @@ struct ProgramState {
   ProgramState(const Program& p, std::int64_t sample, int c)
       : prog(&p), stages(split_stages(p)), n(sample), channels(c) {
     keys.resize(p.n_ops());
-    const std::uint64_t seed = p.seeds.empty() ? 0 : p.seeds[sample];
-    for (int j = 0; j < p.n_ops(); ++j) keys[j] = stream_key(seed, static_cast<std::uint32_t>(j));
+    for (int j = 0; j < p.n_ops(); ++j) {
+      keys[j] = op_stream_key(p.seeds.data(), static_cast<std::int64_t>(p.seeds.size()), sample, j);
+    }
     stats.resize(static_cast<std::size_t>(c) * p.n_ops());
   }
 
@@ -79,39 +73,38 @@ struct ProgramState {
 
   // Whether the pass that runs stage s must accumulate statistics for stage s + 1.
   bool collects_after(std::size_t s) const {
-    return s + 1 < stages.size() && prog->kinds[stages[s + 1].head] != OpKind::PercentileClip;
+    return stage_collects_moments(prog->kinds.data(), prog->n_ops(), static_cast<int>(s));
   }
 
   // Applies stage s to a row of values (the stats op at its head, then its pointwise ops).
-  // counter0: noise counter of v[0] (channel * numel + voxel index).
+  // counter0: noise counter of v[0] (core/program.h: noise_counter).
   template <typename V>
   void run_row(std::size_t s, int c, V* v, std::int64_t len, std::uint64_t counter0) {
-    if (s > 0) {
-      const int j = stages[s].head;
+    const StageRange& stage = stages[s];
+    if (stage.head >= 0) {
+      const int j = stage.head;
       const OpParams& q = params(j);
-      if (q.active) {
-        const int ref = prog->refs[j] >= 0 ? prog->refs[j] : j;
-        run_head(prog->kinds[j], q, stat(c, j), stat(c, ref), v, len);
-      }
+      if (q.active) run_head(prog->kinds[j], q, stat(c, j), stat(c, stats_target_op(prog->refs.data(), j)), v, len);
     }
-    for (int j : stages[s].pointwise) {
+    for (int j = stage.first_pointwise; j < stage.end; ++j) {
       const OpParams& q = params(j);
       if (!q.active) continue;
+      // One loop per kind over the per-value functions of core/intensity.h, so that each vectorises.
       switch (prog->kinds[j]) {
         case OpKind::Noise:
           add_noise_row(v, len, counter0, keys[j], q.p[0]);
           break;
         case OpKind::Multiply: {
           const V f = q.p[0];
-          for (std::int64_t i = 0; i < len; ++i) v[i] *= f;
+          for (std::int64_t i = 0; i < len; ++i) v[i] = multiply_value(v[i], f);
         } break;
         case OpKind::Add: {
           const V a = q.p[0];
-          for (std::int64_t i = 0; i < len; ++i) v[i] += a;
+          for (std::int64_t i = 0; i < len; ++i) v[i] = add_value(v[i], a);
         } break;
         case OpKind::Clip: {
           const V lo = q.p[0], hi = q.p[1];
-          for (std::int64_t i = 0; i < len; ++i) v[i] = v[i] < lo ? lo : (v[i] > hi ? hi : v[i]);
+          for (std::int64_t i = 0; i < len; ++i) v[i] = clip_value(v[i], lo, hi);
         } break;
         default:
           break;
@@ -119,51 +112,34 @@ struct ProgramState {
     }
   }
 
-  // A stats op over a row; one loop per kind so that each vectorises.
+  // A stats op over a row: coefficients once, then one loop per kind so that each vectorises.
   template <typename V>
   static void run_head(OpKind kind, const OpParams& q, const Stats& st, const Stats& target, V* v,
                        std::int64_t len) {
     switch (kind) {
       case OpKind::Gamma: {
-        const bool invert = q.p[1] != 0.0f;
-        const float sign_in = invert ? -1.0f : 1.0f;
-        const float lo = invert ? -st.max : st.min;
-        const float range = (invert ? -st.min : st.max) - lo + 1e-7f;
-        const float inv_range = 1.0f / range;
-        const float g = q.p[0];
-        const float sign_out = (invert && q.p[2] == 0.0f) ? -1.0f : 1.0f;
+        const GammaCoefficients k = gamma_coefficients(q, st);
 #if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
-        for (std::int64_t i = 0; i < len; ++i) {
-          const float x = (sign_in * static_cast<float>(v[i]) - lo) * inv_range;
-          v[i] = static_cast<V>(sign_out * (fast_pow(x, g) * range + lo));
-        }
+        for (std::int64_t i = 0; i < len; ++i) v[i] = static_cast<V>(apply_gamma(k, static_cast<float>(v[i])));
       } break;
       case OpKind::RestoreStats: {
-        const bool negate = q.p[0] != 0.0f;
-        const double target_mean = negate ? -target.mean : target.mean;
-        const double scale = target.std / (st.std + 1e-8);
-        const V a = static_cast<V>((negate ? -1.0 : 1.0) * scale);
-        const V b = static_cast<V>((negate ? -1.0 : 1.0) * (target_mean - st.mean * scale));
+        const LinearMap<V> m = restore_stats_map<V>(q, st, target);
 #if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
-        for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
+        for (std::int64_t i = 0; i < len; ++i) v[i] = apply_linear(m, v[i]);
       } break;
       case OpKind::ZScore: {
-        const double sd = st.std > q.p[0] ? st.std : static_cast<double>(q.p[0]);
-        const V a = static_cast<V>(1.0 / sd);
-        const V b = static_cast<V>(-st.mean / sd);
+        const LinearMap<V> m = zscore_map<V>(q, st);
 #if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
-        for (std::int64_t i = 0; i < len; ++i) v[i] = a * v[i] + b;
+        for (std::int64_t i = 0; i < len; ++i) v[i] = apply_linear(m, v[i]);
       } break;
       default:
-        for (std::int64_t i = 0; i < len; ++i) {
-          v[i] = static_cast<V>(apply_with_stats(kind, q, static_cast<float>(v[i]), st, target));
-        }
+        for (std::int64_t i = 0; i < len; ++i) v[i] = apply_with_stats(kind, q, v[i], st, target);
         break;
     }
   }
@@ -173,7 +149,7 @@ struct ProgramState {
   static void add_noise_row(V* v, std::int64_t len, std::uint64_t counter0, std::uint64_t key, float sigma) {
     std::int64_t i = 0;
     if (counter0 & 1) {  // the row starts with the second element of a pair
-      v[0] += sigma * random_normal(key, counter0);
+      v[0] = add_noise(v[0], sigma, random_normal(key, counter0));
       i = 1;
     }
     const std::uint64_t pair0 = (counter0 + i) >> 1;
@@ -185,23 +161,19 @@ struct ProgramState {
     for (std::int64_t p = 0; p < pairs; ++p) {
       float z0, z1;
       random_normal_pair(key, pair0 + static_cast<std::uint64_t>(p), &z0, &z1);
-      w[2 * p] += sigma * z0;
-      w[2 * p + 1] += sigma * z1;
+      w[2 * p] = add_noise(w[2 * p], sigma, z0);
+      w[2 * p + 1] = add_noise(w[2 * p + 1], sigma, z1);
     }
-    if (i + 2 * pairs < len) v[len - 1] += sigma * random_normal(key, counter0 + len - 1);
+    if (i + 2 * pairs < len) v[len - 1] = add_noise(v[len - 1], sigma, random_normal(key, counter0 + len - 1));
   }
 
   // Reduces row partials (C, rows) in order into the statistics of stage s + 1's head.
   void reduce(std::size_t s, const std::vector<RowAccumulator>& rows, std::int64_t rows_per_channel) {
     const int j = stages[s + 1].head;
     for (int c = 0; c < channels; ++c) {
-      Moments m;
-      for (std::int64_t r = 0; r < rows_per_channel; ++r) m.merge(rows[c * rows_per_channel + r].moments());
-      Stats& st = stat(c, j);
-      st.mean = m.mean;
-      st.std = m.std();
-      st.min = m.count > 0 ? m.min : 0.0f;
-      st.max = m.count > 0 ? m.max : 0.0f;
+      Moments m = empty_moments();
+      for (std::int64_t r = 0; r < rows_per_channel; ++r) merge_moments(m, rows[c * rows_per_channel + r].moments());
+      store_moments(m, stat(c, j));
     }
   }
 };
@@ -273,7 +245,7 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
       for (std::int64_t r = begin; r < end; ++r) {
         const int c = static_cast<int>(r / rows_per_channel);
         T* row = sample + r * row_len;  // float32 / float64 rows are processed in place
-        st.run_row(s, c, row, row_len, static_cast<std::uint64_t>(r * row_len));
+        st.run_row(s, c, row, row_len, noise_counter(c, numel, (r - c * rows_per_channel) * row_len));
         if (collect) rows[r] = accumulate(row, row_len);
       }
     });
@@ -281,51 +253,8 @@ void run_later_stages(ProgramState& st, T* sample, std::int64_t numel, std::int6
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cubic B-spline prefilter (recursive, one pole), mirror or reflect boundary.
-
-void init_causal_mirror(double* c, std::int64_t m, double z) {
-  const double zm1 = std::pow(z, static_cast<double>(m - 1));
-  double sum = c[0] + zm1 * c[m - 1];
-  double zj = z;
-  for (std::int64_t j = 1; j < m - 1; ++j) {
-    sum += (zj + zm1 * zm1 / zj) * c[j];
-    zj *= z;
-    if (std::fabs(zj) < 1e-300) break;
-  }
-  c[0] = sum / (1.0 - zm1 * zm1);
-}
-
-void init_causal_reflect(double* c, std::int64_t m, double z) {
-  const double z2m = std::pow(z, static_cast<double>(2 * m));
-  double sum = 0.0;
-  double zk = z;
-  for (std::int64_t k = 1; k <= 2 * m; ++k) {
-    const double v = k <= m ? c[k - 1] : c[2 * m - k];
-    sum += zk * v;
-    zk *= z;
-    if (std::fabs(zk) < 1e-300) break;
-  }
-  c[0] = c[0] + sum / (1.0 - z2m);
-}
-
-void filter_line(double* c, std::int64_t m, BorderMode mode) {
-  if (m < 2) return;
-  const double z = kCubicPole;
-  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
-  for (std::int64_t i = 0; i < m; ++i) c[i] *= gain;
-  if (mode == BorderMode::Reflect) {
-    init_causal_reflect(c, m, z);
-  } else {
-    init_causal_mirror(c, m, z);
-  }
-  for (std::int64_t i = 1; i < m; ++i) c[i] += z * c[i - 1];
-  if (mode == BorderMode::Reflect) {
-    c[m - 1] *= z / (z - 1.0);
-  } else {
-    c[m - 1] = (z / (z * z - 1.0)) * (z * c[m - 2] + c[m - 1]);
-  }
-  for (std::int64_t i = m - 2; i >= 0; --i) c[i] = z * (c[i + 1] - c[i]);
-}
+// Cubic B-spline prefilter: copy with edge padding, then core/prefilter.h along every axis (mirror or
+// reflect boundary).
 
 // Coefficients of one (sample, channel): contiguous, padded by `pad` on every side (nearest mode).
 template <typename T>
@@ -387,7 +316,7 @@ void prefilter(const T* src, const std::int64_t* src_shape, const std::int64_t* 
         const std::int64_t inner_i = l % inner;
         T* base = out.values.data() + outer_i * inner * m + inner_i;
         for (std::int64_t i = 0; i < m; ++i) line[i] = static_cast<double>(base[i * stride]);
-        filter_line(line.data(), m, mode == BorderMode::Reflect ? BorderMode::Reflect : BorderMode::Mirror);
+        bspline_prefilter_line(line.data(), m, 1, mode == BorderMode::Reflect);
         for (std::int64_t i = 0; i < m; ++i) base[i * stride] = static_cast<T>(line[i]);
       }
     });
@@ -453,44 +382,26 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, RowBuffers
   }
   const std::int64_t len = g.out_shape[NDIM - 1];
   for (int d = 0; d < NDIM; ++d) {
-    double b = g.affine.b[d];
-    for (int e = 0; e < NDIM - 1; ++e) b += static_cast<double>(g.affine.a[d][e]) * static_cast<double>(lead[e]);
-    const float base = static_cast<float>(b);
+    const float start = row_start_coordinate<NDIM>(g.affine.a[d], g.affine.b[d], lead);
     const float step = g.affine.a[d][NDIM - 1];
     float* c = buf.coord[d].data();
     const std::int32_t n32 = static_cast<std::int32_t>(len);
 #if defined(DELIRA_OPENMP_SIMD)
 #pragma omp simd
 #endif
-    for (std::int32_t i = 0; i < n32; ++i) c[i] = base + step * static_cast<float>(i);  // int32: vector cvt
+    for (std::int32_t i = 0; i < n32; ++i) c[i] = row_step_coordinate(start, step, i);  // int32: vector cvt
   }
   if (g.grid == nullptr) return;
   // Field along the last axis for this row: contract the leading axes' B-spline taps.
   const std::int64_t gl = g.grid_shape[NDIM - 1];
-  buf.field.assign(static_cast<std::size_t>(NDIM * gl), 0.0f);
+  buf.field.resize(static_cast<std::size_t>(NDIM * gl));
   std::int64_t grid_numel = 1;
   for (int d = 0; d < NDIM; ++d) grid_numel *= g.grid_shape[d];
+  ControlTaps lead_taps[NDIM - 1];
+  for (int d = 0; d < NDIM - 1; ++d) lead_taps[d] = (*g.taps[d])[lead[d]];
   for (int comp = 0; comp < NDIM; ++comp) {
-    const float* G = g.grid + comp * grid_numel;
-    float* f = buf.field.data() + comp * gl;
-    if (NDIM == 3) {
-      const ControlTaps& tz = (*g.taps[0])[lead[0]];
-      const ControlTaps& ty = (*g.taps[1])[lead[1]];
-      for (int a = 0; a < 4; ++a) {
-        for (int b = 0; b < 4; ++b) {
-          const float w = tz.w[a] * ty.w[b];
-          const float* src = G + ((tz.first + a) * g.grid_shape[1] + (ty.first + b)) * gl;
-          for (std::int64_t k = 0; k < gl; ++k) f[k] += w * src[k];
-        }
-      }
-    } else {
-      const ControlTaps& ty = (*g.taps[0])[lead[0]];
-      for (int a = 0; a < 4; ++a) {
-        const float w = ty.w[a];
-        const float* src = G + (ty.first + a) * gl;
-        for (std::int64_t k = 0; k < gl; ++k) f[k] += w * src[k];
-      }
-    }
+    contract_leading_axes<NDIM>(g.grid + comp * grid_numel, g.grid_shape, lead_taps, 0, gl,
+                                buf.field.data() + comp * gl);
   }
   // Along the row: gather the four control values of every voxel (tables as structure of arrays).
   const LastAxisTaps& tx = *g.last_taps;
@@ -505,7 +416,7 @@ void row_coordinates(const SampleGeometry<NDIM>& g, std::int64_t row, RowBuffers
 #endif
     for (std::int32_t i = 0; i < n32; ++i) {
       const std::int32_t k = first[i];
-      c[i] += w0[i] * f[k] + w1[i] * f[k + 1] + w2[i] * f[k + 2] + w3[i] * f[k + 3];
+      c[i] += contract_last_axis(f + k, w0[i], w1[i], w2[i], w3[i]);
     }
   }
 }
@@ -648,7 +559,7 @@ void data_row(const DataSource<T, NDIM>& src, int order, RowBuffers& buf, std::i
       default: gather_general<T, NDIM, 3>(src, src.channel[c], buf, len, mode, cval, v); break;
     }
     const std::int64_t offset = c * numel + row * len;
-    st.run_row(0, c, v, len, static_cast<std::uint64_t>(offset));
+    st.run_row(0, c, v, len, noise_counter(c, numel, row * len));
     std::copy(v, v + len, out + offset);
     if (collect) accs[c] = accumulate(v, len);
   }
@@ -845,56 +756,15 @@ void resample_typed(const ArrayRef& data, const OutRef& out, const ArrayRef& seg
   }
 }
 
-void check_spec(const ArrayRef& data, const OutRef& out, const ArrayRef& seg, const OutRef& seg_out,
-                const SpatialSpec& spec, const Program& prog) {
-  const int sd = spec.ndim;
-  if (sd != 2 && sd != 3) throw std::invalid_argument("spatial ndim must be 2 or 3, got " + std::to_string(sd));
-  const bool has_data = data.data != nullptr;
-  const bool has_seg = seg.data != nullptr;
-  if (!has_data && !has_seg) throw std::invalid_argument("nothing to resample: give data, seg or both");
-  const std::int64_t N = has_data ? data.shape[0] : seg.shape[0];
-  if (has_data && (data.ndim != sd + 2 || out.ndim != sd + 2)) throw std::invalid_argument("data must be (N, C, *spatial)");
-  if (has_seg && (seg.ndim != sd + 2 || seg_out.ndim != sd + 2)) throw std::invalid_argument("seg must be (N, C, *spatial)");
-  if (has_seg && seg.shape[0] != N) throw std::invalid_argument("data and seg have different batch sizes");
-  if (static_cast<std::int64_t>(spec.affine.size()) != N * sd * (sd + 1)) throw std::invalid_argument("affine must be (N, ndim, ndim + 1)");
-  if (spec.order_data != 0 && spec.order_data != 1 && spec.order_data != 3) throw std::invalid_argument("order must be 0, 1 or 3");
-  if (spec.order_seg != 0 && spec.order_seg != 1) throw std::invalid_argument("seg order must be 0 or 1");
-  for (int d = 0; d < sd; ++d) {
-    if (has_data && data.shape[2 + d] < 1) throw std::invalid_argument("data has an empty spatial axis");
-    if (has_seg && seg.shape[2 + d] < 1) throw std::invalid_argument("seg has an empty spatial axis");
-  }
-  if (!spec.elastic.empty()) {
-    std::int64_t g = 1;
-    if (static_cast<std::int64_t>(spec.grid_origin.size()) != N * sd ||
-        static_cast<std::int64_t>(spec.grid_spacing.size()) != N * sd) {
-      throw std::invalid_argument("elastic grid origin and spacing must be (N, ndim)");
-    }
-    for (int d = 0; d < sd; ++d) {
-      if (spec.grid[d] < 4) throw std::invalid_argument("elastic grid needs at least 4 control points per axis");
-      g *= spec.grid[d];
-    }
-    for (float s : spec.grid_spacing) {
-      if (!(s > 0.0f)) throw std::invalid_argument("elastic grid spacing must be > 0");
-    }
-    if (static_cast<std::int64_t>(spec.elastic.size()) != N * sd * g) throw std::invalid_argument("elastic grid has the wrong size");
-  }
-  if (static_cast<std::int64_t>(prog.params.size()) != N * prog.n_ops()) throw std::invalid_argument("program parameters must be (N, n_ops)");
-  if (prog.n_ops() > 0 && static_cast<std::int64_t>(prog.seeds.size()) != N) throw std::invalid_argument("program needs one seed per sample");
-}
 
 // ---------------------------------------------------------------------------------------------
 // Gaussian filter.
 
+// Gaussian kernel taps (core/gaussian.h).
 std::vector<float> gaussian_kernel(float sigma, double truncate) {
-  const std::int64_t radius = static_cast<std::int64_t>(truncate * sigma + 0.5);
+  const std::int64_t radius = gaussian_radius(sigma, truncate);
   std::vector<float> k(static_cast<std::size_t>(2 * radius + 1));
-  double sum = 0.0;
-  std::vector<double> tmp(k.size());
-  for (std::int64_t i = -radius; i <= radius; ++i) {
-    tmp[i + radius] = std::exp(-0.5 * static_cast<double>(i * i) / (static_cast<double>(sigma) * sigma));
-    sum += tmp[i + radius];
-  }
-  for (std::size_t i = 0; i < k.size(); ++i) k[i] = static_cast<float>(tmp[i] / sum);
+  gaussian_weights(sigma, radius, k.data());
   return k;
 }
 
@@ -964,7 +834,7 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
       const std::int64_t step = x.stride[x.ndim - 1];
       T* v = dst + r * len;  // copy the row into the output, then work in place
       for (std::int64_t i = 0; i < len; ++i) v[i] = src[off + i * step];
-      st.run_row(0, c, v, len, static_cast<std::uint64_t>(r * len));
+      st.run_row(0, c, v, len, noise_counter(c, numel, (r - c * rows_per_channel) * len));
       if (collect) partials[r] = accumulate(v, len);
     }
     });
@@ -976,10 +846,9 @@ void program_typed(const ArrayRef& x, const OutRef& out, const Program& prog) {
 
 void resample(const ArrayRef& data, const OutRef& out, const ArrayRef& seg, const OutRef& seg_out,
               const SpatialSpec& spec, const Program& program) {
-  check_spec(data, out, seg, seg_out, spec, program);
+  throw_if(check_resample(data, out.ndim, seg, seg_out.ndim, spec, program));
   const bool has_data = data.data != nullptr;
   const DType dt = has_data ? data.dtype : DType::Float32;
-  if (dt != DType::Float32 && dt != DType::Float64) throw std::invalid_argument("data must be float32 or float64");
   if (spec.ndim == 3) {
     if (dt == DType::Float64) resample_typed<double, 3>(data, out, seg, seg_out, spec, program);
     else resample_typed<float, 3>(data, out, seg, seg_out, spec, program);
@@ -990,23 +859,15 @@ void resample(const ArrayRef& data, const OutRef& out, const ArrayRef& seg, cons
 }
 
 void apply_program(const ArrayRef& x, const OutRef& out, const Program& program) {
-  if (x.ndim < 3 || x.ndim > kMaxDims) throw std::invalid_argument("x must be (N, C, *spatial) with 1 to 3 spatial axes");
-  if (static_cast<std::int64_t>(program.params.size()) != x.shape[0] * program.n_ops()) {
-    throw std::invalid_argument("program parameters must be (N, n_ops)");
-  }
-  if (program.n_ops() > 0 && static_cast<std::int64_t>(program.seeds.size()) != x.shape[0]) {
-    throw std::invalid_argument("program needs one seed per sample");
-  }
+  throw_if(check_apply_program(x.ndim, x.shape, x.dtype, program));
   if (x.dtype == DType::Float64) program_typed<double>(x, out, program);
-  else if (x.dtype == DType::Float32) program_typed<float>(x, out, program);
-  else throw std::invalid_argument("intensity operations need float32 or float64 data");
+  else program_typed<float>(x, out, program);
 }
 
 void gaussian_blur(const OutRef& x, int spatial_ndim, const std::vector<float>& sigma, double truncate) {
-  if (static_cast<std::int64_t>(sigma.size()) != x.shape[0] * spatial_ndim) throw std::invalid_argument("sigma must be (N, ndim)");
+  throw_if(check_gaussian_blur(x.ndim, x.shape, x.dtype, static_cast<std::int64_t>(sigma.size())));
   if (x.dtype == DType::Float64) blur_typed<double>(x, spatial_ndim, sigma, truncate);
-  else if (x.dtype == DType::Float32) blur_typed<float>(x, spatial_ndim, sigma, truncate);
-  else throw std::invalid_argument("gaussian_blur needs float32 or float64 data");
+  else blur_typed<float>(x, spatial_ndim, sigma, truncate);
 }
 
 }  // namespace delira::cpu::DELIRA_ISA

@@ -16,10 +16,15 @@
 #include <utility>
 #include <vector>
 
+#include "../core/gaussian.h"
 #include "../core/geometry.h"
 #include "../core/intensity.h"
+#include "../core/moments.h"
+#include "../core/prefilter.h"
+#include "../core/program.h"
 #include "../core/rng.h"
 #include "../core/sampling.h"
+#include "../core/spec.h"
 
 namespace delira::cuda {
 namespace {
@@ -89,11 +94,9 @@ struct Packer {
 // ---------------------------------------------------------------------------------------------
 // Program description passed by value to the kernels.
 
-struct StageOps {
-  int head;            // op index of the stats op starting the stage, -1 for stage 0
-  int count;           // number of pointwise ops
-  int ops[kMaxOps];    // their op indices
-};
+// A stage of the program (core/program.h): its stats op `head` (-1 for stage 0) and the pointwise
+// ops [first_pointwise, end).
+using StageOps = StageRange;
 
 struct ProgramView {
   int n_ops;
@@ -104,10 +107,11 @@ struct ProgramView {
   Stats* stats;                 // (N, C, n_ops)
 };
 
-__device__ __forceinline__ float run_pointwise(const ProgramView& p, const StageOps& st, std::int64_t n, float v,
-                                               std::uint64_t counter) {
-  for (int k = 0; k < st.count; ++k) {
-    const int j = st.ops[k];
+// The pointwise ops of stage `st` on one value of type V (float for float32 data, double for float64).
+template <typename V>
+__device__ __forceinline__ V run_pointwise(const ProgramView& p, const StageOps& st, std::int64_t n, V v,
+                                           std::uint64_t counter) {
+  for (int j = st.first_pointwise; j < st.end; ++j) {
     const OpParams& q = p.params[n * p.n_ops + j];
     if (q.active) v = apply_pointwise(static_cast<OpKind>(p.kinds[j]), q, v, p.keys[n * p.n_ops + j], counter);
   }
@@ -155,11 +159,12 @@ struct FusedArgs {
 template <int NDIM>
 __device__ __forceinline__ void input_coordinate(const FusedArgs<NDIM>& a, std::int64_t n, const std::int64_t* o,
                                                  float* x) {
+  // The CPU's row arithmetic (core/geometry.h): leading axes in double, then the step along the row.
   const float* A = a.affine + n * NDIM * (NDIM + 1);
   for (int d = 0; d < NDIM; ++d) {
-    float v = A[d * (NDIM + 1) + NDIM];
-    for (int e = 0; e < NDIM; ++e) v += A[d * (NDIM + 1) + e] * static_cast<float>(o[e]);
-    x[d] = v;
+    const float* row = A + d * (NDIM + 1);
+    const float start = row_start_coordinate<NDIM>(row, row[NDIM], o);
+    x[d] = row_step_coordinate(start, row[NDIM - 1], static_cast<std::int32_t>(o[NDIM - 1]));
   }
   if (a.grid == nullptr) return;
   ControlTaps t[NDIM];
@@ -169,24 +174,14 @@ __device__ __forceinline__ void input_coordinate(const FusedArgs<NDIM>& a, std::
                         a.grid_shape[d]);
     gnumel *= a.grid_shape[d];
   }
+  // The elastic field in the CPU's order (core/geometry.h): the leading axes' taps contracted at the
+  // four last-axis control points, then the last axis.
   const float* G = a.grid + n * NDIM * gnumel;
+  const ControlTaps& last = t[NDIM - 1];
   for (int comp = 0; comp < NDIM; ++comp) {
-    const float* g = G + comp * gnumel;
-    float acc = 0.0f;
-    if (NDIM == 3) {
-      for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) {
-          const float* row = g + ((t[0].first + i) * a.grid_shape[1] + (t[1].first + j)) * a.grid_shape[2] + t[2].first;
-          const float w = t[0].w[i] * t[1].w[j];
-          acc += w * (t[2].w[0] * row[0] + t[2].w[1] * row[1] + t[2].w[2] * row[2] + t[2].w[3] * row[3]);
-        }
-    } else {
-      for (int i = 0; i < 4; ++i) {
-        const float* row = g + (t[0].first + i) * a.grid_shape[1] + t[1].first;
-        acc += t[0].w[i] * (t[1].w[0] * row[0] + t[1].w[1] * row[1] + t[1].w[2] * row[2] + t[1].w[3] * row[3]);
-      }
-    }
-    x[comp] += acc;
+    float f[4];
+    contract_leading_axes<NDIM>(G + comp * gnumel, a.grid_shape, t, last.first, 4, f);
+    x[comp] += contract_last_axis(f, last.w[0], last.w[1], last.w[2], last.w[3]);
   }
 }
 
@@ -234,9 +229,8 @@ __global__ void fused_kernel(FusedArgs<NDIM> a) {
       T* out = static_cast<T*>(a.out) + n * a.channels * a.numel + voxel;
       for (int c = 0; c < a.channels; ++c) {
         Acc v = gather<Acc, ORDER, NDIM>(base + c * a.d_channel_stride, taps, static_cast<Acc>(a.cval));
-        if (a.stage0.count > 0) {
-          v = static_cast<Acc>(run_pointwise(a.program, a.stage0, n, static_cast<float>(v),
-                                             static_cast<std::uint64_t>(c * a.numel + voxel)));
+        if (a.stage0.end > a.stage0.first_pointwise) {
+          v = run_pointwise<Acc>(a.program, a.stage0, n, v, noise_counter(c, a.numel, voxel));
         }
         out[c * a.numel] = static_cast<T>(v);
       }
@@ -255,84 +249,58 @@ __global__ void fused_kernel(FusedArgs<NDIM> a) {
 // ---------------------------------------------------------------------------------------------
 // Statistics: per chunk of kChunk voxels a fixed-order reduction, then the chunks in order.
 
-struct Partial {
-  double count, mean, m2;
-  float min, max;
-};
-
-__device__ __forceinline__ Partial merge(Partial a, const Partial& b) {
-  if (b.count == 0.0) return a;
-  if (a.count == 0.0) return b;
-  const double n = a.count + b.count;
-  const double delta = b.mean - a.mean;
-  Partial r;
-  r.count = n;
-  r.mean = a.mean + delta * (b.count / n);
-  r.m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / n);
-  r.min = a.min < b.min ? a.min : b.min;
-  r.max = a.max > b.max ? a.max : b.max;
-  return r;
-}
-
 template <typename T>
-__global__ void chunk_stats_kernel(const T* x, std::int64_t numel, std::int64_t chunks, Partial* partials) {
+__global__ void chunk_stats_kernel(const T* x, std::int64_t numel, std::int64_t chunks, Moments* partials) {
   // one block per (sample-channel, chunk); blockIdx.x = sc * chunks + k
   const std::int64_t sc = blockIdx.x / chunks;
   const std::int64_t k = blockIdx.x - sc * chunks;
   const T* base = x + sc * numel;
   const std::int64_t begin = k * kChunk;
   const std::int64_t end = begin + kChunk < numel ? begin + kChunk : numel;
-  Partial p{0.0, 0.0, 0.0, 3.4e38f, -3.4e38f};
+  Moments p = empty_moments();
   for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    const float v = static_cast<float>(base[i]);
-    Partial one{1.0, static_cast<double>(v), 0.0, v, v};
-    p = merge(p, one);
+    merge_moments(p, single_moment(static_cast<float>(base[i])));
   }
-  __shared__ Partial shared[kThreads];
+  __shared__ Moments shared[kThreads];
   shared[threadIdx.x] = p;
   __syncthreads();
   for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) shared[threadIdx.x] = merge(shared[threadIdx.x], shared[threadIdx.x + s]);
+    if (threadIdx.x < s) merge_moments(shared[threadIdx.x], shared[threadIdx.x + s]);
     __syncthreads();
   }
   if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
 }
 
-__global__ void finalize_stats_kernel(const Partial* partials, std::int64_t n_sc, std::int64_t chunks, int channels,
+__global__ void finalize_stats_kernel(const Moments* partials, std::int64_t n_sc, std::int64_t chunks, int channels,
                                       int n_ops, int op, Stats* stats) {
   const std::int64_t sc = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (sc >= n_sc) return;
-  Partial p{0.0, 0.0, 0.0, 3.4e38f, -3.4e38f};
-  for (std::int64_t k = 0; k < chunks; ++k) p = merge(p, partials[sc * chunks + k]);
+  Moments p = empty_moments();
+  for (std::int64_t k = 0; k < chunks; ++k) merge_moments(p, partials[sc * chunks + k]);
   const std::int64_t n = sc / channels;
   const std::int64_t c = sc - n * channels;
-  Stats& s = stats[(n * channels + c) * n_ops + op];
-  s.mean = p.mean;
-  s.std = p.count > 0.0 ? sqrt(p.m2 > 0.0 ? p.m2 / p.count : 0.0) : 0.0;
-  s.min = p.count > 0.0 ? p.min : 0.0f;
-  s.max = p.count > 0.0 ? p.max : 0.0f;
+  store_moments(p, stats[(n * channels + c) * n_ops + op]);
 }
 
 template <typename T>
 __global__ void stage_kernel(T* x, std::int64_t n_samples, int channels, std::int64_t numel, ProgramView p,
                              StageOps st) {
+  using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   const std::int64_t total = n_samples * channels * numel;
   for (std::int64_t idx = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
     const std::int64_t sc = idx / numel;
     const std::int64_t n = sc / channels;
     const std::int64_t c = sc - n * channels;
-    const std::int64_t counter = c * numel + (idx - sc * numel);
-    float v = static_cast<float>(x[idx]);
+    Acc v = static_cast<Acc>(x[idx]);
     if (st.head >= 0) {
       const OpParams& q = p.params[n * p.n_ops + st.head];
       if (q.active) {
-        const int ref = p.refs[st.head] >= 0 ? p.refs[st.head] : st.head;
-        v = apply_with_stats(static_cast<OpKind>(p.kinds[st.head]), q, v, p.stats[sc * p.n_ops + st.head],
-                             p.stats[sc * p.n_ops + ref]);
+        v = apply_with_stats<Acc>(static_cast<OpKind>(p.kinds[st.head]), q, v, p.stats[sc * p.n_ops + st.head],
+                                  p.stats[sc * p.n_ops + stats_target_op(p.refs, st.head)]);
       }
     }
-    v = run_pointwise(p, st, n, v, static_cast<std::uint64_t>(counter));
+    v = run_pointwise<Acc>(p, st, n, v, noise_counter(c, numel, idx - sc * numel));
     x[idx] = static_cast<T>(v);
   }
 }
@@ -343,28 +311,20 @@ __global__ void stage_kernel(T* x, std::int64_t n_samples, int channels, std::in
 struct DeviceProgram {
   ProgramView view;
   std::vector<StageOps> stages;
-  Partial* partials = nullptr;
+  Moments* partials = nullptr;
 };
 
 std::vector<StageOps> split_stages(const cpu::Program& prog) {
-  std::vector<StageOps> stages(1);
-  stages[0].head = -1;
-  stages[0].count = 0;
   for (int j = 0; j < prog.n_ops(); ++j) {
     if (prog.kinds[j] == OpKind::PercentileClip) {
       throw std::invalid_argument(
           "PercentileClip is not available in the CUDA executor yet; clip percentiles on the CPU before moving the "
           "data to the GPU, or run this transform with backend='cpu'");
     }
-    if (needs_stats(prog.kinds[j])) {
-      StageOps s;
-      s.head = j;
-      s.count = 0;
-      stages.push_back(s);
-    } else {
-      stages.back().ops[stages.back().count++] = j;
-    }
   }
+  std::vector<StageOps> stages;
+  const int count = stage_count(prog.kinds.data(), prog.n_ops());
+  for (int k = 0; k < count; ++k) stages.push_back(program_stage(prog.kinds.data(), prog.n_ops(), k));
   return stages;
 }
 
@@ -379,12 +339,14 @@ ProgramOffsets pack_program(Packer& pk, const cpu::Program& prog, std::int64_t n
   }
   std::vector<std::uint64_t> keys(static_cast<std::size_t>(n * prog.n_ops()));
   for (std::int64_t i = 0; i < n; ++i)
-    for (int j = 0; j < prog.n_ops(); ++j) keys[i * prog.n_ops() + j] = stream_key(prog.seeds.empty() ? 0 : prog.seeds[i], static_cast<std::uint32_t>(j));
+    for (int j = 0; j < prog.n_ops(); ++j) {
+      keys[i * prog.n_ops() + j] = op_stream_key(prog.seeds.data(), static_cast<std::int64_t>(prog.seeds.size()), i, j);
+    }
   ProgramOffsets off;
   off.params = pk.add(prog.params.data(), prog.params.size() * sizeof(OpParams));
   off.keys = pk.add(keys.data(), keys.size() * sizeof(std::uint64_t));
   off.stats = pk.reserve(static_cast<std::size_t>(n * channels * (prog.n_ops() > 0 ? prog.n_ops() : 1)) * sizeof(Stats));
-  off.partials = pk.reserve(static_cast<std::size_t>(n * channels * chunks) * sizeof(Partial));
+  off.partials = pk.reserve(static_cast<std::size_t>(n * channels * chunks) * sizeof(Moments));
   return off;
 }
 
@@ -399,7 +361,7 @@ DeviceProgram device_program(char* dev, const ProgramOffsets& off, const cpu::Pr
   d.view.params = reinterpret_cast<const OpParams*>(dev + off.params);
   d.view.keys = reinterpret_cast<const std::uint64_t*>(dev + off.keys);
   d.view.stats = reinterpret_cast<Stats*>(dev + off.stats);
-  d.partials = reinterpret_cast<Partial*>(dev + off.partials);
+  d.partials = reinterpret_cast<Moments*>(dev + off.partials);
   return d;
 }
 
@@ -450,42 +412,7 @@ __global__ void filter_lines_kernel(T* x, std::int64_t lines, std::int64_t m, st
   const std::int64_t l = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (l >= lines || m < 2) return;
   const std::int64_t outer = l / inner;
-  T* c = x + outer * inner * m + (l - outer * inner);
-  const double z = -0.26794919243112270;
-  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
-  for (std::int64_t i = 0; i < m; ++i) c[i * stride] = static_cast<T>(static_cast<double>(c[i * stride]) * gain);
-  double c0;
-  if (reflect) {
-    const double z2m = pow(z, static_cast<double>(2 * m));
-    double sum = 0.0, zk = z;
-    for (std::int64_t k = 1; k <= 2 * m && fabs(zk) > 1e-300; ++k) {
-      sum += zk * static_cast<double>(c[(k <= m ? k - 1 : 2 * m - k) * stride]);
-      zk *= z;
-    }
-    c0 = static_cast<double>(c[0]) + sum / (1.0 - z2m);
-  } else {
-    const double zm1 = pow(z, static_cast<double>(m - 1));
-    double sum = static_cast<double>(c[0]) + zm1 * static_cast<double>(c[(m - 1) * stride]);
-    double zj = z;
-    for (std::int64_t j = 1; j < m - 1 && fabs(zj) > 1e-300; ++j) {
-      sum += (zj + zm1 * zm1 / zj) * static_cast<double>(c[j * stride]);
-      zj *= z;
-    }
-    c0 = sum / (1.0 - zm1 * zm1);
-  }
-  double prev = c0;
-  c[0] = static_cast<T>(c0);
-  for (std::int64_t i = 1; i < m; ++i) {
-    prev = static_cast<double>(c[i * stride]) + z * prev;
-    c[i * stride] = static_cast<T>(prev);
-  }
-  double last = reflect ? prev * (z / (z - 1.0))
-                        : (z / (z * z - 1.0)) * (z * static_cast<double>(c[(m - 2) * stride]) + prev);
-  c[(m - 1) * stride] = static_cast<T>(last);
-  for (std::int64_t i = m - 2; i >= 0; --i) {
-    last = z * (last - static_cast<double>(c[i * stride]));
-    c[i * stride] = static_cast<T>(last);
-  }
+  bspline_prefilter_line(x + outer * inner * m + (l - outer * inner), m, stride, reflect);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,7 +550,7 @@ void program_typed(void* x, const std::int64_t* shape, int ndim, const cpu::Prog
   check(cudaMemcpyAsync(dev, pk.host.data(), pk.host.size(), cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (parameters)");
   DeviceProgram dp = device_program(dev, poff, prog);
   T* data = static_cast<T*>(x);
-  if (dp.stages[0].count > 0) {
+  if (dp.stages[0].end > dp.stages[0].first_pointwise) {
     stage_kernel<T><<<blocks_for(N * C * numel), kThreads, 0, s>>>(data, N, C, numel, dp.view, dp.stages[0]);
   }
   run_later_stages<T>(data, N, C, numel, dp, s);
@@ -659,20 +586,11 @@ void blur_typed(void* x, const std::int64_t* shape, int ndim, const std::vector<
     int max_k = 1;
     std::vector<int> radius(static_cast<std::size_t>(N), 0);
     for (std::int64_t n = 0; n < N; ++n) {
-      const float sg = sigma[n * sd + axis];
-      radius[n] = sg > 0.0f ? static_cast<int>(truncate * sg + 0.5) : 0;
+      radius[n] = static_cast<int>(gaussian_radius(sigma[n * sd + axis], truncate));
       max_k = std::max(max_k, 2 * radius[n] + 1);
     }
     std::vector<float> weights(static_cast<std::size_t>(N * max_k), 0.0f);
-    for (std::int64_t n = 0; n < N; ++n) {
-      const float sg = sigma[n * sd + axis];
-      const int r = radius[n];
-      double sum = 0.0;
-      for (int k = -r; k <= r; ++k) sum += r ? std::exp(-0.5 * k * k / (static_cast<double>(sg) * sg)) : 1.0;
-      for (int k = -r; k <= r; ++k) {
-        weights[n * max_k + k + r] = static_cast<float>((r ? std::exp(-0.5 * k * k / (static_cast<double>(sg) * sg)) : 1.0) / sum);
-      }
-    }
+    for (std::int64_t n = 0; n < N; ++n) gaussian_weights(sigma[n * sd + axis], radius[n], weights.data() + n * max_k);
     Packer pk;
     const std::size_t off_w = pk.add(weights.data(), weights.size() * sizeof(float));
     const std::size_t off_r = pk.add(radius.data(), radius.size() * sizeof(int));

@@ -11,6 +11,7 @@
 #include "delira_build_config.h"
 
 #include "../core/flip.h"
+#include "../core/spec.h"
 #include "../cpu/engine.h"
 #include "../cpu/flip_cpu.h"
 #include "../cpu/parallel.h"
@@ -335,13 +336,6 @@ void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const
   delira::cuda::DeviceArray seg = device_array(seg_ptr, seg_dtype, seg_shape, seg_strides, "seg");
   if (!data.data && !seg.data) throw py::value_error("nothing to resample: give data, seg or both");
   const std::int64_t n = data.data ? data.shape[0] : seg.shape[0];
-  if (data.data && data.ndim != sd + 2) throw py::value_error("data must have ndim + 2 axes");
-  if (seg.data && (seg.ndim != sd + 2 || seg.shape[0] != n)) throw py::value_error("seg must be (N, C, *spatial) like data");
-  if (data.data && data.dtype != DType::Float32 && data.dtype != DType::Float64) throw py::type_error("data must be float32 or float64");
-  if (seg.data && (seg.dtype == DType::Float32 || seg.dtype == DType::Float64)) throw py::type_error("seg must have an integer dtype");
-  if (order_data != 0 && order_data != 1 && order_data != 3) throw py::value_error("order must be 0, 1 or 3");
-  if (order_seg != 0 && order_seg != 1) throw py::value_error("seg order must be 0 or 1");
-  if (affine.size() != n * sd * (sd + 1)) throw py::value_error("affine must be (N, ndim, ndim + 1)");
   delira::cpu::SpatialSpec spec;
   spec.ndim = sd;
   for (int d = 0; d < sd; ++d) spec.out_shape[d] = out_shape[d];
@@ -354,6 +348,7 @@ void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const
   spec.cval_seg = cval_seg;
   set_elastic(spec, elastic, grid_origin, grid_spacing, n);
   delira::cpu::Program prog = make_program(n, op_kinds, op_refs, op_params, op_active, seeds);
+  delira::throw_if(delira::check_resample(data, sd + 2, seg, sd + 2, spec, prog));  // the CPU executor's checks
   py::gil_scoped_release release;
   delira::cuda::resample(data, reinterpret_cast<void*>(out_ptr), seg, reinterpret_cast<void*>(seg_out_ptr), spec, prog,
                          reinterpret_cast<void*>(stream));
@@ -367,8 +362,8 @@ void apply_program_cuda(std::uintptr_t ptr, const std::string& dtype, const std:
                         std::uintptr_t stream) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
   const DType dt = dtype_from_name(dtype);
-  if (dt != DType::Float32 && dt != DType::Float64) throw py::type_error("x must be float32 or float64");
   delira::cpu::Program prog = make_program(shape[0], op_kinds, op_refs, op_params, op_active, seeds);
+  delira::throw_if(delira::check_apply_program(static_cast<int>(shape.size()), shape.data(), dt, prog));
   py::gil_scoped_release release;
   delira::cuda::apply_program(reinterpret_cast<void*>(ptr), dt, shape.data(), static_cast<int>(shape.size()), prog,
                               reinterpret_cast<void*>(stream));
@@ -379,8 +374,8 @@ void gaussian_blur_cuda(std::uintptr_t ptr, const std::string& dtype, const std:
                         std::uintptr_t stream) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
   const DType dt = dtype_from_name(dtype);
-  if (dt != DType::Float32 && dt != DType::Float64) throw py::type_error("x must be float32 or float64");
-  if (sigma.size() != shape[0] * static_cast<py::ssize_t>(shape.size() - 2)) throw py::value_error("sigma must be (N, ndim)");
+  delira::throw_if(delira::check_gaussian_blur(static_cast<int>(shape.size()), shape.data(), dt,
+                                               static_cast<std::int64_t>(sigma.size())));
   std::vector<float> s(sigma.data(), sigma.data() + sigma.size());
   py::gil_scoped_release release;
   delira::cuda::gaussian_blur(reinterpret_cast<void*>(ptr), dt, shape.data(), static_cast<int>(shape.size()), s, truncate,
@@ -422,6 +417,14 @@ py::tuple cuda_device_count() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of delira.augment (private; use the functions of delira.augment).";
+  // Argument errors of kind "type" from the shared checks (core/spec.h) become TypeError.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const delira::SpecTypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
   m.def("flip", &flip_cpu, py::arg("x"), py::arg("axes"),
         "Copy of x with the given axes reversed (CPU executor).");
 #if DELIRA_AUGMENT_WITH_CUDA
