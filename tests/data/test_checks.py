@@ -156,3 +156,88 @@ def test_check_case_on_samples_in_memory():
         }
     )
     assert len(geometry) == 1 and "spacing" in geometry[0]
+
+
+# -- the five problems of issue 13, found before training starts ---------------------------------------
+def five_problem_folder(root, missing=True):
+    """An MSD folder of 6 cases; 5 of them (4 with ``missing=False``) have one problem each."""
+    cases = {f"case_{i:03d}": list((*good_case(i), {}, {})) for i in range(6)}
+    if missing:
+        cases["case_001"][1] = None  # listed in dataset.json, never written
+    cases["case_003"][1] = good_case(3)[1][:, :5, :]  # label of another shape
+    seg = cases["case_004"][1].astype(np.float32)
+    seg[0, 0, 0] = 0.5
+    cases["case_004"][1] = seg  # a float label holding 0.5
+    cases["case_005"][0][4, 3, 2] = np.nan  # a NaN image voxel
+    write_msd(root, {k: tuple(v) for k, v in cases.items()})
+    path = root / "imagesTr" / "case_002.nii.gz"  # a truncated .nii.gz
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return root
+
+
+FIVE_EXPECTED = {  # case: (file, finding, fix)
+    "case_001": ("labelsTr/case_001.nii.gz", "does not exist", "restore the file"),
+    "case_002": ("imagesTr/case_002.nii.gz", "truncated or corrupt", "download or export it again"),
+    "case_003": ("labelsTr/case_003.nii.gz", "spatial shape (8, 5, 6)", "export the label on the image's"),
+    "case_004": ("labelsTr/case_004.nii.gz", "non-integer value(s) (e.g. 0.5)", "save the segmentation with"),
+    "case_005": ("imagesTr/case_005.nii.gz", "1 NaN", "replace them"),
+}
+
+
+def assert_five_problems(error, missing=True):
+    """``error`` lists exactly the five problems (four without the missing file), each with its case,
+    file and fix, all in one message."""
+    expected = {k: v for k, v in FIVE_EXPECTED.items() if missing or k != "case_001"}
+    problems = error.problems
+    assert len(problems) == len(expected), problems
+    for case, (file, finding, fix) in expected.items():
+        (problem,) = [p for p in problems if f"case {case}:" in p]
+        assert file in problem and finding in problem and fix in problem, problem
+        assert problem in str(error)
+    assert f"{len(expected)} problem(s) found" in str(error)
+
+
+def test_the_five_problems_are_listed_together(tmp_path):
+    root = five_problem_folder(tmp_path / "Task01_Broken")
+    with pytest.raises(DatasetError) as info:
+        check_dataset(root)
+    assert_five_problems(info.value)
+
+
+def broken_experiment(tmp_path, normalization, missing=True):
+    """Run a k-fold Experiment on the broken folder; returns its DatasetError, after checking that
+    no fold started training."""
+    pytest.importorskip("torch", reason="the Experiment trains a PyTorch network")
+    from delira.training import Experiment
+
+    root = five_problem_folder(tmp_path / "Task01_Broken", missing=missing)
+    config = {
+        "name": "broken",
+        "task": "segmentation",
+        "model": {
+            "name": "unet",
+            "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
+        },
+        "data": {
+            "kind": "decathlon",
+            "path": str(root),
+            "transforms": "none",
+            "preprocessing": {"normalization": normalization, "cache_dir": str(tmp_path / "cache")},
+        },
+        "training": {"epochs": 1, "batch_size": 2, "workers": 2},
+        "experiment": {"folds": 2, "seed": 0, "output": str(tmp_path / "out")},
+    }
+    run_dir = tmp_path / "run"
+    with pytest.raises(DatasetError) as info:
+        Experiment(config, run_dir=run_dir, verbose=False).kfold()
+    assert not list(run_dir.glob("fold_*/checkpoints/*")) and not list(run_dir.glob("fold_*/metrics.csv"))
+    return info.value
+
+
+def test_an_experiment_lists_four_problems_together_before_the_first_epoch(tmp_path):
+    assert_five_problems(broken_experiment(tmp_path, "zscore", missing=False), missing=False)
+
+
+@pytest.mark.parametrize("normalization", ["zscore", "none"])
+def test_an_experiment_on_a_broken_folder_stops_before_the_first_epoch(tmp_path, normalization):
+    assert_five_problems(broken_experiment(tmp_path, normalization))

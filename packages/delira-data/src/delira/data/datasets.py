@@ -139,12 +139,15 @@ class CacheDataset:
         num_workers: threads used to load the samples (0: load in this thread). Reading and
             decompressing medical images releases the GIL, so threads speed up the load without
             copying the arrays between processes.
+        check: check every case while loading it (:func:`delira.data.check_dataset`'s checks:
+            missing or unreadable files, image/label shapes, non-integer labels, NaN or infinite
+            values) and raise one :class:`~delira.data.DatasetError` listing every problem.
 
     The samples are shallow-copied dicts of the cached arrays on access: replacing a key in the
     returned dict does not alter the cache, but modifying an array in place does.
     """
 
-    def __init__(self, source: Dataset, num_workers: int = 0) -> None:
+    def __init__(self, source: Dataset, num_workers: int = 0, *, check: bool = False) -> None:
         n = len(source)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
@@ -152,7 +155,12 @@ class CacheDataset:
         def load(i: int) -> dict[str, Any]:
             return _check_sample(source[i], i, type(source).__name__)
 
-        if num_workers == 0 or n <= 1:
+        if check:
+            from delira.data.checks import scan_cases
+
+            name = type(source).__name__
+            self.samples = scan_cases(source, lambda i, s: _check_sample(s, i, name), num_workers=num_workers)
+        elif num_workers == 0 or n <= 1:
             self.samples = [load(i) for i in range(n)]
         else:
             with ThreadPoolExecutor(max_workers=num_workers) as pool:

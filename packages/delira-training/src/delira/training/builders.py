@@ -145,8 +145,9 @@ def build_dataset(config: Mapping[str, Any], num_workers: int | None = None) -> 
     """The dataset named by ``data`` (``phantom`` or ``decathlon``) as a ``delira.data`` dataset.
 
     An MSD folder is checked (every problem listed at once, see :func:`delira.data.check_dataset`)
-    while it is preprocessed (:func:`build_preprocessor`) into a cache; ``num_workers`` threads
-    (default ``training.workers``) preprocess cases in parallel.
+    before training, while it is preprocessed (:func:`build_preprocessor`) into a cache or, without
+    preprocessing, loaded into memory; ``num_workers`` threads (default ``training.workers``) read
+    cases in parallel.
 
     Samples: ``{"data": float32 (C, *spatial), "seg": int16 (1, *spatial) | "label": int,
     "case_id": str, ...}``; the dataset has ``case_ids``.
@@ -165,11 +166,12 @@ def build_dataset(config: Mapping[str, Any], num_workers: int | None = None) -> 
             seed=p["seed"],
             noise_std=p["noise_std"],
         )
-    raw = DecathlonDataset(data["path"])
+    # Missing listed files are reported by the checks together with every other problem.
+    raw = DecathlonDataset(data["path"], allow_missing=True)
     preprocessor = build_preprocessor(config)
-    if preprocessor is None:
-        return CacheDataset(raw)
     workers = config["training"]["workers"] if num_workers is None else num_workers
+    if preprocessor is None:
+        return CacheDataset(raw, num_workers=workers, check=True)
     return PreprocessedDataset(raw, preprocessor, cache_dir=cache_dir(config), num_workers=workers)
 
 
