@@ -6,7 +6,7 @@ The header maps each key to ``{"dtype", "shape", "data_offsets": [begin, end]}``
 the byte buffer, contiguous, in key order) and ``"__metadata__"`` to a ``{str: str}`` dict.
 
 Writing tensor by tensor keeps memory flat (the library's ``save`` builds the whole file in
-memory) and leaves atomicity to the caller (:func:`delira.io._atomic.atomic_write`).
+memory) and leaves atomicity to the caller (:func:`delira.io.atomic_write`).
 """
 
 from __future__ import annotations

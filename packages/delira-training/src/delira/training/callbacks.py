@@ -224,7 +224,7 @@ class GanSampleGrid(Callback):
         images = self.generate(trainer)
         grid = tile_grid(images, self.border)
         png = encode_png_gray8(grid)
-        from delira.io._atomic import atomic_write
+        from delira.io import atomic_write
 
         path = self.path(epoch)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -643,7 +643,7 @@ def load_config(
 
 def dump_config(config: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``config`` as YAML (keys in schema order) atomically; returns the path."""
-    from delira.io._atomic import atomic_write
+    from delira.io import atomic_write
 
     path = Path(path)
     text = yaml.safe_dump(dict(config), sort_keys=False)

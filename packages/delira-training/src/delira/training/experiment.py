@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from delira.io._atomic import atomic_write
+from delira.io import atomic_write
 from delira.training.builders import (
     _eval_mode,
     _trainer_class,

@@ -927,7 +927,7 @@ def plan_dataset(
     plan.config = config
     plan.summary["fingerprint"] = str(cache)
     if output is not None:
-        from delira.io._atomic import atomic_write
+        from delira.io import atomic_write
 
         text = plan_to_yaml(plan)
         out = Path(output)

@@ -22,7 +22,7 @@ from typing import Any, Union
 import numpy as np
 from scipy import ndimage
 
-from delira.io._atomic import atomic_write
+from delira.io import atomic_write
 
 __all__ = [
     "PostprocessingRule",

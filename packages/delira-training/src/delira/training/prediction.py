@@ -200,7 +200,7 @@ def load_run_networks(
 def save_preprocessing_state(run_dir: str | os.PathLike[str], preprocessor: Any) -> None:
     """Write the fitted preprocessing statistics (CT clip/mean/std per channel) to
     ``run_dir/preprocessing.json``, so prediction normalises as training did."""
-    from delira.io._atomic import atomic_write
+    from delira.io import atomic_write
 
     ct = {str(c): asdict(n) for c, n in preprocessor.ct.items()}
     doc = {"params": preprocessor.params(), "ct": ct}
@@ -406,8 +406,7 @@ def predict(
     Returns:
         The label files written, in input order.
     """
-    from delira.io import Image, read_image, write_image
-    from delira.io._atomic import atomic_write
+    from delira.io import Image, atomic_write, read_image, write_image
 
     input_path, output = Path(input_path), Path(output_path)
     inputs = _list_inputs(input_path)

@@ -78,7 +78,7 @@ def _surface_figures(
 
 def _save_validation(path: Path, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
     """A validation prediction and its reference (original grid), for the postprocessing decision."""
-    from delira.io._atomic import atomic_write
+    from delira.io import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
 
