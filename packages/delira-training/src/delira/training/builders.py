@@ -14,11 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from delira.training.config import ConfigError
+
 __all__ = [
     "build_dataset",
     "build_network",
     "build_preprocessor",
     "build_transforms",
+    "check_augment_device",
     "mirror_axes",
     "spatial_dims",
 ]
@@ -54,13 +57,17 @@ def mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(range(spatial_dims(config))) if axes is None else tuple(int(a) for a in axes)
 
 
-def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], seed: int = 0) -> Any:
+def build_transforms(
+    config: Mapping[str, Any], spatial_shape: Sequence[int], seed: int = 0, backend: str | None = None
+) -> Any:
     """The training augmentation named by ``data.transforms`` with the ranges of ``data.augmentation``.
 
     Args:
         config: the resolved configuration.
         spatial_shape: the spatial shape of the training batches (whole volumes or patches).
         seed: the transforms' own seed (the loader passes a per-batch ``rng`` anyway).
+        backend: the delira.augment executor of every transform (``"cuda"`` for
+            ``data.augment_device: cuda``); None: chosen from the input (``"auto"``).
 
     Returns:
         A ``delira.augment`` transform called as ``t(**batch, rng=...)`` on batches
@@ -75,7 +82,7 @@ def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], se
     axes = tuple(a for a in mirror_axes(config) if a < len(spatial_shape))
     mirror = da.Mirror(axes, p_per_axis=0.5) if axes else None
     if kind == "mirror":
-        return da.Compose([mirror], seed=seed) if mirror is not None else None
+        return da.Compose([mirror], seed=seed, backend=backend) if mirror is not None else None
     rotation = aug["rotation"]
     if rotation is not None and isinstance(rotation[0], (list, tuple)):
         rotation = tuple(tuple(float(v) for v in r) for r in rotation)
@@ -107,7 +114,26 @@ def build_transforms(config: Mapping[str, Any], spatial_shape: Sequence[int], se
         da.BrightnessMultiplicative((0.9, 1.1)),
         da.Gamma((0.8, 1.25), retain_stats=True),
     ]
-    return da.Compose([spatial, *intensity, *([mirror] if mirror is not None else [])], seed=seed)
+    return da.Compose(
+        [spatial, *intensity, *([mirror] if mirror is not None else [])], seed=seed, backend=backend
+    )
+
+
+def check_augment_device(config: Mapping[str, Any]) -> None:
+    """Raise :class:`~delira.training.config.ConfigError` unless ``data.augment_device`` can run here:
+    ``cuda`` needs delira-augment built with CUDA and a visible GPU (checked before any training)."""
+    if config["data"].get("augment_device", "cpu") != "cuda" or config["data"]["transforms"] == "none":
+        return
+    from delira.augment._cuda import require_cuda
+
+    try:
+        require_cuda("data.augment_device: cuda")
+    except RuntimeError as exc:
+        raise ConfigError(
+            [
+                f"{exc} On a machine without a GPU set data.augment_device: cpu (--set data.augment_device=cpu)."
+            ]
+        ) from exc
 
 
 def build_preprocessor(config: Mapping[str, Any]) -> Any:

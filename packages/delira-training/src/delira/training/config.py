@@ -199,6 +199,13 @@ SCHEMA: dict[str, Any] = {
         "transforms": Field(
             "str", "canonical", "the training augmentation", choices=("canonical", "mirror", "none")
         ),
+        "augment_device": Field(
+            "str",
+            "cpu",
+            "where the training augmentation runs: cpu (in the loader workers) or cuda (on the batch, "
+            "on the GPU of training.device, inside the trainer; needs delira-augment built with CUDA)",
+            choices=("cpu", "cuda"),
+        ),
         "augmentation": {
             "rotation": Field(
                 "ranges",
@@ -484,6 +491,13 @@ def _check_model(task: Any, model: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _is_gpu_device(device: str, backend: Any) -> bool:
+    """``device`` names a GPU: ``cuda[:k]`` for torch, a ``GPU`` device string for TensorFlow."""
+    if backend == "tf":
+        return "GPU" in device.upper()
+    return device == "cuda" or device.startswith("cuda:")
+
+
 def _check_semantics(config: Mapping[str, Any]) -> list[str]:
     """Cross-key rules that a per-key schema cannot express."""
     problems = []
@@ -521,6 +535,13 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
         )
     if dims == 2 and isinstance(patch, list) and len(patch) != 2:
         problems.append(f"data.patch_size: {patch} must have 2 sizes for data.spatial_dims: 2")
+    device = str(config.get("training", {}).get("device", "cpu"))
+    if data.get("augment_device") == "cuda" and not _is_gpu_device(device, config.get("backend")):
+        problems.append(
+            f"data.augment_device: cuda augments the batch on the training device, but training.device is "
+            f"{device!r}; set training.device to a GPU ('cuda' / 'cuda:1' for torch, '/GPU:0' for tf) or "
+            "data.augment_device: cpu"
+        )
     overlap = config.get("prediction", {}).get("overlap")
     if isinstance(overlap, (int, float)) and not 0 <= overlap < 1:
         problems.append(f"prediction.overlap: {overlap} must be in [0, 1)")

@@ -256,7 +256,7 @@ class Experiment:
         """The fold's train and validation loaders (:meth:`delira.training.tasks.Task.loaders`)."""
         return self.task.loaders(train, val, fold)
 
-    def _trainer(self, save_dir: Path | None, fold: int) -> Any:
+    def _trainer(self, save_dir: Path | None, fold: int, device_transforms: Sequence[Any] = ()) -> Any:
         from delira.training.seed import seed_everything
 
         cfg, t = self.config, self.config["training"]
@@ -284,6 +284,7 @@ class Experiment:
             save_dir=save_dir,
             seed=seed,
             verbose=self.verbose,
+            device_transforms=list(device_transforms),
         )
 
     # -- evaluation ---------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ class Experiment:
             from delira.io import read_checkpoint_info
 
             self._log(f"{save_dir.name}: resuming after epoch {read_checkpoint_info(last).epoch}")
-        trainer = self._trainer(save_dir, fold)
+        trainer = self._trainer(save_dir, fold, self.task.device_transforms(train, fold))
         train_loader, val_loader = self._loaders(train, val, fold)
         history = trainer.fit(
             train_loader, val_loader, epochs=self.config["training"]["epochs"], resume_from="last"

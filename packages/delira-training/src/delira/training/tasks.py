@@ -24,7 +24,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from delira.training.builders import _KerasSoftDice, _TorchSoftDice, build_transforms, slice_axis
+from delira.training.builders import (
+    _KerasSoftDice,
+    _TorchSoftDice,
+    build_transforms,
+    check_augment_device,
+    slice_axis,
+)
 
 __all__ = ["TASKS", "ClassificationTask", "GanTask", "SegmentationTask", "Task", "task_for"]
 
@@ -117,7 +123,21 @@ class _ScaleToUnit:
     ``data (N, C, *spatial)`` -> float32 of the same shape."""
 
     def __call__(self, **batch: Any) -> dict[str, Any]:
-        data = np.asarray(batch["data"], dtype=np.float32)
+        data = batch["data"]
+        if type(data).__module__.startswith("torch"):  # a device batch (data.augment_device: cuda)
+            flat = data.float().flatten(1)
+            shape = (-1,) + (1,) * (data.ndim - 1)
+            lo, hi = flat.amin(1).view(shape), flat.amax(1).view(shape)
+            return {**batch, "data": 2.0 * (data.float() - lo) / (hi - lo).clamp_min(1e-8) - 1.0}
+        if not isinstance(data, np.ndarray) and hasattr(data, "numpy"):  # a TensorFlow tensor
+            import tensorflow as tf
+
+            axes = list(range(1, len(data.shape)))
+            data = tf.cast(data, tf.float32)
+            lo = tf.reduce_min(data, axis=axes, keepdims=True)
+            hi = tf.reduce_max(data, axis=axes, keepdims=True)
+            return {**batch, "data": 2.0 * (data - lo) / tf.maximum(hi - lo, 1e-8) - 1.0}
+        data = np.asarray(data, dtype=np.float32)
         axes = tuple(range(1, data.ndim))
         lo, hi = data.min(axis=axes, keepdims=True), data.max(axis=axes, keepdims=True)
         return {**batch, "data": (2.0 * (data - lo) / np.maximum(hi - lo, 1e-8) - 1.0).astype(np.float32)}
@@ -191,6 +211,28 @@ class Task:
         """Per-epoch trainer callbacks of fold ``fold`` writing into ``fold_dir`` (None: no folder)."""
         return []
 
+    @property
+    def augments_on_device(self) -> bool:
+        """``data.augment_device: cuda``: the augmentation (and :meth:`transforms` after it) runs on
+        the training batch on the GPU inside the trainer instead of in the loader."""
+        return self.config["data"].get("augment_device", "cpu") == "cuda"
+
+    def device_transforms(self, train: Any, fold: int) -> list[Any]:
+        """The transforms the trainer applies to each training batch on the device: with
+        ``data.augment_device: cuda`` the augmentation on delira.augment's CUDA executor, then
+        :meth:`transforms`; otherwise none (they run in the loader).
+
+        Raises:
+            ConfigError: ``cuda`` on a machine where delira-augment cannot run on a GPU.
+        """
+        if not self.augments_on_device:
+            return []
+        check_augment_device(self.config)
+        augment = build_transforms(
+            self.config, self.train_shape(train), seed=self.fold_seed(fold), backend="cuda"
+        )
+        return [tr for tr in (augment, *self.transforms()) if tr is not None]
+
     def train_shape(self, data: Any) -> tuple[int, ...]:
         """The spatial shape of the training batches: ``data.patch_size``, else the first case's."""
         patch = self.config["data"]["patch_size"]
@@ -212,8 +254,11 @@ class Task:
         cfg = self.config
         seed = self.fold_seed(fold)
         patch = cfg["data"]["patch_size"]
-        augment = build_transforms(cfg, self.train_shape(train), seed=seed)
-        transforms = [tr for tr in (augment, *self.transforms()) if tr is not None]
+        if self.augments_on_device:
+            transforms = []  # the trainer runs them on the device (device_transforms)
+        else:
+            augment = build_transforms(cfg, self.train_shape(train), seed=seed)
+            transforms = [tr for tr in (augment, *self.transforms()) if tr is not None]
         axis = slice_axis(cfg)
         val_tf: list[Any] | None = None
         if axis is not None:
