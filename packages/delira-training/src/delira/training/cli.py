@@ -5,6 +5,8 @@
     delira plan DATASET_OR_CONFIG [-o plan.yaml] [--gpu-memory GiB | --device cpu] [--set KEY=VALUE]
     delira run [CONFIG] [--set training.epochs=5] [--run-dir DIR] [--fold K]
     delira run --resume DIR                  # continue an interrupted experiment
+    delira run CONFIG --launcher local --jobs 2      # folds as parallel processes
+    delira run CONFIG --launcher submitit [--no-wait] # folds as SLURM jobs (submitit)
     delira aggregate DIR                     # summarise folds run separately
     delira predict RUN_DIR --input scan.nii.gz --output seg.nii.gz
     delira predict RUN_DIR --input images/ --output predictions/ [--save-probabilities]
@@ -76,7 +78,23 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    summary = experiment.kfold(folds=None if args.fold is None else [args.fold])
+    folds = None if args.fold is None else [args.fold]
+    launcher = args.launcher or cfg["launcher"]["name"]
+    if launcher == "sequential" and args.jobs is None:
+        summary = experiment.kfold(folds=folds)
+    else:
+        from delira.training.launcher import launch
+
+        if launcher == "sequential":
+            launcher = "local"  # --jobs N asks for parallel processes
+        try:
+            report = launch(experiment, launcher, jobs=args.jobs, wait=not args.no_wait, folds=folds)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if args.no_wait:
+            return 0
+        summary = report.summary
     print(f"finished in {time.perf_counter() - start:.0f} s; experiment folder: {experiment.run_dir}")
     return 0 if summary is not None or args.fold is not None else 1
 
@@ -153,6 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", default=None, help="experiment folder (default: <experiment.output>/<name>-<timestamp>)"
     )
     p.add_argument("--fold", type=int, default=None, help="run only this fold (e.g. one per machine)")
+    p.add_argument(
+        "--launcher",
+        choices=("sequential", "local", "submitit"),
+        default=None,
+        help="how the folds run (default: launcher.name of the config, sequential): local = parallel "
+        "processes on this machine, submitit = one cluster job per fold (SLURM)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="local launcher: folds at a time (default: one per GPU or core)",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submitit: return after submitting (then `delira aggregate DIR`)",
+    )
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the experiment in DIR")
     p.set_defaults(func=run)
 

@@ -302,6 +302,60 @@ SCHEMA: dict[str, Any] = {
             "str", None, "sample key whose groups stay in one fold (e.g. patient)", nullable=True
         ),
     },
+    "launcher": {
+        "name": Field(
+            "str",
+            "sequential",
+            "how the folds run: sequential (one after the other in this process), local (parallel "
+            "processes on this machine) or submitit (one cluster job per fold, e.g. on SLURM)",
+            choices=("sequential", "local", "submitit"),
+        ),
+        "jobs": Field(
+            "int",
+            None,
+            "local: folds run at once; null: one per GPU with training.device cuda, else one per CPU core",
+            nullable=True,
+            minimum=1,
+        ),
+        "cluster": Field(
+            "str",
+            None,
+            "submitit: slurm, local (subprocesses on this machine, for tests) or debug (in this process); "
+            "null: slurm where sbatch is found, else local",
+            nullable=True,
+            choices=("slurm", "local", "debug"),
+        ),
+        "partition": Field("str", None, "submitit: the SLURM partition", nullable=True),
+        "account": Field("str", None, "submitit: the SLURM account to charge", nullable=True),
+        "gpus_per_fold": Field("int", 0, "submitit: GPUs of each fold's job", minimum=0),
+        "cpus_per_fold": Field(
+            "int",
+            4,
+            "submitit: CPU cores of each fold's job (also its torch and delira.augment threads)",
+            minimum=1,
+        ),
+        "mem_gb": Field(
+            "float",
+            None,
+            "submitit: memory of each fold's job in GB; null: the cluster's",
+            nullable=True,
+            minimum=0,
+        ),
+        "time_min": Field(
+            "int",
+            240,
+            "submitit: time limit of each fold's job in minutes (it requeues and resumes after it)",
+            minimum=1,
+        ),
+        "max_requeues": Field(
+            "int", 3, "submitit: how often a pre-empted or timed-out fold job is requeued", minimum=0
+        ),
+        "slurm_options": Field(
+            "mapping",
+            {},
+            "submitit: extra SLURM options as key: value (e.g. constraint: a100, qos: high), passed to sbatch",
+        ),
+    },
 }
 
 
@@ -542,6 +596,14 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
             f"{device!r}; set training.device to a GPU ('cuda' / 'cuda:1' for torch, '/GPU:0' for tf) or "
             "data.augment_device: cpu"
         )
+    options = config.get("launcher", {}).get("slurm_options")
+    if isinstance(options, Mapping):
+        for key, value in options.items():
+            if not isinstance(value, (str, int, float, bool)):
+                problems.append(
+                    f"launcher.slurm_options.{key}: {value!r} is not a single value; sbatch options take a "
+                    "string or a number (e.g. constraint: a100)"
+                )
     overlap = config.get("prediction", {}).get("overlap")
     if isinstance(overlap, (int, float)) and not 0 <= overlap < 1:
         problems.append(f"prediction.overlap: {overlap} must be in [0, 1)")

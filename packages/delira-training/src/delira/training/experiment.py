@@ -441,6 +441,61 @@ class Experiment:
         splits.save(path)
         return splits
 
+    def prepare(
+        self,
+        data: Any = None,
+        n_splits: int | None = None,
+        stratify_key: str | None = None,
+        group_key: str | None = None,
+        val_fraction: float | None = None,
+        seed: int | None = None,
+    ) -> tuple[Any, Any]:
+        """Everything the folds share, written once before any fold trains: the run folder with
+        ``config.yaml``, ``splits.json`` (read back when it exists), the fitted preprocessing state
+        and the augmentation preview. The arguments default to the ``experiment`` section.
+
+        Returns:
+            ``(data, splits)``: the dataset (default :meth:`dataset`) and its
+            :class:`~delira.data.Splits`.
+        """
+        exp = self.config["experiment"]
+        data = self.dataset() if data is None else data
+        self._prepare_folder()
+        splits = self.splits(
+            data,
+            exp["folds"] if n_splits is None else n_splits,
+            stratify_key if stratify_key is not None else exp["stratify_key"],
+            group_key if group_key is not None else exp["group_key"],
+            val_fraction if val_fraction is not None else exp["val_fraction"],
+            exp["seed"] if seed is None else seed,
+        )
+        self._save_preprocessing(data)
+        self._preview(data)
+        return data, splits
+
+    def unfinished_folds(self, splits: Any) -> list[int]:
+        """The folds of ``splits`` without a ``fold_<k>/result.json`` (not started, or interrupted)."""
+        return [k for k in range(len(splits)) if not (self.run_dir / f"fold_{k}" / "result.json").exists()]
+
+    def fit_folds(self, data: Any, splits: Any, folds: Sequence[int]) -> list[dict[str, Any]]:
+        """Train and evaluate the folds ``folds`` of ``splits`` in this process (each resumes from
+        its last checkpoint; finished ones are read back). Returns their results."""
+        from delira.data import Subset
+
+        results = []
+        for k in folds:
+            if not 0 <= k < len(splits):
+                raise ValueError(
+                    f"fold {k} does not exist; {self.run_dir / 'splits.json'} has folds 0..{len(splits) - 1}"
+                )
+            fold = splits[k]
+            self._log(f"fold {k}/{len(splits)}: {len(fold.train)} training, {len(fold.val)} validation cases")
+            train = Subset.from_case_ids(data, fold.train)
+            val = Subset.from_case_ids(data, fold.val)
+            test = Subset.from_case_ids(data, fold.test) if fold.test else None
+            results.append(self._fit(train, val, self.run_dir / f"fold_{k}", k, test=test))
+        return results
+
     def kfold(
         self,
         data: Any = None,
@@ -451,7 +506,9 @@ class Experiment:
         seed: int | None = None,
         folds: Sequence[int] | None = None,
     ) -> dict[str, Any] | None:
-        """K-fold cross-validation: train and evaluate every fold, then summarise.
+        """K-fold cross-validation: train and evaluate every fold in this process, then summarise
+        (:func:`delira.training.launcher.launch` runs the folds in parallel processes or as cluster
+        jobs instead).
 
         Args:
             data: the dataset (default: the config's, :meth:`dataset`).
@@ -464,37 +521,10 @@ class Experiment:
         Returns:
             The summary (see :func:`aggregate`), or None while folds are missing.
         """
-        from delira.data import Subset
-
-        exp = self.config["experiment"]
-        data = self.dataset() if data is None else data
-        n_splits = exp["folds"] if n_splits is None else n_splits
-        seed = exp["seed"] if seed is None else seed
-        self._prepare_folder()
-        splits = self.splits(
-            data,
-            n_splits,
-            stratify_key if stratify_key is not None else exp["stratify_key"],
-            group_key if group_key is not None else exp["group_key"],
-            val_fraction if val_fraction is not None else exp["val_fraction"],
-            seed,
-        )
-        self._save_preprocessing(data)
-        self._preview(data)
-        wanted = range(len(splits)) if folds is None else folds
-        for k in wanted:
-            if not 0 <= k < len(splits):
-                raise ValueError(
-                    f"fold {k} does not exist; {self.run_dir / 'splits.json'} has folds 0..{len(splits) - 1}"
-                )
-            fold = splits[k]
-            self._log(f"fold {k}/{len(splits)}: {len(fold.train)} training, {len(fold.val)} validation cases")
-            train = Subset.from_case_ids(data, fold.train)
-            val = Subset.from_case_ids(data, fold.val)
-            test = Subset.from_case_ids(data, fold.test) if fold.test else None
-            self._fit(train, val, self.run_dir / f"fold_{k}", k, test=test)
-        done = [k for k in range(len(splits)) if (self.run_dir / f"fold_{k}" / "result.json").exists()]
-        if len(done) < len(splits):
+        data, splits = self.prepare(data, n_splits, stratify_key, group_key, val_fraction, seed)
+        self.fit_folds(data, splits, range(len(splits)) if folds is None else folds)
+        done = len(splits) - len(self.unfinished_folds(splits))
+        if done < len(splits):
             self._log(
                 f"finished folds: {done} of {len(splits)}; run `delira aggregate {self.run_dir}` once all are done"
             )
@@ -543,7 +573,7 @@ class Experiment:
 
 
 # Keys that may differ between the machines running the folds of one experiment.
-_MACHINE_KEYS = ("training.device:", "training.workers:")
+_MACHINE_KEYS = ("training.device:", "training.workers:", "launcher.")
 
 
 def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
