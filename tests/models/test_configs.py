@@ -75,6 +75,41 @@ def test_unet_config_errors(kwargs, message):
         UNetConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("config", "kwargs", "message"),
+    [
+        (
+            UNetConfig,
+            {"features": 5},
+            r"UNet: features must be a list of positive ints.*got 5; for one int use",
+        ),
+        (UNetConfig, {"spatial_dims": 2.0}, r"UNet: spatial_dims must be 2 .* or 3 .*got 2\.0"),
+        (ResNetConfig, {"depth": 18.0}, r"ResNet: depth must be 18, 34 or 50; got 18\.0"),
+        (
+            UNetConfig,
+            {"features": (2, 4, 8), "deep_supervision": "no"},
+            "UNet: deep_supervision must be True or False; got 'no'",
+        ),
+        (DCGANConfig, {"channels": 0}, "DCGAN: channels must be a positive int; got 0"),
+        (DCGANConfig, {"generator_features": 0}, "DCGAN: generator_features must be a positive int"),
+        (DCGANConfig, {"discriminator_features": 2.5}, "DCGAN: discriminator_features must be a positive"),
+        (DCGANConfig, {"image_size": 30}, r"DCGAN: image_size must be 4 \* 2\*\*k"),
+    ],
+)
+def test_wrong_types_and_values_name_the_argument_given(config, kwargs, message):
+    # each error names the argument as the caller spelled it, not a field of a sub-network or a
+    # TypeError from deep inside
+    with pytest.raises(ValueError, match=message):
+        config(**kwargs)
+
+
+def test_models_reject_a_single_int_for_features(fw):
+    with pytest.raises(ValueError, match="features must be a list of positive ints"):
+        fw.build("unet", features=8)
+    with pytest.raises(ValueError, match="features must be a list of positive ints"):
+        get_model("unet", backend=fw.name, features=8)
+
+
 @pytest.mark.parametrize("size", [4, 12, 48, 100])
 def test_dcgan_image_size_must_be_four_times_a_power_of_two(size):
     with pytest.raises(ValueError, match=r"image_size must be 4 \* 2\*\*k.*nearest valid sizes are"):

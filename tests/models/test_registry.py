@@ -86,10 +86,15 @@ def test_arguments_the_name_fixes_and_errors_that_name_another_field():
     with pytest.raises(ModelArgumentError) as info:
         check_model_args("resnet18", {"depth": 34})
     assert info.value.problems[0][0] == "depth" and "use model 'resnet'" in info.value.problems[0][1]
-    # DCGANConfig's error speaks of the generator's out_channels: the culprit is still found
+    # every problem of a DCGAN is named by the DCGAN's own argument
     with pytest.raises(ModelArgumentError) as info:
         check_model_args("dcgan", {"channels": 0, "image_size": 30, "latent_dim": 8})
     assert [key for key, _ in info.value.problems] == ["channels", "image_size"]
+    assert "DCGAN: channels must be a positive int" in info.value.problems[0][1]
+    # a message that names no given argument: the culprit is the one whose removal fixes it
+    with pytest.raises(ModelArgumentError) as info:
+        check_model_args("unet", {"strides": [1], "num_classes": 3})
+    assert [key for key, _ in info.value.problems] == ["strides"]
     # a value of the wrong type (not iterable) is reported, not raised as a TypeError
     with pytest.raises(ModelArgumentError) as info:
         check_model_args("unet", {"features": 5})
@@ -107,3 +112,21 @@ def test_checks_import_no_framework():
         "assert not {'torch', 'tensorflow', 'keras'} & set(sys.modules), sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registry_functions_are_exported_from_the_package():
+    import delira.models
+    from delira.models import registry
+
+    names = [
+        "TASKS",
+        "ModelArgumentError",
+        "canonical_name",
+        "check_model_args",
+        "model_arguments",
+        "model_task",
+        "models_for_task",
+    ]
+    for name in names:
+        assert name in delira.models.__all__, name
+        assert getattr(delira.models, name) is getattr(registry, name)

@@ -7,8 +7,11 @@ same class names, loaded on first use:
 - ``delira.models.tf``: Keras 3 networks on TensorFlow (imports tensorflow and keras),
 - ``delira.models.convert``: ``torch_to_keras`` / ``keras_to_torch`` weight copies.
 
-Both take channels-first input ``(N, C, *spatial) float32``. ``get_model(name, backend=...)`` builds
-a network by name; ``valid_input_sizes``, ``check_input_size`` and the UNet memory estimate
+Both take channels-first input ``(N, C, *spatial) float32`` and build their layers from the same
+framework-free plan. ``get_model(name, backend=...)`` builds a network by name; the registry
+(``available_models``, ``models_for_task`` / ``model_task`` over ``TASKS``, ``canonical_name``,
+``model_arguments``, ``check_model_args``, which raises ``ModelArgumentError`` listing every
+problem), ``valid_input_sizes``, ``check_input_size`` and the UNet memory estimate
 (``delira.models.memory``: ``estimate_unet_memory_bytes``) need no framework.
 """
 
@@ -34,11 +37,18 @@ from delira.models.memory import (
 )
 from delira.models.registry import (
     BACKENDS,
+    TASKS,
+    ModelArgumentError,
     available_models,
+    canonical_name,
     check_input_size,
+    check_model_args,
     get_model,
     import_backend,
     input_size_rule,
+    model_arguments,
+    model_task,
+    models_for_task,
     valid_input_sizes,
 )
 
@@ -64,18 +74,25 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "TASKS",
     "DCGANConfig",
     "DCGANDiscriminatorConfig",
     "DCGANGeneratorConfig",
     "InputSizeRule",
+    "ModelArgumentError",
     "ResNetConfig",
     "UNetConfig",
     "__version__",
     "available_models",
+    "canonical_name",
     "check_input_size",
+    "check_model_args",
     "estimate_unet_memory_bytes",
     "get_model",
     "input_size_rule",
+    "model_arguments",
+    "model_task",
+    "models_for_task",
     "unet_activation_breakdown",
     "unet_activation_elements",
     "unet_parameter_count",

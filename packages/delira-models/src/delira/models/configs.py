@@ -33,7 +33,7 @@ def _positive_int(owner: str, name: str, value: Any) -> int:
 
 
 def _spatial_dims(owner: str, value: Any) -> int:
-    if value not in (2, 3) or isinstance(value, bool):
+    if not _is_int(value) or value not in (2, 3):
         raise ValueError(
             f"{owner}: spatial_dims must be 2 (images, (N, C, H, W)) or 3 (volumes, (N, C, D, H, W)); "
             f"got {value!r}"
@@ -128,7 +128,7 @@ class ResNetConfig(_Config):
     width: int = 64
 
     def __post_init__(self) -> None:
-        if self.depth not in RESNET_BLOCKS or isinstance(self.depth, bool):
+        if not _is_int(self.depth) or self.depth not in RESNET_BLOCKS:
             raise ValueError(f"ResNet: depth must be 18, 34 or 50; got {self.depth!r}")
         _spatial_dims("ResNet", self.spatial_dims)
         _positive_int("ResNet", "in_channels", self.in_channels)
@@ -232,8 +232,19 @@ class UNetConfig(_Config):
         _choice(owner, "norm", self.norm, ("instance", "batch"))
         _choice(owner, "block", self.block, ("plain", "residual"))
         _choice(owner, "upsample", self.upsample, ("transpose", "interpolate"))
+        if not isinstance(self.deep_supervision, bool):
+            raise ValueError(
+                f"{owner}: deep_supervision must be True or False; got {self.deep_supervision!r}"
+            )
         if self.features is not None:
-            features = tuple(self.features)
+            try:
+                features = tuple(self.features)
+            except TypeError:
+                raise ValueError(
+                    f"{owner}: features must be a list of positive ints, one per stage, shallowest "
+                    f"first, e.g. (32, 64, 128, 256); got {self.features!r}; for one int use "
+                    "base_features (and num_stages) instead"
+                ) from None
             for f in features:
                 _positive_int(owner, "every entry of features", f)
             if self.base_features is not None and features and self.base_features != features[0]:
@@ -486,6 +497,14 @@ class DCGANConfig(_Config):
     discriminator_features: int = 64
 
     def __post_init__(self) -> None:
+        # DCGAN's own argument names first, so that an error names the argument that was passed
+        owner = "DCGAN"
+        _spatial_dims(owner, self.spatial_dims)
+        _positive_int(owner, "latent_dim", self.latent_dim)
+        _positive_int(owner, "channels", self.channels)
+        _image_size(owner, self.image_size)
+        _positive_int(owner, "generator_features", self.generator_features)
+        _positive_int(owner, "discriminator_features", self.discriminator_features)
         self.generator  # noqa: B018  (validates)
         self.discriminator  # noqa: B018
 

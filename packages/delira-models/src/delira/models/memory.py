@@ -1,8 +1,9 @@
 """How much memory a UNet needs to train, counted from its config: no framework, no allocation.
 
 A planner that fits patch size and batch size into a GPU-memory budget needs the cost of a
-candidate without building the network. The count here follows the UNet of ``delira.models.torch``
-and ``delira.models.tf`` (the same network in both) layer by layer:
+candidate without building the network. The count here walks the layer plan both
+``delira.models.torch`` and ``delira.models.tf`` build their UNet from (``delira.models._plans``)
+layer by layer:
 
 - **activations**: the elements of every feature map the forward pass produces, which autograd
   keeps (or could keep) for the backward pass: the output of every convolution (transposed ones
@@ -25,6 +26,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from delira.models._plans import ConvSpec, UNetBlockPlan, UNetPlan, unet_plan
 from delira.models.configs import UNetConfig
 
 __all__ = [
@@ -88,10 +90,6 @@ def _batch(batch_size: int) -> int:
     return int(batch_size)
 
 
-def _changes_size(factor: Sequence[int]) -> bool:
-    return any(f != 1 for f in factor)
-
-
 def unet_activation_breakdown(
     config: UNetConfig | Mapping[str, Any], patch_size: Sequence[int] | int, batch_size: int = 1
 ) -> dict[str, int]:
@@ -113,36 +111,39 @@ def unet_activation_breakdown(
     cfg = _config(config)
     patch = _patch(cfg, patch_size)
     batch = _batch(batch_size)
-    feats = cfg.stage_features
+    plan = unet_plan(cfg)
     # voxels per sample at each stage
     voxels = [math.prod(p // c for p, c in zip(patch, cum)) for cum in cfg.cumulative_strides]
     counts = dict.fromkeys(ACTIVATION_KINDS, 0)
     residual = cfg.block == "residual"
 
-    def block(c_in: int, c_out: int, n: int) -> None:
-        counts["conv"] += 2 * c_out * n
-        counts["norm"] += 2 * c_out * n
-        counts["activation"] += 2 * c_out * n
+    def block(b: UNetBlockPlan, n: int) -> None:
+        counts["conv"] += 2 * b.out_channels * n
+        counts["norm"] += 2 * b.out_channels * n
+        counts["activation"] += 2 * b.out_channels * n
         if residual:
-            counts["residual"] += c_out * n
-            if c_in != c_out:  # 1x1 projection: conv + norm
-                counts["conv"] += c_out * n
-                counts["norm"] += c_out * n
+            counts["residual"] += b.out_channels * n
+            if b.projects:  # 1x1 projection: conv + norm
+                counts["conv"] += b.out_channels * n
+                counts["norm"] += b.out_channels * n
 
-    for i, f in enumerate(feats):
-        c_in = cfg.in_channels if i == 0 else feats[i - 1]
-        if i > 0 and _changes_size(cfg.stage_strides[i]):
-            counts["pool"] += c_in * voxels[i]
-        block(c_in, f, voxels[i])
-    for i in range(len(feats) - 2, -1, -1):  # decoder, deepest first
-        if cfg.upsample == "interpolate" and _changes_size(cfg.stage_strides[i + 1]):
-            counts["interpolate"] += feats[i + 1] * voxels[i]
-        counts["conv"] += feats[i] * voxels[i]  # transposed conv, or the 1x1 conv after interpolation
-        counts["concat"] += 2 * feats[i] * voxels[i]
-        block(2 * feats[i], feats[i], voxels[i])
-    heads = [0, *range(1, len(feats) - 1)] if cfg.deep_supervision else [0]
-    counts["logits"] += sum(cfg.num_classes * voxels[k] for k in heads)
+    for stage, b in enumerate(plan.encoder):
+        if plan.pools_into(stage):
+            counts["pool"] += b.in_channels * voxels[stage]
+        block(b, voxels[stage])
+    for level, up, b in zip(plan.levels, plan.up, plan.decoder):  # decoder, deepest first
+        if up.interpolates:
+            counts["interpolate"] += up.in_channels * voxels[level]
+        counts["conv"] += up.out_channels * voxels[level]  # transposed conv, or the 1x1 conv after it
+        counts["concat"] += b.in_channels * voxels[level]
+        block(b, voxels[level])
+    counts["logits"] += sum(head.out_channels * voxels[k] for k, head in _heads(plan))
     return {kind: batch * n for kind, n in counts.items()}
+
+
+def _heads(plan: UNetPlan) -> list[tuple[int, ConvSpec]]:
+    """``(decoder level, 1x1 conv)`` of the main head and of every deep-supervision head."""
+    return [(0, plan.head), *zip(plan.aux_levels, plan.aux_heads)]
 
 
 def unet_activation_elements(
@@ -169,25 +170,18 @@ def unet_parameter_count(config: UNetConfig | Mapping[str, Any]) -> int:
     """The number of trainable parameters of the UNet built with ``config`` (an int), equal to
     ``model.num_parameters()`` in both frameworks, without building it."""
     cfg = _config(config)
-    feats, kernels, strides = cfg.stage_features, cfg.stage_kernel_sizes, cfg.stage_strides
-    classes = cfg.num_classes
+    plan = unet_plan(cfg)
+    dims = cfg.spatial_dims
 
-    def block(c_in: int, c_out: int, kernel: Sequence[int]) -> int:
-        k = math.prod(kernel)
-        n = c_in * c_out * k + c_out * c_out * k + 2 * 2 * c_out  # two bias-free convs + two norms
-        if cfg.block == "residual" and c_in != c_out:
-            n += c_in * c_out + 2 * c_out  # 1x1 projection + norm
+    def block(b: UNetBlockPlan) -> int:
+        n = sum(conv.parameters(dims) + 2 * conv.out_channels for conv in b.convs)  # conv + norm
+        if cfg.block == "residual" and b.projects:
+            n += b.in_channels * b.out_channels + 2 * b.out_channels  # 1x1 projection + norm
         return n
 
-    total = sum(
-        block(cfg.in_channels if i == 0 else feats[i - 1], f, kernels[i]) for i, f in enumerate(feats)
-    )
-    for i in range(len(feats) - 1):
-        up_kernel = math.prod(strides[i + 1]) if cfg.upsample == "transpose" else 1
-        total += feats[i + 1] * feats[i] * up_kernel + feats[i]  # with bias
-        total += block(2 * feats[i], feats[i], kernels[i])
-    heads = [0, *range(1, len(feats) - 1)] if cfg.deep_supervision else [0]
-    total += sum(feats[k] * classes + classes for k in heads)
+    total = sum(block(b) for b in plan.encoder)
+    total += sum(up.conv.parameters(dims) + block(b) for up, b in zip(plan.up, plan.decoder))
+    total += sum(head.parameters(dims) for _, head in _heads(plan))
     return total
 
 

@@ -9,15 +9,17 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from delira.models._constructors import (
+    DCGANConstructor,
+    DCGANDiscriminatorConstructor,
+    DCGANGeneratorConstructor,
+)
+from delira.models._plans import LEAKY_SLOPE, DCGANDiscriminatorPlan, DCGANGeneratorPlan, DCGANPlan
 from delira.models._steps import require_keys, select_optimizer
-from delira.models.configs import DCGANConfig, DCGANDiscriminatorConfig, DCGANGeneratorConfig
-from delira.models.input_size import check_input_shape
 from delira.models.tf import layers
 from delira.models.tf.network import AbstractNetwork
 
 __all__ = ["DCGAN", "DCGANDiscriminator", "DCGANGenerator"]
-
-LEAKY_SLOPE = 0.2
 
 
 def _conv_init() -> dict[str, Any]:
@@ -31,7 +33,7 @@ def _batch_norm(spatial_dims: int, channels: int) -> keras.layers.BatchNormaliza
     )
 
 
-class DCGANGenerator(AbstractNetwork):
+class DCGANGenerator(DCGANGeneratorConstructor, AbstractNetwork):
     """DCGAN generator: latent ``(N, latent_dim) float32`` -> image ``(N, out_channels, *[image_size] *
     spatial_dims) float32`` (channels first) in [-1, 1], as ``delira.models.torch.DCGANGenerator``.
 
@@ -41,49 +43,26 @@ class DCGANGenerator(AbstractNetwork):
     Default step: batch keys ``"latent"`` (input) and ``"data"`` (target images).
     """
 
-    input_key = "latent"
-    target_key = "data"
+    # __init__ (arguments, defaults, validation): DCGANGeneratorConstructor
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        latent_dim: int = 100,
-        out_channels: int = 1,
-        image_size: int = 64,
-        base_features: int = 64,
-    ):
-        super().__init__()
-        cfg = DCGANGeneratorConfig(spatial_dims, latent_dim, out_channels, image_size, base_features)
-        self._config = cfg
-        hidden = cfg.hidden_features
-        convs = [layers.ConvTranspose(spatial_dims, latent_dim, hidden[0], 4, bias=False, **_conv_init())]
-        convs += [
-            layers.ConvTranspose(
-                spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False, **_conv_init()
-            )
-            for c_in, c_out in zip(hidden[:-1], hidden[1:])
-        ]
-        self.convs = convs
-        self.norms = [_batch_norm(spatial_dims, c) for c in hidden]
-        self.out = layers.ConvTranspose(
-            spatial_dims, hidden[-1], out_channels, 4, stride=2, padding=1, **_conv_init()
-        )
+    def _build_layers(self, plan: DCGANGeneratorPlan) -> None:
+        dims = self._config.spatial_dims
+        self.convs = [layers.ConvTranspose(dims, **c.arguments(), **_conv_init()) for c in plan.convs]
+        self.norms = [_batch_norm(dims, c) for c in plan.norms]
+        self.out = layers.ConvTranspose(dims, **plan.out.arguments(), **_conv_init())
         self.built = True  # every weight exists already
 
     def call(self, z: Any, training: bool | None = None) -> Any:
         """``(N, latent_dim) float32 -> (N, out_channels, *[image_size] * spatial_dims) float32``."""
         cfg = self._config
-        if len(z.shape) != 2 or z.shape[1] != cfg.latent_dim:
-            raise ValueError(
-                f"{cfg.name} takes latent vectors of shape (N, {cfg.latent_dim}); got shape {tuple(z.shape)}"
-            )
+        self._check_latent(z.shape)
         x = ops.reshape(z, (-1,) + (1,) * cfg.spatial_dims + (cfg.latent_dim,))
         for conv, norm in zip(self.convs, self.norms):
             x = ops.relu(norm(conv(x), training=training))
         return layers.to_channels_first(ops.tanh(self.out(x)))
 
 
-class DCGANDiscriminator(AbstractNetwork):
+class DCGANDiscriminator(DCGANDiscriminatorConstructor, AbstractNetwork):
     """DCGAN discriminator: image ``(N, in_channels, *[image_size] * spatial_dims) float32`` (channels
     first) -> one logit per image ``(N,) float32``, as ``delira.models.torch.DCGANDiscriminator``.
 
@@ -93,34 +72,18 @@ class DCGANDiscriminator(AbstractNetwork):
     Default step: batch keys ``"data"`` and ``"label"`` (``(N,)``, 1 real, 0 fake).
     """
 
-    target_key = "label"
+    # __init__ (arguments, defaults, validation): DCGANDiscriminatorConstructor
 
-    def __init__(
-        self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, base_features: int = 64
-    ):
-        super().__init__()
-        cfg = DCGANDiscriminatorConfig(spatial_dims, in_channels, image_size, base_features)
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        hidden = cfg.hidden_features
-        self.convs = [
-            layers.Conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False, **_conv_init())
-            for c_in, c_out in zip((in_channels, *hidden[:-1]), hidden)
-        ]
-        self.norms = [_batch_norm(spatial_dims, c) for c in hidden[1:]]
-        self.out = layers.Conv(spatial_dims, hidden[-1], 1, 4, **_conv_init())
+    def _build_layers(self, plan: DCGANDiscriminatorPlan) -> None:
+        dims = self._config.spatial_dims
+        self.convs = [layers.Conv(dims, **c.arguments(), **_conv_init()) for c in plan.convs]
+        self.norms = [_batch_norm(dims, c) for c in plan.norms]
+        self.out = layers.Conv(dims, **plan.out.arguments(), **_conv_init())
         self.built = True  # every weight exists already
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         """``(N, C, *[image_size] * spatial_dims) float32 -> (N,) float32`` logits."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
         x = layers.to_channels_last(x)
         for index, conv in enumerate(self.convs):
             x = conv(x)
@@ -130,7 +93,7 @@ class DCGANDiscriminator(AbstractNetwork):
         return ops.reshape(self.out(x), (-1,))
 
 
-class DCGAN(AbstractNetwork):
+class DCGAN(DCGANConstructor, AbstractNetwork):
     """A generator and a discriminator trained in alternation, as ``delira.models.torch.DCGAN``.
 
     Args: as ``delira.models.configs.DCGANConfig``: ``spatial_dims``, ``latent_dim``,
@@ -142,25 +105,11 @@ class DCGAN(AbstractNetwork):
     ``keras.losses.BinaryCrossentropy(from_logits=True)``.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        latent_dim: int = 100,
-        channels: int = 1,
-        image_size: int = 64,
-        generator_features: int = 64,
-        discriminator_features: int = 64,
-    ):
-        super().__init__()
-        cfg = DCGANConfig(
-            spatial_dims, latent_dim, channels, image_size, generator_features, discriminator_features
-        )
-        self._config = cfg
-        g, d = cfg.generator, cfg.discriminator
-        self.generator = DCGANGenerator(
-            g.spatial_dims, g.latent_dim, g.out_channels, g.image_size, g.base_features
-        )
-        self.discriminator = DCGANDiscriminator(d.spatial_dims, d.in_channels, d.image_size, d.base_features)
+    # __init__ (arguments, defaults, validation): DCGANConstructor
+
+    def _build_layers(self, plan: DCGANPlan) -> None:
+        self.generator = DCGANGenerator(**plan.generator.as_dict())
+        self.discriminator = DCGANDiscriminator(**plan.discriminator.as_dict())
         self.built = True  # every weight exists already
 
     def call(self, z: Any, training: bool | None = None) -> Any:

@@ -16,11 +16,13 @@ Kernel layouts (what ``delira.models.convert`` transposes): ``Conv.kernel`` is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import keras
 from keras import ops
+
+from delira.models._plans import Size, same_padding
+from delira.models._plans import per_axis as _per_axis
 
 __all__ = [
     "BATCH_NORM_EPS",
@@ -43,29 +45,6 @@ __all__ = [
 BATCH_NORM_EPS = 1e-5
 BATCH_NORM_MOMENTUM = 0.9  # Keras convention: moving = m * moving + (1 - m) * batch (PyTorch's 0.1)
 INSTANCE_NORM_EPS = 1e-5
-
-Size = Union[int, Sequence[int]]  # one int for every spatial axis, or one per axis
-
-
-def _per_axis(value: Size, spatial_dims: int) -> tuple[int, ...]:
-    """``value`` as one int per spatial axis."""
-    if isinstance(value, int):
-        return (value,) * spatial_dims
-    out = tuple(int(v) for v in value)
-    if len(out) != spatial_dims:
-        raise ValueError(
-            f"got {len(out)} sizes {out} for {spatial_dims} spatial axes; pass one int per spatial "
-            "axis or a single int for all of them"
-        )
-    return out
-
-
-def same_padding(kernel_size: Size) -> int | tuple[int, ...]:
-    """The padding that keeps the size of a stride-1 convolution with odd ``kernel_size``:
-    ``kernel_size // 2`` (per axis for a sequence)."""
-    if isinstance(kernel_size, int):
-        return kernel_size // 2
-    return tuple(int(k) // 2 for k in kernel_size)
 
 
 def _uniform(fan_in: int) -> keras.initializers.Initializer:

@@ -7,12 +7,19 @@ from typing import Any
 import keras
 from keras import ops
 
-from delira.models.configs import ResNetConfig
-from delira.models.input_size import check_input_shape
+from delira.models._constructors import ResNetConstructor
+from delira.models._plans import ResNetBlockPlan, ResNetPlan
 from delira.models.tf import layers
 from delira.models.tf.network import AbstractNetwork
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
+
+
+def _shortcut(spatial_dims: int, plan: ResNetBlockPlan) -> layers.Projection | None:
+    """The block's projection shortcut, or None for the identity."""
+    if not plan.projects:
+        return None
+    return layers.Projection(spatial_dims, plan.in_channels, plan.out_channels, plan.stride, "batch")
 
 
 class BasicBlock(keras.layers.Layer):
@@ -21,15 +28,13 @@ class BasicBlock(keras.layers.Layer):
 
     def __init__(self, spatial_dims: int, in_channels: int, width: int, stride: int, **kwargs: Any):
         super().__init__(**kwargs)
-        self.conv1 = layers.Conv(spatial_dims, in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = layers.batch_norm(spatial_dims, width)
-        self.conv2 = layers.Conv(spatial_dims, width, width, 3, padding=1, bias=False)
-        self.norm2 = layers.batch_norm(spatial_dims, width)
-        self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, width, stride, "batch")
-            if stride != 1 or in_channels != width
-            else None
-        )
+        plan = ResNetBlockPlan(in_channels, width, stride, bottleneck=False)
+        conv1, conv2 = plan.convs
+        self.conv1 = layers.Conv(spatial_dims, **conv1.arguments())
+        self.norm1 = layers.batch_norm(spatial_dims, conv1.out_channels)
+        self.conv2 = layers.Conv(spatial_dims, **conv2.arguments())
+        self.norm2 = layers.batch_norm(spatial_dims, conv2.out_channels)
+        self.shortcut = _shortcut(spatial_dims, plan)
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         """Apply the block."""
@@ -45,18 +50,15 @@ class Bottleneck(keras.layers.Layer):
 
     def __init__(self, spatial_dims: int, in_channels: int, width: int, stride: int, **kwargs: Any):
         super().__init__(**kwargs)
-        out_channels = 4 * width
-        self.conv1 = layers.Conv(spatial_dims, in_channels, width, 1, bias=False)
-        self.norm1 = layers.batch_norm(spatial_dims, width)
-        self.conv2 = layers.Conv(spatial_dims, width, width, 3, stride=stride, padding=1, bias=False)
-        self.norm2 = layers.batch_norm(spatial_dims, width)
-        self.conv3 = layers.Conv(spatial_dims, width, out_channels, 1, bias=False)
-        self.norm3 = layers.batch_norm(spatial_dims, out_channels)
-        self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, out_channels, stride, "batch")
-            if stride != 1 or in_channels != out_channels
-            else None
-        )
+        plan = ResNetBlockPlan(in_channels, width, stride, bottleneck=True)
+        conv1, conv2, conv3 = plan.convs
+        self.conv1 = layers.Conv(spatial_dims, **conv1.arguments())
+        self.norm1 = layers.batch_norm(spatial_dims, conv1.out_channels)
+        self.conv2 = layers.Conv(spatial_dims, **conv2.arguments())
+        self.norm2 = layers.batch_norm(spatial_dims, conv2.out_channels)
+        self.conv3 = layers.Conv(spatial_dims, **conv3.arguments())
+        self.norm3 = layers.batch_norm(spatial_dims, conv3.out_channels)
+        self.shortcut = _shortcut(spatial_dims, plan)
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         """Apply the block."""
@@ -67,7 +69,7 @@ class Bottleneck(keras.layers.Layer):
         return ops.relu(out + skip)
 
 
-class ResNet(AbstractNetwork):
+class ResNet(ResNetConstructor, AbstractNetwork):
     """ResNet classifier, 2D or 3D, as ``delira.models.torch.ResNet``.
 
     Stem (7x7 conv stride 2, BN, ReLU, 3x3 max-pool stride 2), four stages of residual blocks
@@ -84,47 +86,27 @@ class ResNet(AbstractNetwork):
     ``(N, K) float32``. Batch key ``"label"``: ``(N,) int`` class indices.
     """
 
-    target_key = "label"
+    # __init__ (arguments, defaults, validation): ResNetConstructor
 
-    def __init__(
-        self,
-        depth: int = 18,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        width: int = 64,
-    ):
-        super().__init__()
-        cfg = ResNetConfig(depth, spatial_dims, in_channels, num_classes, width)
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        block = Bottleneck if cfg.bottleneck else BasicBlock
-        self.conv1 = layers.Conv(spatial_dims, in_channels, width, 7, stride=2, padding=3, bias=False)
-        self.norm1 = layers.batch_norm(spatial_dims, width)
-        channels = width
-        for index, (stage_width, count) in enumerate(zip(cfg.stage_widths, cfg.blocks_per_stage)):
-            blocks = []
-            for b in range(count):
-                stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(block(spatial_dims, channels, stage_width, stride))
-                channels = stage_width * cfg.expansion
+    def _build_layers(self, plan: ResNetPlan) -> None:
+        dims = self._config.spatial_dims
+        self.conv1 = layers.Conv(dims, **plan.stem.arguments())
+        self.norm1 = layers.batch_norm(dims, plan.stem.out_channels)
+        for index, stage in enumerate(plan.stages):
+            blocks = [
+                (Bottleneck if b.bottleneck else BasicBlock)(dims, b.in_channels, b.width, b.stride)
+                for b in stage
+            ]
             setattr(self, f"layer{index + 1}", blocks)
-        self.fc = layers.dense(cfg.out_features, num_classes)
+        self.fc = layers.dense(plan.in_features, plan.num_classes)
         self.built = True  # every weight exists already
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         """``(N, C, *spatial) float32 -> (N, num_classes) float32`` logits."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
         x = layers.to_channels_last(x)
         x = ops.relu(self.norm1(self.conv1(x), training=training))
-        x = layers.max_pool(x, 3, stride=2, padding=1)
+        x = layers.max_pool(x, **self._plan.pool.arguments())
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:
                 x = block(x, training=training)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from delira.models._steps import deep_supervision_weights
-from delira.models.configs import UNetConfig
-from delira.models.input_size import check_input_shape
+from delira.models._constructors import UNetConstructor
+from delira.models._plans import Size, UNetBlockPlan, UNetPlan, UNetUpPlan
 from delira.models.tf import layers
-from delira.models.tf.layers import Size
 from delira.models.tf.network import AbstractNetwork
 
 __all__ = ["PlainBlock", "ResidualBlock", "UNet", "UpConv"]
@@ -33,14 +31,10 @@ class PlainBlock(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        pad = layers.same_padding(kernel_size)
-        self.conv1 = layers.Conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        conv1, conv2 = UNetBlockPlan(in_channels, out_channels, kernel_size).convs
+        self.conv1 = layers.Conv(spatial_dims, **conv1.arguments())
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.Conv(
-            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        self.conv2 = layers.Conv(spatial_dims, **conv2.arguments())
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
 
     def call(self, x: Any, training: bool | None = None) -> Any:
@@ -64,19 +58,14 @@ class ResidualBlock(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        pad = layers.same_padding(kernel_size)
-        self.conv1 = layers.Conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        plan = UNetBlockPlan(in_channels, out_channels, kernel_size)
+        conv1, conv2 = plan.convs
+        self.conv1 = layers.Conv(spatial_dims, **conv1.arguments())
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.Conv(
-            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        self.conv2 = layers.Conv(spatial_dims, **conv2.arguments())
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
         self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, out_channels, 1, norm)
-            if in_channels != out_channels
-            else None
+            layers.Projection(spatial_dims, in_channels, out_channels, 1, norm) if plan.projects else None
         )
 
     def call(self, x: Any, training: bool | None = None) -> Any:
@@ -108,24 +97,19 @@ class UpConv(keras.layers.Layer):
         super().__init__(**kwargs)
         self.mode = mode
         self.factor = factor if isinstance(factor, int) else tuple(int(f) for f in factor)
-        if mode == "transpose":
-            self.conv = layers.ConvTranspose(spatial_dims, in_channels, out_channels, factor, stride=factor)
-        else:
-            self.conv = layers.Conv(spatial_dims, in_channels, out_channels, 1)
+        plan = UNetUpPlan(in_channels, out_channels, self.factor, mode)
+        self.interpolates = plan.interpolates
+        build = layers.ConvTranspose if mode == "transpose" else layers.Conv
+        self.conv = build(spatial_dims, **plan.conv.arguments())
 
     def call(self, x: Any) -> Any:
         """Upsample ``x``."""
-        if self.mode == "interpolate":
+        if self.interpolates:
             x = layers.upsample_linear(x, self.factor)
         return self.conv(x)
 
 
-def _pools(factor: Size) -> bool:
-    """Whether ``factor`` changes the size on some axis (not all ones)."""
-    return factor != 1 if isinstance(factor, int) else any(f != 1 for f in factor)
-
-
-class UNet(AbstractNetwork):
+class UNet(UNetConstructor, AbstractNetwork):
     """UNet, 2D or 3D, with plain or residual blocks, instance or batch norm, as ``delira.models.torch.UNet``.
 
     Encoder: a block per stage, max-pooling by ``strides[i]`` (kernel = stride, per axis; 2x2 by
@@ -147,71 +131,32 @@ class UNet(AbstractNetwork):
     last: pass ``delira.models.tf.channels_first(keras.losses.SparseCategoricalCrossentropy(from_logits=True))``.
     """
 
-    target_key = "seg"
+    # __init__ (arguments, defaults, validation): UNetConstructor
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        features: Sequence[int] | None = None,
-        base_features: int | None = None,
-        num_stages: int | None = None,
-        norm: str = "instance",
-        block: str = "plain",
-        upsample: str = "transpose",
-        deep_supervision: bool = False,
-        strides: Sequence[int | Sequence[int]] | None = None,
-        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
-    ):
-        super().__init__()
-        cfg = UNetConfig(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            features=None if features is None else tuple(features),
-            base_features=base_features,
-            num_stages=num_stages,
-            norm=norm,
-            block=block,
-            upsample=upsample,
-            deep_supervision=deep_supervision,
-            strides=strides,  # type: ignore[arg-type]
-            kernel_sizes=kernel_sizes,  # type: ignore[arg-type]
-        )
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        feats, stride, kernel = cfg.stage_features, cfg.stage_strides, cfg.stage_kernel_sizes
-        block_cls = ResidualBlock if block == "residual" else PlainBlock
+    def _build_layers(self, plan: UNetPlan) -> None:
+        cfg = self._config
+        dims, norm = cfg.spatial_dims, cfg.norm
+        block_cls = ResidualBlock if cfg.block == "residual" else PlainBlock
         self.encoder = [
-            block_cls(spatial_dims, c_in, c_out, norm, kernel[i])
-            for i, (c_in, c_out) in enumerate(zip((in_channels, *feats[:-1]), feats))
+            block_cls(dims, b.in_channels, b.out_channels, norm, b.kernel_size) for b in plan.encoder
         ]
-        levels = range(len(feats) - 2, -1, -1)  # decoder levels, deepest first
-        self.up = [UpConv(spatial_dims, feats[i + 1], feats[i], upsample, stride[i + 1]) for i in levels]
-        self.decoder = [block_cls(spatial_dims, 2 * feats[i], feats[i], norm, kernel[i]) for i in levels]
-        self.head = layers.Conv(spatial_dims, feats[0], num_classes, 1)
-        self.aux_heads = [
-            layers.Conv(spatial_dims, feats[i], num_classes, 1)
-            for i in (range(1, len(feats) - 1) if cfg.deep_supervision else ())
+        self.up = [UpConv(dims, u.in_channels, u.out_channels, u.mode, u.factor) for u in plan.up]
+        self.decoder = [
+            block_cls(dims, b.in_channels, b.out_channels, norm, b.kernel_size) for b in plan.decoder
         ]
+        self.head = layers.Conv(dims, **plan.head.arguments())
+        self.aux_heads = [layers.Conv(dims, **h.arguments()) for h in plan.aux_heads]
         self.built = True  # every weight exists already
 
     def call(self, x: Any, training: bool | None = None) -> Any:
         """``(N, C, *S) float32 -> (N, num_classes, *S) float32`` logits (a list with deep supervision)."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
+        plan = self._plan
         x = layers.to_channels_last(x)
         skips = []
         for level, block in enumerate(self.encoder):
-            factor = cfg.stage_strides[level]
-            if level > 0 and _pools(factor):
+            if plan.pools_into(level):
+                factor = plan.pools[level - 1]
                 x = layers.max_pool(x, factor, stride=factor)
             x = block(x, training=training)
             skips.append(x)
@@ -221,7 +166,7 @@ class UNet(AbstractNetwork):
             x = block(ops.concatenate([skips.pop(), up(x)], axis=-1), training=training)
             outputs.append(x)
         main = layers.to_channels_first(self.head(outputs[-1]))
-        if not cfg.deep_supervision:
+        if not self._config.deep_supervision:
             return main
         aux = [layers.to_channels_first(head(outputs[-2 - k])) for k, head in enumerate(self.aux_heads)]
         return [main, *aux]
@@ -232,26 +177,3 @@ class UNet(AbstractNetwork):
         if len(seg.shape) == self._config.spatial_dims + 2:
             seg = seg[:, 0]
         return data, tf.cast(seg, tf.int64)
-
-    def compute_losses(
-        self, predictions: Any, targets: Any, losses: Mapping[str, Callable[..., Any]]
-    ) -> dict[str, Any]:
-        """Each loss on the logits; with deep supervision, the weighted sum over the outputs
-        (``deep_supervision_weights``) against targets subsampled with step
-        ``config.cumulative_strides[k]`` per axis (``2**k`` by default)."""
-        if not self._config.deep_supervision:
-            return super().compute_losses(predictions, targets, losses)
-        weights = deep_supervision_weights(len(predictions))
-        steps = self._config.cumulative_strides
-        values = {}
-        for name, fn in losses.items():
-            total = 0.0
-            for k, (w, pred) in enumerate(zip(weights, predictions)):
-                target = targets[(slice(None), *(slice(None, None, s) for s in steps[k]))]
-                total = total + w * fn(target, pred)
-            values[name] = total
-        return values
-
-    def main_output(self, predictions: Any) -> Any:
-        """The full-resolution logits."""
-        return predictions[0] if isinstance(predictions, (list, tuple)) else predictions

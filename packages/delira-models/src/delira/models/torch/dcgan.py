@@ -8,15 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from delira.models._constructors import (
+    DCGANConstructor,
+    DCGANDiscriminatorConstructor,
+    DCGANGeneratorConstructor,
+)
+from delira.models._plans import LEAKY_SLOPE, DCGANDiscriminatorPlan, DCGANGeneratorPlan, DCGANPlan
 from delira.models._steps import require_keys, select_optimizer
-from delira.models.configs import DCGANConfig, DCGANDiscriminatorConfig, DCGANGeneratorConfig
-from delira.models.input_size import check_input_shape
 from delira.models.torch import layers
 from delira.models.torch.network import AbstractNetwork
 
 __all__ = ["DCGAN", "DCGANDiscriminator", "DCGANGenerator", "init_dcgan_weights"]
-
-LEAKY_SLOPE = 0.2
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
@@ -31,7 +33,7 @@ def init_dcgan_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class DCGANGenerator(AbstractNetwork):
+class DCGANGenerator(DCGANGeneratorConstructor, AbstractNetwork):
     """DCGAN generator: latent ``(N, latent_dim) float32`` -> image ``(N, out_channels, *[image_size] *
     spatial_dims) float32`` in [-1, 1].
 
@@ -45,47 +47,26 @@ class DCGANGenerator(AbstractNetwork):
     generator to images by regression; adversarial training uses ``DCGAN``.
     """
 
-    input_key = "latent"
-    target_key = "data"
+    # __init__ (arguments, defaults, validation): DCGANGeneratorConstructor
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        latent_dim: int = 100,
-        out_channels: int = 1,
-        image_size: int = 64,
-        base_features: int = 64,
-    ):
-        super().__init__()
-        cfg = DCGANGeneratorConfig(spatial_dims, latent_dim, out_channels, image_size, base_features)
-        self._config = cfg
-        hidden = cfg.hidden_features
-        convs = [
-            layers.conv_transpose(spatial_dims, latent_dim, hidden[0], 4, stride=1, padding=0, bias=False)
-        ]
-        convs += [
-            layers.conv_transpose(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
-            for c_in, c_out in zip(hidden[:-1], hidden[1:])
-        ]
-        self.convs = nn.ModuleList(convs)
-        self.norms = nn.ModuleList(layers.norm("batch", spatial_dims, c) for c in hidden)
-        self.out = layers.conv_transpose(spatial_dims, hidden[-1], out_channels, 4, stride=2, padding=1)
+    def _build_layers(self, plan: DCGANGeneratorPlan) -> None:
+        dims = self._config.spatial_dims
+        self.convs = nn.ModuleList(layers.conv_transpose(dims, **c.arguments()) for c in plan.convs)
+        self.norms = nn.ModuleList(layers.norm("batch", dims, c) for c in plan.norms)
+        self.out = layers.conv_transpose(dims, **plan.out.arguments())
         init_dcgan_weights(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(N, latent_dim) float32 -> (N, out_channels, *[image_size] * spatial_dims) float32``."""
         cfg = self._config
-        if z.dim() != 2 or z.shape[1] != cfg.latent_dim:
-            raise ValueError(
-                f"{cfg.name} takes latent vectors of shape (N, {cfg.latent_dim}); got shape {tuple(z.shape)}"
-            )
+        self._check_latent(z.shape)
         x = z.reshape(z.shape[0], cfg.latent_dim, *([1] * cfg.spatial_dims))
         for conv, norm in zip(self.convs, self.norms):
             x = torch.relu(norm(conv(x)))
         return torch.tanh(self.out(x))
 
 
-class DCGANDiscriminator(AbstractNetwork):
+class DCGANDiscriminator(DCGANDiscriminatorConstructor, AbstractNetwork):
     """DCGAN discriminator: image ``(N, in_channels, *[image_size] * spatial_dims) float32`` -> one
     logit per image ``(N,) float32`` (no sigmoid).
 
@@ -98,34 +79,18 @@ class DCGANDiscriminator(AbstractNetwork):
     Default step: batch keys ``"data"`` and ``"label"`` (``(N,)``, 1 real, 0 fake).
     """
 
-    target_key = "label"
+    # __init__ (arguments, defaults, validation): DCGANDiscriminatorConstructor
 
-    def __init__(
-        self, spatial_dims: int = 2, in_channels: int = 1, image_size: int = 64, base_features: int = 64
-    ):
-        super().__init__()
-        cfg = DCGANDiscriminatorConfig(spatial_dims, in_channels, image_size, base_features)
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        hidden = cfg.hidden_features
-        self.convs = nn.ModuleList(
-            layers.conv(spatial_dims, c_in, c_out, 4, stride=2, padding=1, bias=False)
-            for c_in, c_out in zip((in_channels, *hidden[:-1]), hidden)
-        )
-        self.norms = nn.ModuleList(layers.norm("batch", spatial_dims, c) for c in hidden[1:])
-        self.out = layers.conv(spatial_dims, hidden[-1], 1, 4)
+    def _build_layers(self, plan: DCGANDiscriminatorPlan) -> None:
+        dims = self._config.spatial_dims
+        self.convs = nn.ModuleList(layers.conv(dims, **c.arguments()) for c in plan.convs)
+        self.norms = nn.ModuleList(layers.norm("batch", dims, c) for c in plan.norms)
+        self.out = layers.conv(dims, **plan.out.arguments())
         init_dcgan_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *[image_size] * spatial_dims) float32 -> (N,) float32`` logits."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
         for index, conv in enumerate(self.convs):
             x = conv(x)
             if index > 0:
@@ -134,7 +99,7 @@ class DCGANDiscriminator(AbstractNetwork):
         return self.out(x).reshape(x.shape[0])
 
 
-class DCGAN(AbstractNetwork):
+class DCGAN(DCGANConstructor, AbstractNetwork):
     """A generator and a discriminator trained in alternation (the DCGAN recipe).
 
     Args: as ``delira.models.configs.DCGANConfig``: ``spatial_dims``, ``latent_dim``,
@@ -146,25 +111,11 @@ class DCGAN(AbstractNetwork):
     ``torch.nn.BCEWithLogitsLoss()``.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        latent_dim: int = 100,
-        channels: int = 1,
-        image_size: int = 64,
-        generator_features: int = 64,
-        discriminator_features: int = 64,
-    ):
-        super().__init__()
-        cfg = DCGANConfig(
-            spatial_dims, latent_dim, channels, image_size, generator_features, discriminator_features
-        )
-        self._config = cfg
-        g, d = cfg.generator, cfg.discriminator
-        self.generator = DCGANGenerator(
-            g.spatial_dims, g.latent_dim, g.out_channels, g.image_size, g.base_features
-        )
-        self.discriminator = DCGANDiscriminator(d.spatial_dims, d.in_channels, d.image_size, d.base_features)
+    # __init__ (arguments, defaults, validation): DCGANConstructor
+
+    def _build_layers(self, plan: DCGANPlan) -> None:
+        self.generator = DCGANGenerator(**plan.generator.as_dict())
+        self.discriminator = DCGANDiscriminator(**plan.discriminator.as_dict())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Generate images: ``(N, latent_dim) -> (N, channels, *[image_size] * spatial_dims)``."""

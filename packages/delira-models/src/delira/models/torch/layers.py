@@ -7,12 +7,11 @@ scale/shift and no running statistics (the same in train and eval mode).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Union
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from delira.models._plans import Size, same_padding
 
 __all__ = [
     "BATCH_NORM_EPS",
@@ -26,8 +25,6 @@ __all__ = [
     "same_padding",
     "upsample_linear",
 ]
-
-Size = Union[int, Sequence[int]]  # one int for every spatial axis, or one per axis
 
 BATCH_NORM_EPS = 1e-5
 BATCH_NORM_MOMENTUM = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
@@ -54,14 +51,6 @@ def conv(
 
 def _size(value: Size) -> int | tuple[int, ...]:
     return value if isinstance(value, int) else tuple(int(v) for v in value)
-
-
-def same_padding(kernel_size: Size) -> int | tuple[int, ...]:
-    """The padding that keeps the size of a stride-1 convolution with odd ``kernel_size``:
-    ``kernel_size // 2`` (per axis for a sequence)."""
-    if isinstance(kernel_size, int):
-        return kernel_size // 2
-    return tuple(int(k) // 2 for k in kernel_size)
 
 
 def conv_transpose(

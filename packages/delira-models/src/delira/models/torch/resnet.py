@@ -7,12 +7,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from delira.models.configs import ResNetConfig
-from delira.models.input_size import check_input_shape
+from delira.models._constructors import ResNetConstructor
+from delira.models._plans import ResNetBlockPlan, ResNetPlan
 from delira.models.torch import layers
 from delira.models.torch.network import AbstractNetwork
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
+
+
+def _shortcut(spatial_dims: int, plan: ResNetBlockPlan) -> layers.Projection | None:
+    """The block's projection shortcut, or None for the identity."""
+    if not plan.projects:
+        return None
+    return layers.Projection(spatial_dims, plan.in_channels, plan.out_channels, plan.stride, "batch")
 
 
 class BasicBlock(nn.Module):
@@ -20,15 +27,13 @@ class BasicBlock(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, width: int, stride: int):
         super().__init__()
-        self.conv1 = layers.conv(spatial_dims, in_channels, width, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = layers.norm("batch", spatial_dims, width)
-        self.conv2 = layers.conv(spatial_dims, width, width, 3, padding=1, bias=False)
-        self.norm2 = layers.norm("batch", spatial_dims, width)
-        self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, width, stride, "batch")
-            if stride != 1 or in_channels != width
-            else None
-        )
+        plan = ResNetBlockPlan(in_channels, width, stride, bottleneck=False)
+        conv1, conv2 = plan.convs
+        self.conv1 = layers.conv(spatial_dims, **conv1.arguments())
+        self.norm1 = layers.norm("batch", spatial_dims, conv1.out_channels)
+        self.conv2 = layers.conv(spatial_dims, **conv2.arguments())
+        self.norm2 = layers.norm("batch", spatial_dims, conv2.out_channels)
+        self.shortcut = _shortcut(spatial_dims, plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -44,18 +49,15 @@ class Bottleneck(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, width: int, stride: int):
         super().__init__()
-        out_channels = 4 * width
-        self.conv1 = layers.conv(spatial_dims, in_channels, width, 1, bias=False)
-        self.norm1 = layers.norm("batch", spatial_dims, width)
-        self.conv2 = layers.conv(spatial_dims, width, width, 3, stride=stride, padding=1, bias=False)
-        self.norm2 = layers.norm("batch", spatial_dims, width)
-        self.conv3 = layers.conv(spatial_dims, width, out_channels, 1, bias=False)
-        self.norm3 = layers.norm("batch", spatial_dims, out_channels)
-        self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, out_channels, stride, "batch")
-            if stride != 1 or in_channels != out_channels
-            else None
-        )
+        plan = ResNetBlockPlan(in_channels, width, stride, bottleneck=True)
+        conv1, conv2, conv3 = plan.convs
+        self.conv1 = layers.conv(spatial_dims, **conv1.arguments())
+        self.norm1 = layers.norm("batch", spatial_dims, conv1.out_channels)
+        self.conv2 = layers.conv(spatial_dims, **conv2.arguments())
+        self.norm2 = layers.norm("batch", spatial_dims, conv2.out_channels)
+        self.conv3 = layers.conv(spatial_dims, **conv3.arguments())
+        self.norm3 = layers.norm("batch", spatial_dims, conv3.out_channels)
+        self.shortcut = _shortcut(spatial_dims, plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
@@ -66,7 +68,7 @@ class Bottleneck(nn.Module):
         return torch.relu(out + skip)
 
 
-class ResNet(AbstractNetwork):
+class ResNet(ResNetConstructor, AbstractNetwork):
     """ResNet classifier, 2D or 3D.
 
     Stem (7x7 conv stride 2, BN, ReLU, 3x3 max-pool stride 2), four stages of residual blocks
@@ -83,44 +85,24 @@ class ResNet(AbstractNetwork):
     Batch key ``"label"``: ``(N,) int`` class indices.
     """
 
-    target_key = "label"
+    # __init__ (arguments, defaults, validation): ResNetConstructor
 
-    def __init__(
-        self,
-        depth: int = 18,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        width: int = 64,
-    ):
-        super().__init__()
-        cfg = ResNetConfig(depth, spatial_dims, in_channels, num_classes, width)
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        block = Bottleneck if cfg.bottleneck else BasicBlock
-        self.conv1 = layers.conv(spatial_dims, in_channels, width, 7, stride=2, padding=3, bias=False)
-        self.norm1 = layers.norm("batch", spatial_dims, width)
-        self.pool = layers.max_pool(spatial_dims, 3, stride=2, padding=1)
-        channels = width
-        for index, (stage_width, count) in enumerate(zip(cfg.stage_widths, cfg.blocks_per_stage)):
-            blocks = []
-            for b in range(count):
-                stride = 2 if index > 0 and b == 0 else 1
-                blocks.append(block(spatial_dims, channels, stage_width, stride))
-                channels = stage_width * cfg.expansion
+    def _build_layers(self, plan: ResNetPlan) -> None:
+        dims = self._config.spatial_dims
+        self.conv1 = layers.conv(dims, **plan.stem.arguments())
+        self.norm1 = layers.norm("batch", dims, plan.stem.out_channels)
+        self.pool = layers.max_pool(dims, **plan.pool.arguments())
+        for index, stage in enumerate(plan.stages):
+            blocks = [
+                (Bottleneck if b.bottleneck else BasicBlock)(dims, b.in_channels, b.width, b.stride)
+                for b in stage
+            ]
             setattr(self, f"layer{index + 1}", nn.ModuleList(blocks))
-        self.fc = nn.Linear(cfg.out_features, num_classes)
+        self.fc = nn.Linear(plan.in_features, plan.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *spatial) float32 -> (N, num_classes) float32`` logits."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
         x = self.pool(torch.relu(self.norm1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:

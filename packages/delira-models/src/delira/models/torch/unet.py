@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from delira.models._steps import deep_supervision_weights
-from delira.models.configs import UNetConfig
-from delira.models.input_size import check_input_shape
+from delira.models._constructors import UNetConstructor
+from delira.models._plans import Size, UNetBlockPlan, UNetPlan, UNetUpPlan
 from delira.models.torch import layers
-from delira.models.torch.layers import Size
 from delira.models.torch.network import AbstractNetwork
 
 __all__ = ["PlainBlock", "ResidualBlock", "UNet", "UpConv"]
@@ -26,14 +24,10 @@ class PlainBlock(nn.Module):
         self, spatial_dims: int, in_channels: int, out_channels: int, norm: str, kernel_size: Size = 3
     ):
         super().__init__()
-        pad = layers.same_padding(kernel_size)
-        self.conv1 = layers.conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        conv1, conv2 = UNetBlockPlan(in_channels, out_channels, kernel_size).convs
+        self.conv1 = layers.conv(spatial_dims, **conv1.arguments())
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.conv(
-            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        self.conv2 = layers.conv(spatial_dims, **conv2.arguments())
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,19 +44,14 @@ class ResidualBlock(nn.Module):
         self, spatial_dims: int, in_channels: int, out_channels: int, norm: str, kernel_size: Size = 3
     ):
         super().__init__()
-        pad = layers.same_padding(kernel_size)
-        self.conv1 = layers.conv(
-            spatial_dims, in_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        plan = UNetBlockPlan(in_channels, out_channels, kernel_size)
+        conv1, conv2 = plan.convs
+        self.conv1 = layers.conv(spatial_dims, **conv1.arguments())
         self.norm1 = layers.norm(norm, spatial_dims, out_channels)
-        self.conv2 = layers.conv(
-            spatial_dims, out_channels, out_channels, kernel_size, padding=pad, bias=False
-        )
+        self.conv2 = layers.conv(spatial_dims, **conv2.arguments())
         self.norm2 = layers.norm(norm, spatial_dims, out_channels)
         self.shortcut = (
-            layers.Projection(spatial_dims, in_channels, out_channels, 1, norm)
-            if in_channels != out_channels
-            else None
+            layers.Projection(spatial_dims, in_channels, out_channels, 1, norm) if plan.projects else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,24 +75,19 @@ class UpConv(nn.Module):
         super().__init__()
         self.mode = mode
         self.factor = factor if isinstance(factor, int) else tuple(int(f) for f in factor)
-        if mode == "transpose":
-            self.conv = layers.conv_transpose(spatial_dims, in_channels, out_channels, factor, stride=factor)
-        else:
-            self.conv = layers.conv(spatial_dims, in_channels, out_channels, 1)
+        plan = UNetUpPlan(in_channels, out_channels, self.factor, mode)
+        self.interpolates = plan.interpolates
+        build = layers.conv_transpose if mode == "transpose" else layers.conv
+        self.conv = build(spatial_dims, **plan.conv.arguments())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upsample ``x``."""
-        if self.mode == "interpolate" and _pools(self.factor):
+        if self.interpolates:
             x = layers.upsample_linear(x, self.factor)
         return self.conv(x)
 
 
-def _pools(factor: Size) -> bool:
-    """Whether ``factor`` changes the size on some axis (not all ones)."""
-    return factor != 1 if isinstance(factor, int) else any(f != 1 for f in factor)
-
-
-class UNet(AbstractNetwork):
+class UNet(UNetConstructor, AbstractNetwork):
     """UNet, 2D or 3D, with plain or residual blocks, instance or batch norm.
 
     Encoder: a block per stage, max-pooling by ``strides[i]`` (kernel = stride, per axis; 2x2 by
@@ -124,75 +108,34 @@ class UNet(AbstractNetwork):
     labels.
     """
 
-    target_key = "seg"
+    # __init__ (arguments, defaults, validation): UNetConstructor
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        features: Sequence[int] | None = None,
-        base_features: int | None = None,
-        num_stages: int | None = None,
-        norm: str = "instance",
-        block: str = "plain",
-        upsample: str = "transpose",
-        deep_supervision: bool = False,
-        strides: Sequence[int | Sequence[int]] | None = None,
-        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
-    ):
-        super().__init__()
-        cfg = UNetConfig(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            features=None if features is None else tuple(features),
-            base_features=base_features,
-            num_stages=num_stages,
-            norm=norm,
-            block=block,
-            upsample=upsample,
-            deep_supervision=deep_supervision,
-            strides=strides,  # type: ignore[arg-type]
-            kernel_sizes=kernel_sizes,  # type: ignore[arg-type]
-        )
-        self._config = cfg
-        self._input_rule = cfg.input_rule()
-        feats, stride, kernel = cfg.stage_features, cfg.stage_strides, cfg.stage_kernel_sizes
-        block_cls = ResidualBlock if block == "residual" else PlainBlock
+    def _build_layers(self, plan: UNetPlan) -> None:
+        cfg = self._config
+        dims, norm = cfg.spatial_dims, cfg.norm
+        block_cls = ResidualBlock if cfg.block == "residual" else PlainBlock
         # pools[i - 1] pools into stage i (weightless: the state dict is the same as with one pool)
-        self.pools = nn.ModuleList(layers.max_pool(spatial_dims, s, stride=s) for s in stride[1:])
+        self.pools = nn.ModuleList(layers.max_pool(dims, s, stride=s) for s in plan.pools)
         self.encoder = nn.ModuleList(
-            block_cls(spatial_dims, c_in, c_out, norm, kernel[i])
-            for i, (c_in, c_out) in enumerate(zip((in_channels, *feats[:-1]), feats))
+            block_cls(dims, b.in_channels, b.out_channels, norm, b.kernel_size) for b in plan.encoder
         )
-        levels = range(len(feats) - 2, -1, -1)  # decoder levels, deepest first
         self.up = nn.ModuleList(
-            UpConv(spatial_dims, feats[i + 1], feats[i], upsample, stride[i + 1]) for i in levels
+            UpConv(dims, u.in_channels, u.out_channels, u.mode, u.factor) for u in plan.up
         )
         self.decoder = nn.ModuleList(
-            block_cls(spatial_dims, 2 * feats[i], feats[i], norm, kernel[i]) for i in levels
+            block_cls(dims, b.in_channels, b.out_channels, norm, b.kernel_size) for b in plan.decoder
         )
-        self.head = layers.conv(spatial_dims, feats[0], num_classes, 1)
+        self.head = layers.conv(dims, **plan.head.arguments())
         # deep supervision: heads on the decoder outputs at levels 1, 2, ..., num_stages - 2
-        self.aux_heads = nn.ModuleList(
-            layers.conv(spatial_dims, feats[i], num_classes, 1)
-            for i in (range(1, len(feats) - 1) if cfg.deep_supervision else ())
-        )
+        self.aux_heads = nn.ModuleList(layers.conv(dims, **h.arguments()) for h in plan.aux_heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """``(N, C, *S) float32 -> (N, num_classes, *S) float32`` logits (a list with deep supervision)."""
-        cfg = self._config
-        check_input_shape(
-            tuple(x.shape),
-            model=cfg.name,
-            spatial_dims=cfg.spatial_dims,
-            channels=cfg.in_channels,
-            rule=self._input_rule,
-        )
+        self._check_input(x.shape)
+        plan = self._plan
         skips = []
         for level, block in enumerate(self.encoder):
-            if level > 0 and _pools(cfg.stage_strides[level]):
+            if plan.pools_into(level):
                 x = self.pools[level - 1](x)
             x = block(x)
             skips.append(x)
@@ -202,7 +145,7 @@ class UNet(AbstractNetwork):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
             outputs.append(x)
         main = self.head(outputs[-1])
-        if not cfg.deep_supervision:
+        if not self._config.deep_supervision:
             return main
         # outputs[-2 - k] is the decoder output at level k + 1 (cumulative_strides[k + 1] smaller)
         return [main, *(head(outputs[-2 - k]) for k, head in enumerate(self.aux_heads))]
@@ -213,26 +156,3 @@ class UNet(AbstractNetwork):
         if seg.dim() == self._config.spatial_dims + 2:
             seg = seg[:, 0]
         return data, seg.long()
-
-    def compute_losses(
-        self, predictions: Any, targets: torch.Tensor, losses: Mapping[str, Callable[..., torch.Tensor]]
-    ) -> dict[str, torch.Tensor]:
-        """Each loss on the logits; with deep supervision, the weighted sum over the outputs
-        (``deep_supervision_weights``) against targets subsampled with step
-        ``config.cumulative_strides[k]`` per axis (``2**k`` by default)."""
-        if not self._config.deep_supervision:
-            return super().compute_losses(predictions, targets, losses)
-        weights = deep_supervision_weights(len(predictions))
-        steps = self._config.cumulative_strides
-        values = {}
-        for name, fn in losses.items():
-            total = 0.0
-            for k, (w, pred) in enumerate(zip(weights, predictions)):
-                target = targets[(slice(None), *(slice(None, None, s) for s in steps[k]))]
-                total = total + w * fn(pred, target)
-            values[name] = total
-        return values
-
-    def main_output(self, predictions: Any) -> torch.Tensor:
-        """The full-resolution logits."""
-        return predictions[0] if isinstance(predictions, list) else predictions
