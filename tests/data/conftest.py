@@ -1,8 +1,9 @@
 """Fixtures for the delira.data tests.
 
-Worker processes start with ``forkserver``/``spawn`` and unpickle the datasets and transforms of a
-test by importing their module, so those live in ``delira_data_testing.py`` beside this file, which
-is put on ``sys.path`` here (workers inherit ``sys.path``).
+Worker processes are forked where that is safe (``start_method="auto"``) and otherwise start with
+``forkserver``/``spawn``, unpickling the datasets and transforms of a test by importing their
+module; so those live in ``delira_data_testing.py`` beside this file, which is put on ``sys.path``
+here (workers inherit ``sys.path``).
 """
 
 from __future__ import annotations

@@ -10,8 +10,14 @@ from typing import Any
 import numpy as np
 
 from delira.data.loader.collate import collate
-from delira.data.loader.pool import WorkerPool, default_start_method
+from delira.data.loader.pool import WorkerPool
 from delira.data.loader.seeding import as_transform_list
+from delira.data.loader.start_method import (
+    check_workers_can_start,
+    exit_if_bootstrapping,
+    resolve_start_method,
+    validate_start_method,
+)
 from delira.data.loader.worker import load_batch
 from delira.data.samplers import RandomSampler, SequentialSampler
 
@@ -40,9 +46,19 @@ class DataLoader:
     iteration, :meth:`close`, garbage collection of the iterator and KeyboardInterrupt stop the
     workers and unlink every shared-memory segment.
 
+    Start method (see :mod:`delira.data.loader.start_method`): ``"auto"`` forks the workers when
+    that is safe -- no other thread runs in this process (a Jupyter kernel's own threads aside),
+    JAX is not imported, the platform is neither macOS nor Windows -- so a dataset or transform
+    defined in a notebook, in ``python -c`` code or in code read from standard input, and a script
+    without an ``if __name__ == "__main__":`` guard work as in a single process. Otherwise it uses
+    the fork server (``spawn`` where there is none): the workers then re-run the main script and
+    unpickle the dataset, and whatever they could not import, or would run again, is reported
+    before any worker starts, with the fix. ``"auto"`` is decided each time workers start (each
+    epoch unless ``persistent_workers``); :attr:`worker_start_method` tells what was used.
+
     Args:
-        dataset: a :class:`~delira.data.Dataset`; must be picklable for workers (except with
-            ``start_method="fork"``).
+        dataset: a :class:`~delira.data.Dataset`; must be picklable for workers started with
+            ``"forkserver"`` or ``"spawn"`` (not for ``"fork"``).
         batch_size: samples per batch, >= 1.
         sampler: the keys of each epoch (default: sequential, or random with ``shuffle=True``).
         transforms: a callable ``transform(**batch) -> dict`` or a sequence of them, applied to the
@@ -54,15 +70,19 @@ class DataLoader:
         prefetch: batches in flight per worker, >= 1.
         shuffle: with ``sampler=None``, visit the samples in a random order per epoch.
         collate_fn: ``collate_fn(samples, keys) -> batch`` (default :func:`collate`).
-        start_method: ``"forkserver"`` (default where available), ``"spawn"`` or ``"fork"`` (fast,
-            shares an in-memory dataset without pickling, but unsafe when this process runs threads,
-            e.g. after torch, TensorFlow or OpenMP kernels were used).
+        start_method: ``"auto"`` (default; ``None`` means the same), ``"fork"`` (fast, shares an
+            in-memory dataset without pickling; forcing it while other threads run risks a deadlock
+            in a worker), ``"forkserver"`` or ``"spawn"`` (fresh interpreters: safe with threads,
+            need picklable, importable objects and a guarded main script).
         persistent_workers: keep the workers between epochs.
         timeout: seconds to wait for one batch before raising :class:`WorkerError` (None: wait as
             long as the worker lives).
 
     Raises:
-        ValueError: the dataset or the sampler is empty, or ``drop_last`` leaves no batch.
+        ValueError: the dataset or the sampler is empty, ``drop_last`` leaves no batch, or
+            ``start_method`` is unknown or unavailable here.
+        TypeError: ``start_method`` is not a string. (Iterating raises TypeError or RuntimeError
+            when workers started with forkserver/spawn could not import what they need, see above.)
     """
 
     def __init__(
@@ -80,7 +100,7 @@ class DataLoader:
         *,
         shuffle: bool = False,
         collate_fn: Callable[..., dict[str, Any]] = collate,
-        start_method: str | None = None,
+        start_method: str | None = "auto",
         persistent_workers: bool = False,
         timeout: float | None = None,
     ) -> None:
@@ -99,8 +119,7 @@ class DataLoader:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if sampler is not None and shuffle:
             raise ValueError("pass either a sampler or shuffle=True, not both")
-        if start_method is not None and start_method not in ("fork", "forkserver", "spawn"):
-            raise ValueError(f"start_method must be 'fork', 'forkserver' or 'spawn', got {start_method!r}")
+        start_method = validate_start_method(start_method)
         self.dataset = dataset
         self.batch_size = int(batch_size)
         if sampler is None:
@@ -112,11 +131,12 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.prefetch = int(prefetch)
         self.collate_fn = collate_fn
-        self.start_method = start_method or default_start_method()
+        self.start_method = start_method  # as requested; "auto" is resolved when workers start
         self.persistent_workers = bool(persistent_workers)
         self.timeout = timeout
         self.epoch = 0
         self._pool: WorkerPool | None = None  # the persistent pool
+        self._worker_start_method: str | None = None
         self._active: weakref.ref[_WorkerIterator] | None = None
         if len(self) == 0:
             raise ValueError(
@@ -167,16 +187,32 @@ class DataLoader:
 
     # -- workers ------------------------------------------------------------------------------------
     def _new_pool(self) -> WorkerPool:
+        exit_if_bootstrapping()  # in a starting worker that re-ran an unguarded script: explain, exit
+        method, reasons = resolve_start_method(self.start_method)
+        check_workers_can_start(
+            method,
+            self.dataset,
+            self.transforms,
+            self.collate_fn,
+            requested=self.start_method,
+            reasons=reasons,
+        )
+        self._worker_start_method = method
         return WorkerPool(
             self.num_workers,
             self.dataset,
             self.transforms,
             self.collate_fn,
             self.seed,
-            self.start_method,
+            method,
             self.prefetch,
             self.timeout,
         )
+
+    @property
+    def worker_start_method(self) -> str | None:
+        """The start method of the workers started last (``"auto"`` resolved); None before any."""
+        return self._worker_start_method
 
     def _stop_active(self, abort: bool = False) -> None:
         """End the running epoch: drain a persistent pool for reuse, or (``abort``) stop its workers."""

@@ -1,7 +1,10 @@
 """The main-process side of the worker processes: start, feed, receive, detect death, shut down.
 
 Batch ``i`` goes to worker ``i % num_workers`` and each worker answers in the order it was asked,
-so the main process always knows which worker to wait for. Waiting uses
+so the main process always knows which worker to wait for. A worker's first message says that it
+started (it re-created ``__main__`` and unpickled what it was given, see
+:mod:`delira.data.loader.start_method`); a worker that dies before it is explained as a failed start,
+not as a crash while loading. Waiting uses
 ``multiprocessing.connection.wait`` on the worker's pipe *and* every worker's process sentinel, so
 a worker that dies (segfault, out-of-memory kill, ``os._exit``) wakes the main process at once
 instead of leaving it blocked on a pipe.
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +27,11 @@ from typing import Any
 import numpy as np
 
 from delira.data.loader import shm
+from delira.data.loader.start_method import (
+    EXIT_MAIN_REENTERED,
+    default_start_method,
+    exit_if_bootstrapping,
+)
 from delira.data.loader.worker import worker_loop
 
 __all__ = ["RemoteTraceback", "WorkerError", "WorkerPool", "default_start_method"]
@@ -40,16 +50,6 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n" + self.text
-
-
-def default_start_method() -> str:
-    """``"forkserver"`` where available (Linux, macOS), else ``"spawn"``.
-
-    ``fork`` is faster to start but copies a process whose threads (OpenMP pools of torch or of
-    delira-augment's kernels, TensorFlow's runtime, logging handlers) may hold locks, which can
-    deadlock the child; the fork server is a clean single-threaded process started once.
-    """
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _describe_exit(code: int | None) -> str:
@@ -119,7 +119,8 @@ class WorkerPool:
     Args:
         num_workers: number of processes, >= 1.
         dataset, transforms, collate_fn, seed: passed to every worker (pickled unless forked).
-        start_method: ``"forkserver"``, ``"spawn"`` or ``"fork"``.
+        start_method: ``"forkserver"``, ``"spawn"`` or ``"fork"`` (resolved, not ``"auto"``); checked
+            beforehand with :func:`~delira.data.loader.start_method.check_workers_can_start`.
         prefetch: batches in flight per worker.
         timeout: seconds to wait for one batch before raising :class:`WorkerError` (None: no limit;
             a dead worker is detected either way).
@@ -136,9 +137,12 @@ class WorkerPool:
         prefetch: int,
         timeout: float | None,
     ) -> None:
+        exit_if_bootstrapping()  # a starting worker that re-ran an unguarded script: explain, exit
         self.num_workers = num_workers
         self.prefetch = prefetch
         self.timeout = timeout
+        self.start_method = start_method
+        self._started = [False] * num_workers  # the worker's "ready" message arrived
         self._res = _Resources(shm.new_prefix())
         self._finalizer = weakref.finalize(self, self._res.shutdown, False)
         self._free: list[list[int]] = [[] for _ in range(num_workers)]
@@ -149,6 +153,12 @@ class WorkerPool:
             collections.deque() for _ in range(num_workers)
         ]
         ctx = multiprocessing.get_context(start_method)
+        if start_method == "fork" and hasattr(os, "fork"):
+            # Forked workers must share this process's resource tracker: a tracker each would warn
+            # about (and unlink) the segments they created when they exit.
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
         try:
             for w in range(num_workers):
                 parent_conn, child_conn = ctx.Pipe(duplex=True)
@@ -165,7 +175,8 @@ class WorkerPool:
                     raise TypeError(
                         f"the dataset, transforms and collate_fn must be picklable to reach worker processes "
                         f"started with {start_method!r} ({exc}); define their classes and functions at "
-                        "module level (no lambdas or local functions), or use num_workers=0"
+                        "module level (no lambdas or local functions), or pass start_method='fork' (nothing "
+                        "is pickled), or use num_workers=0"
                     ) from exc
                 finally:
                     child_conn.close()
@@ -210,9 +221,44 @@ class WorkerPool:
         self.outstanding[worker].append((index, slot))
 
     # -- receiving ----------------------------------------------------------------------------------
+    def _check_started(self, worker: int) -> None:
+        """Take a pending "ready" message of ``worker`` (always its first message) off its pipe."""
+        conn = self._res.conns[worker]
+        try:
+            if not self._started[worker] and conn.poll():
+                self._started[worker] = conn.recv()[0] == "ready"
+        except (EOFError, OSError):
+            pass
+
+    def _start_failure(self, worker: int, pid: int | None, code: int) -> str:
+        head = f"DataLoader worker {worker} (pid {pid})"
+        if code == EXIT_MAIN_REENTERED:
+            script = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+            return (
+                f"{head} stopped while starting: a worker started with {self.start_method!r} re-runs {script} "
+                "to import it, and the script started this loader's workers again because that code "
+                'is not under an `if __name__ == "__main__":` guard. Put the code that runs the loader '
+                'under the guard (def main(): ...  if __name__ == "__main__": main()), or pass '
+                "start_method='fork'"
+            )
+        how = _describe_exit(code) if code < 0 else f"failed while starting (exit status {code})"
+        if self.start_method == "fork":
+            return f"{head} {how}, before it loaded a batch; its output on stderr says why"
+        return (
+            f"{head} {how}, before it loaded a batch: a worker started with {self.start_method!r} re-runs "
+            "the main module and unpickles the dataset, transforms and collate_fn, and that failed (its "
+            "traceback is on stderr, above). Usual causes: a class or function defined under `if __name__ "
+            '== "__main__":` or only in a notebook or session, or a module that the workers cannot '
+            "import (another working directory or sys.path). Define what the workers need in an "
+            "importable module, or pass start_method='fork' (workers then import nothing)"
+        )
+
     def _raise_dead(self, waiting_for: str) -> None:
         for w, p in enumerate(self._res.processes):
             if p.exitcode is not None:
+                self._check_started(w)
+                if not self._started[w]:
+                    raise WorkerError(self._start_failure(w, p.pid, p.exitcode))
                 raise WorkerError(
                     f"DataLoader worker {w} (pid {p.pid}) {_describe_exit(p.exitcode)} while the main "
                     f"process waited for {waiting_for}; run with num_workers=0 to see the failure in this "
@@ -228,7 +274,11 @@ class WorkerPool:
             ready = wait([conn, *sentinels], timeout=remaining)
             if conn in ready:
                 try:
-                    return conn.recv()
+                    message = conn.recv()
+                    if message[0] == "ready":
+                        self._started[worker] = True
+                        continue
+                    return message
                 except (EOFError, OSError):
                     self._res.processes[worker].join(1.0)
                     self._raise_dead(waiting_for)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import inspect
+import io
 import multiprocessing
 import os
 import pickle
@@ -65,6 +66,35 @@ def limit_augment_threads() -> None:
     augment = sys.modules.get("delira.augment")
     if augment is not None and hasattr(augment, "set_num_threads"):
         augment.set_num_threads(1)
+
+
+def limit_torch_threads() -> None:
+    """One torch thread per worker process, as torch's DataLoader does, when torch is loaded here.
+
+    Besides oversubscription this avoids a hang: a worker forked from a process that already ran
+    torch's OpenMP thread pool (GNU libgomp is not fork-safe) hangs in its first parallel torch
+    operation unless torch uses one thread. Imports nothing itself.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        try:
+            torch.set_num_threads(1)
+        except Exception:  # pragma: no cover - a partially imported or unusual torch
+            pass
+
+
+def enable_faulthandler() -> None:
+    """Print this process's Python stack on a crash in native code, to stderr if it has a file.
+
+    A worker forked from a notebook inherits the kernel's ``sys.stderr``, which may not be backed by
+    a file descriptor; the process's original stderr is used then, or nothing.
+    """
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            faulthandler.enable(file=stream)
+            return
+        except (AttributeError, ValueError, OSError, RuntimeError, io.UnsupportedOperation):
+            continue
 
 
 def _accepts_allocate(collate_fn: Callable[..., Any]) -> bool:
@@ -153,15 +183,21 @@ def worker_loop(
 ) -> None:
     """Serve batch requests from the main process until told to stop or the main process dies.
 
-    Messages in: ``(epoch, index, keys, slot)`` per batch, ``None`` to stop. Messages out:
+    Messages in: ``(epoch, index, keys, slot)`` per batch, ``None`` to stop. Messages out: first
+    ``("ready", pid)`` (this worker started: ``__main__`` re-created, its arguments unpickled), then
     ``("ok", index, slot, segment name, layout, metadata, key order)`` or
-    ``("error", index, slot, pickled exception or None, traceback text, summary)``.
+    ``("error", index, slot, pickled exception or None, traceback text, summary)`` per batch.
     """
     # Ctrl-C goes to the whole process group: the main process handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    faulthandler.enable()  # a crash in native code prints this worker's Python stack to stderr
+    enable_faulthandler()  # a crash in native code prints this worker's Python stack to stderr
     keep_freed_memory()
     limit_augment_threads()
+    limit_torch_threads()
+    try:
+        conn.send(("ready", os.getpid()))
+    except (BrokenPipeError, ConnectionResetError, OSError):
+        return  # the main process is gone already
     writer = SegmentWriter(prefix, worker_id)
     parent = multiprocessing.parent_process()
     waitables: list[Any] = [conn] + ([parent.sentinel] if parent is not None else [])
