@@ -8,6 +8,7 @@
     delira run CONFIG --launcher local --jobs 2      # folds as parallel processes
     delira run CONFIG --launcher submitit [--no-wait] # folds as SLURM jobs (submitit)
     delira aggregate DIR                     # summarise folds run separately
+    delira sweep CONFIG --param training.lr=log:1e-4:1e-2 --trials 20   # Optuna
     delira predict RUN_DIR --input scan.nii.gz --output seg.nii.gz
     delira predict RUN_DIR --input images/ --output predictions/ [--save-probabilities]
     delira info
@@ -128,6 +129,29 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep(args: argparse.Namespace) -> int:
+    """Search hyperparameters with Optuna, one experiment folder per trial (delira.training.sweep)."""
+    from delira.training.sweep import sweep as _sweep
+
+    result = _sweep(
+        args.config,
+        args.param or [],
+        args.trials,
+        run_dir=args.run_dir,
+        overrides=args.set or [],
+        objective=args.objective,
+        direction=args.direction,
+        pruner=args.pruner,
+        seed=args.seed,
+    )
+    best = result["best"]
+    if best is None:
+        print("no trial finished; see trials.csv for their states", file=sys.stderr)
+        return 1
+    print(f"best trial {best['number']}: {best['value']:.4f} with {best['params']} ({best['run_dir']})")
+    return 0
+
+
 def plan(args: argparse.Namespace) -> int:
     """Fingerprint a dataset and write a complete, commented config (see delira.training.planning)."""
     from delira.training.planning import run_plan
@@ -156,6 +180,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_plan_arguments(p)
     p.set_defaults(func=plan)
+
+    p = sub.add_parser(
+        "sweep",
+        help="search hyperparameters with Optuna (one experiment folder per trial, pruning per epoch)",
+        description="Search config keys with Optuna: each trial runs the experiment with the trial's values; "
+        "trials are pruned on the validation metric per epoch; the study lives in SWEEP_DIR/optuna.db, so "
+        "running the same command again continues it.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config file or shipped config name")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=KIND:SPEC",
+        help="a searched key: log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or choice:A|B|C (repeatable)",
+    )
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value for every trial"
+    )
+    p.add_argument("--run-dir", default=None, help="sweep folder (default: <experiment.output>/sweep-<name>)")
+    p.add_argument(
+        "--objective", default=None, help="summary figure to optimise (default: dice_mean / accuracy)"
+    )
+    p.add_argument("--direction", choices=("maximize", "minimize"), default=None)
+    p.add_argument("--pruner", choices=("median", "none"), default="median")
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    p.set_defaults(func=sweep)
 
     p = sub.add_parser(
         "run",

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,8 @@ class Experiment:
             An existing folder with a ``config.yaml`` is resumed (its config must match).
         overrides: ``"a.b=value"`` strings applied on top of the config.
         verbose: progress bars and the printed summary.
+        callbacks: extra trainer callbacks, as factories ``fold -> Callback`` called when each
+            fold's trainer is built (e.g. a sweep's pruning callback), after the task's own.
 
     Example::
 
@@ -221,8 +223,10 @@ class Experiment:
         run_dir: str | os.PathLike[str] | None = None,
         overrides: Sequence[str] = (),
         verbose: bool = True,
+        callbacks: Sequence[Callable[[int], Any]] = (),
     ) -> None:
         self.config = load_config(config, overrides)
+        self.callback_factories = list(callbacks)
         if run_dir is None:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
             run_dir = Path(self.config["experiment"]["output"]) / f"{self.config['name']}-{stamp}"
@@ -274,7 +278,10 @@ class Experiment:
             optimizer_kwargs=kwargs,
             scheduler=t["schedule"],
             metrics=self.task.training_metrics(),
-            callbacks=self.task.callbacks(save_dir, fold),
+            callbacks=[
+                *self.task.callbacks(save_dir, fold),
+                *(make(fold) for make in self.callback_factories),
+            ],
             device=t["device"],
             precision=t["precision"],
             grad_clip=t["grad_clip"],
