@@ -302,6 +302,39 @@ SCHEMA: dict[str, Any] = {
             "str", None, "sample key whose groups stay in one fold (e.g. patient)", nullable=True
         ),
     },
+    "logging": {
+        "mlflow": {
+            "enabled": Field(
+                "bool",
+                False,
+                "log the config as params, the metrics per epoch and each fold's files (best checkpoint, "
+                "metrics.csv, curves, result) to MLflow, one nested run per fold (extra delira-training[mlflow])",
+            ),
+            "tracking_uri": Field(
+                "str",
+                None,
+                "an MLflow tracking URI (http://..., sqlite:///...) or a folder (a local sqlite store); "
+                "null: <experiment.output>/mlruns",
+                nullable=True,
+            ),
+            "experiment": Field("str", None, "the MLflow experiment; null: the config's name", nullable=True),
+        },
+        "wandb": {
+            "enabled": Field(
+                "bool",
+                False,
+                "log the config, the metrics per epoch and each fold's files to Weights & Biases, one run per "
+                "fold grouped by the run folder (extra delira-training[wandb])",
+            ),
+            "project": Field("str", "delira", "the W&B project"),
+            "entity": Field("str", None, "the W&B team or user; null: your default", nullable=True),
+            "offline": Field(
+                "bool",
+                True,
+                "keep the runs on disk (<run folder>/wandb; `wandb sync` uploads them later); false: upload live",
+            ),
+        },
+    },
     "launcher": {
         "name": Field(
             "str",

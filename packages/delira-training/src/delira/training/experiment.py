@@ -177,6 +177,8 @@ def aggregate(run_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str,
     _write_csv(
         run_dir / "summary.csv", [*rows, {"fold": "mean", **mean}, {"fold": "std", **std}], first=["fold"]
     )
+    if (run_dir / MLFLOW_FILE).exists() and not missing:
+        _finish_mlflow_parent(run_dir, mean, std)
     if not quiet:
         shown = [k for k in keys if not _PER_CLASS.match(k)] or keys
         print(format_table([*rows, {"fold": "mean", **mean}, {"fold": "std", **std}], shown))
@@ -194,6 +196,35 @@ def aggregate(run_dir: str | os.PathLike[str], quiet: bool = False) -> dict[str,
             print(f"folds not finished yet: {missing} (the mean and std cover the finished ones)")
         print(f"summary: {run_dir / 'summary.json'}")
     return summary
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun / SLURM job, or a single process."""
+    from delira.training.distributed import ClusterEnvironment
+
+    return ClusterEnvironment.detect().is_main_process
+
+
+#: the MLflow run of an experiment folder (and of each fold folder): store, experiment and run id
+MLFLOW_FILE = "mlflow.json"
+
+
+def _finish_mlflow_parent(run_dir: Path, mean: Mapping[str, float], std: Mapping[str, float]) -> None:
+    """Log the summary's mean and std to the experiment's MLflow run, its files as artifacts, and end it."""
+    from delira.training.loggers import EXPERIMENT_ARTIFACTS, MLflowLogger
+
+    info = json.loads((run_dir / MLFLOW_FILE).read_text())
+    parent = MLflowLogger(
+        info["tracking_uri"],
+        info["experiment"],
+        run_id=info["run_id"],
+        artifacts_dir=run_dir,
+        artifacts=EXPERIMENT_ARTIFACTS,
+        finish_on_close=False,
+    )
+    figures = {f"mean_{k}": v for k, v in mean.items()} | {f"std_{k}": v for k, v in std.items()}
+    parent.log_metrics({k: float(v) for k, v in figures.items() if isinstance(v, (int, float))}, 0)
+    parent.finish()
 
 
 # --- the experiment -------------------------------------------------------------------------------
@@ -248,7 +279,7 @@ class Experiment:
                 )
 
     def _log(self, text: str) -> None:
-        if self.verbose:
+        if self.verbose and _is_main_process():
             print(text, flush=True)
 
     # -- data ---------------------------------------------------------------------------------------
@@ -292,7 +323,89 @@ class Experiment:
             seed=seed,
             verbose=self.verbose,
             device_transforms=list(device_transforms),
+            loggers=self._fold_loggers(save_dir, fold),
         )
+
+    # -- experiment tracking (logging.mlflow / logging.wandb) -----------------------------------------
+    def _mlflow_parent(self) -> dict[str, str] | None:
+        """The experiment's MLflow run (``run_dir/mlflow.json``: store, experiment, run id), created
+        once (rank 0) before any fold so that fold runs, in any process, nest under it."""
+        if not self.config["logging"]["mlflow"]["enabled"]:
+            return None
+        path = self.run_dir / MLFLOW_FILE
+        if path.exists():
+            return json.loads(path.read_text())
+        from delira.training.distributed import get_rank
+        from delira.training.loggers import EXPERIMENT_ARTIFACTS, MLflowLogger
+
+        if get_rank() != 0:
+            return None
+        cfg = self.config["logging"]["mlflow"]
+        uri = cfg["tracking_uri"] or str((Path(self.config["experiment"]["output"]) / "mlruns").resolve())
+        name = cfg["experiment"] or self.config["name"]
+        parent = MLflowLogger(
+            uri,
+            name,
+            run_name=self.run_dir.name,
+            params=self.config,
+            tags={"run_dir": str(self.run_dir.resolve())},
+            artifacts_dir=self.run_dir,
+            artifacts=EXPERIMENT_ARTIFACTS,
+            finish_on_close=False,
+        )
+        info = {"tracking_uri": parent.tracking_uri, "experiment": name, "run_id": parent.run_id}
+        _write_json(path, info)
+        return info
+
+    def _fold_loggers(self, save_dir: Path | None, fold: int) -> list[Any]:
+        """The tracking loggers of one fold's trainer (rank 0 only): an MLflow run nested under the
+        experiment's (continued when the fold resumes) and a W&B run in the run folder's group."""
+        cfg = self.config["logging"]
+        if save_dir is None or not (cfg["mlflow"]["enabled"] or cfg["wandb"]["enabled"]):
+            return []
+        from delira.training.distributed import get_rank
+
+        if get_rank() != 0:
+            return []
+        loggers: list[Any] = []
+        if cfg["mlflow"]["enabled"]:
+            from delira.training.loggers import MLflowLogger
+
+            parent = self._mlflow_parent()
+            assert parent is not None
+            own = save_dir / MLFLOW_FILE
+            logger = MLflowLogger(
+                parent["tracking_uri"],
+                parent["experiment"],
+                run_name=f"{self.run_dir.name}/{save_dir.name}",
+                params=self.config,
+                tags={"fold": fold},
+                parent_run_id=parent["run_id"],
+                run_id=json.loads(own.read_text())["run_id"] if own.exists() else None,
+                artifacts_dir=save_dir,
+                finish_on_close=False,
+            )
+            _write_json(own, {**parent, "run_id": logger.run_id, "parent_run_id": parent["run_id"]})
+            loggers.append(logger)
+        if cfg["wandb"]["enabled"]:
+            from delira.training.loggers import WandbLogger
+
+            w = cfg["wandb"]
+            loggers.append(
+                WandbLogger(
+                    w["project"],
+                    f"{self.run_dir.name}-{save_dir.name}",
+                    params=self.config,
+                    group=self.run_dir.name,
+                    job_type="fold",
+                    entity=w["entity"],
+                    save_dir=self.run_dir,
+                    offline=w["offline"],
+                    artifacts_dir=save_dir,
+                    finish_on_close=False,
+                )
+            )
+        return loggers
 
     # -- evaluation ---------------------------------------------------------------------------------
     def _evaluate(
@@ -325,6 +438,36 @@ class Experiment:
         history = trainer.fit(
             train_loader, val_loader, epochs=self.config["training"]["epochs"], resume_from="last"
         )
+        from delira.training.distributed import barrier
+
+        if not trainer.is_main_process:  # DDP: rank 0 evaluates and writes result.json
+            barrier()
+            return json.loads(result_path.read_text())
+        tracking = [lg for lg in trainer.extra_loggers if hasattr(lg, "finish")]
+        try:
+            result = self._finish_fold(trainer, history, train, val, test, save_dir, fold)
+        except BaseException as exc:
+            for logger in tracking:
+                logger.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
+            raise
+        finally:
+            barrier()
+        for logger in tracking:  # after result.json: the fold's files go up as artifacts
+            logger.finish()
+        return result
+
+    def _finish_fold(
+        self,
+        trainer: Any,
+        history: list[dict[str, Any]],
+        train: Any,
+        val: Any,
+        test: Any,
+        save_dir: Path,
+        fold: int,
+    ) -> dict[str, Any]:
+        """Evaluate the fold's best checkpoint and write ``cases.csv`` and, last, ``result.json``."""
+        result_path = save_dir / "result.json"
         best = save_dir / "checkpoints" / "best.safetensors"
         if best.exists():
             trainer.load_checkpoint(best)
@@ -468,6 +611,7 @@ class Experiment:
         exp = self.config["experiment"]
         data = self.dataset() if data is None else data
         self._prepare_folder()
+        self._mlflow_parent()
         splits = self.splits(
             data,
             exp["folds"] if n_splits is None else n_splits,
@@ -476,8 +620,9 @@ class Experiment:
             val_fraction if val_fraction is not None else exp["val_fraction"],
             exp["seed"] if seed is None else seed,
         )
-        self._save_preprocessing(data)
-        self._preview(data)
+        if _is_main_process():  # DDP: the other ranks read what rank 0 wrote
+            self._save_preprocessing(data)
+            self._preview(data)
         return data, splits
 
     def unfinished_folds(self, splits: Any) -> list[int]:
@@ -536,6 +681,8 @@ class Experiment:
                 f"finished folds: {done} of {len(splits)}; run `delira aggregate {self.run_dir}` once all are done"
             )
             return None
+        if not _is_main_process():
+            return None
         return aggregate(self.run_dir, quiet=not self.verbose)
 
     def _save_preprocessing(self, data: Any) -> None:
@@ -580,7 +727,7 @@ class Experiment:
 
 
 # Keys that may differ between the machines running the folds of one experiment.
-_MACHINE_KEYS = ("training.device:", "training.workers:", "launcher.")
+_MACHINE_KEYS = ("training.device:", "training.workers:", "launcher.", "logging.")
 
 
 def _differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -87,6 +87,16 @@ def launch(
     name = launcher or cfg["name"]
     if name not in LAUNCHERS:
         raise ConfigError([f"launcher {name!r} is unknown; use one of {', '.join(LAUNCHERS)}"])
+    from delira.training.distributed import ClusterEnvironment
+
+    env = ClusterEnvironment.detect()
+    if env.is_distributed and name != "sequential":
+        raise ConfigError(
+            [
+                f"this process is rank {env.rank} of {env.world_size} ({env.source}): all ranks train each fold "
+                "together; use --launcher sequential (or --fold K) inside torchrun / srun"
+            ]
+        )
     if jobs is not None and jobs < 1:
         raise ConfigError([f"--jobs {jobs}: give at least 1 (folds at a time)"])
     if name == "submitit":

@@ -11,14 +11,15 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from delira.training.callbacks import Callback, ModelCheckpoint
-from delira.training.distributed import shard_batches
+from delira.training.distributed import shard_loader
 from delira.training.seed import seed_everything
 
 __all__ = ["BaseNetworkTrainer", "NonFiniteLossError"]
@@ -73,12 +74,21 @@ class BaseNetworkTrainer:
             (event files) and ``curves.png`` there (rank 0 only).
         device_transforms: delira-augment transforms (``t(**batch) -> batch``) applied to the
             prepared batch on the device, in order, during training only; a transform with an
-            ``rng`` parameter gets ``numpy.random.default_rng([seed, epoch, iteration, k])``.
+            ``rng`` parameter gets ``numpy.random.default_rng([seed, epoch, iteration, k])``
+            (``[seed, epoch, iteration, k, rank]`` when several processes train).
         seed: passed to :func:`seed_everything` at the start of ``fit``.
         verbose: show a tqdm progress bar with the loss.
         loggers: extra loggers (``log_metrics(metrics, step)``, ``close()``), e.g. an
             :class:`~delira.training.loggers.MLflowLogger`.
         scheduler_kwargs: arguments of the named schedulers.
+
+    Distributed (``world_size > 1``, set up by the framework trainer): every rank trains on its
+    share of each epoch (:func:`~delira.training.distributed.shard_loader`: a
+    ``delira.data.DataLoader`` is rebuilt to load only this rank's samples, every rank getting the
+    same number of equal batches; validation batches are divided without padding and the losses and
+    metrics summed over the ranks), only rank 0 logs, writes checkpoints and ``curves.png``, a resume
+    must find the same checkpoint on every rank, and ``fit`` ends with a barrier, so that every rank
+    may read what rank 0 wrote once it returns. ``fit`` and ``evaluate`` must be called on every rank.
     """
 
     framework = "none"
@@ -155,6 +165,7 @@ class BaseNetworkTrainer:
         self._epochs = 0
         self._checkpoint_callback: ModelCheckpoint | None = None
         self._active_callbacks: list[Callback] = list(self.callbacks)
+        self._shards: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     # --- to be supplied by the framework trainers -----------------------------------------------
     def _setup(self) -> None:
@@ -261,6 +272,12 @@ class BaseNetworkTrainer:
                 for logger in loggers:  # e.g. the CSV keeps the rows of the epochs before the resume
                     if hasattr(logger, "resume"):
                         logger.resume(self.history)
+            if not self._same_on_all_ranks([start]):
+                raise RuntimeError(
+                    f"rank {self.rank} resumes after epoch {start} but another rank does not; every rank "
+                    f"must see the same checkpoint ({path or 'none found'}): keep save_dir on a file system "
+                    "that every node shares"
+                )
             for epoch in range(start, self._epochs):
                 self.epoch = epoch
                 logs = self._run_epoch(train_loader, val_loader, epoch, callbacks)
@@ -273,17 +290,23 @@ class BaseNetworkTrainer:
         finally:
             for logger in loggers:
                 logger.close()
+            self._close_shards()
         if self.save_dir is not None and self.is_main_process:
             from delira.training.loggers.curves import plot_curves
 
             plot_curves(self.history, self.save_dir / "curves.png")
+        self._barrier()  # the other ranks may read rank 0's checkpoints once fit returns
         return self.history
 
     def evaluate(self, loader: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         """The mean loss and metrics over ``loader``: ``{"loss": float, "<metric>": float,
         "<metric>_<key>": float, ...}`` (the network in evaluation mode, no gradients)."""
         self._setup()
-        results = self._validate(loader)
+        kept = set(self._shards)  # those of a running fit (evaluate called by a callback) stay open
+        try:
+            results = self._validate(loader)
+        finally:
+            self._close_shards(keep=kept)
         return {k[4:]: v for k, v in results.items()}
 
     def save_checkpoint(
@@ -358,9 +381,10 @@ class BaseNetworkTrainer:
 
     def _prepare_transforms(self, batch: dict[str, Any], context: tuple[int, int]) -> dict[str, Any]:
         """Apply the device transforms to a prepared batch (training only)."""
+        rank = [self.rank] if self.world_size > 1 else []  # the ranks' batches draw differently
         for k, (transform, takes_rng) in enumerate(zip(self.device_transforms, self._transform_takes_rng)):
             if takes_rng:
-                rng = np.random.default_rng([self.seed, context[0], context[1], k])
+                rng = np.random.default_rng([self.seed, context[0], context[1], k, *rank])
                 batch = dict(transform(rng=rng, **batch))
             else:
                 batch = dict(transform(**batch))
@@ -371,7 +395,10 @@ class BaseNetworkTrainer:
             return None
         from tqdm.auto import tqdm
 
-        total = len(loader) if hasattr(loader, "__len__") else None
+        try:
+            total = len(loader)
+        except TypeError:  # an unsized iterable (or a rank's view of one)
+            total = None
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{self._epochs}", leave=False, mininterval=0.5)
 
     def _run_epoch(
@@ -379,17 +406,19 @@ class BaseNetworkTrainer:
     ) -> dict[str, float]:
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
+        batches = train_loader
+        if self.world_size > 1:
+            batches = self._shard(train_loader, training=True)
+            if hasattr(batches, "set_epoch"):
+                batches.set_epoch(epoch)
         if isinstance(self.scheduler_spec, str):
             self.set_lr(self._named_lr(epoch))
         for cb in callbacks:
             cb.on_epoch_begin(self, epoch)
         lr = self.get_lr()
         self._set_train_mode(True)
-        bar = self._progress(train_loader, epoch)
+        bar = self._progress(batches, epoch)
         total, count = 0.0, 0
-        batches = (
-            shard_batches(train_loader, self.rank, self.world_size) if self.world_size > 1 else train_loader
-        )
         iterator = iter(batches)
         pending = next(iterator, None)
         if pending is None:
@@ -435,40 +464,95 @@ class BaseNetworkTrainer:
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
 
-        def add(key: str, value: float) -> None:
-            if not math.isnan(value):
+        def add(key: str, value: float, counted: bool) -> None:
+            if counted and not math.isnan(value):
                 sums[key] = sums.get(key, 0.0) + value
                 counts[key] = counts.get(key, 0.0) + 1.0
             else:
                 sums.setdefault(key, 0.0)
                 counts.setdefault(key, 0.0)
 
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(0)
-        batches = shard_batches(loader, self.rank, self.world_size) if self.world_size > 1 else loader
-        for batch in batches:
+        def evaluate(batch: Mapping[str, Any], counted: bool = True) -> None:
             loss, predictions = self._eval_step(batch)
-            add("val_loss", float(loss))
+            add("val_loss", float(loss), counted)
             for name, fn in self.metrics.items():
                 value = fn(predictions, batch)
                 if isinstance(value, Mapping):
                     for key, v in value.items():
-                        add(f"val_{name}" if key == "mean" else f"val_{name}_{key}", float(v))
+                        add(f"val_{name}" if key == "mean" else f"val_{name}_{key}", float(v), counted)
                 else:
-                    add(f"val_{name}", float(value))
+                    add(f"val_{name}", float(value), counted)
+
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(0)
+        batches = self._shard(loader, training=False) if self.world_size > 1 else loader
+        seen = 0
+        for batch in batches:
+            evaluate(batch)
+            seen += 1
+        if self.world_size > 1 and not seen:
+            # fewer validation batches than ranks: this rank evaluates the first one without counting
+            # it, only to learn the metric names that the sum over the ranks needs
+            first = _first_batch(loader)
+            if first is not None:
+                evaluate(first, counted=False)
         self._set_train_mode(True)
-        if "val_loss" not in sums:
+        keys = sorted(sums)
+        digest = zlib.crc32("\0".join(keys).encode()) & 0xFFFFF
+        if not self._same_on_all_ranks([len(keys), digest]):
+            raise ValueError(
+                f"the ranks computed different validation metrics (rank {self.rank}: {keys}); metrics must "
+                "return the same keys for every batch, and the validation loader must not be empty"
+            )
+        reduced = self._all_reduce_sum(
+            np.array([sums[k] for k in keys] + [counts[k] for k in keys] + [seen], dtype=np.float64)
+        )
+        if reduced[-1] == 0:
             raise ValueError(
                 "the validation loader yielded no batches; pass a non-empty loader or val_loader=None"
             )
-        keys = sorted(sums)
-        reduced = self._all_reduce_sum(
-            np.array([sums[k] for k in keys] + [counts[k] for k in keys], dtype=np.float64)
-        )
         return {
             k: float(reduced[j] / reduced[len(keys) + j]) if reduced[len(keys) + j] > 0 else float("nan")
             for j, k in enumerate(keys)
         }
+
+    # --- distribution ------------------------------------------------------------------------------
+    def _shard(self, loader: Any, training: bool) -> Any:
+        """This rank's share of ``loader`` (:func:`shard_loader`), built once per ``fit``."""
+        key = (id(loader), training)
+        if key not in self._shards:
+            self._shards[key] = (loader, shard_loader(loader, self.rank, self.world_size, training))
+        return self._shards[key][1]
+
+    def _close_shards(self, keep: Container[tuple[int, bool]] = ()) -> None:
+        """Stop the workers of the sharded copies of the loaders (the originals are the caller's),
+        except those in ``keep``."""
+        for key in [k for k in self._shards if k not in keep]:
+            loader, shard = self._shards.pop(key)
+            if shard is not loader and hasattr(shard, "close"):
+                shard.close()
+
+    def _same_on_all_ranks(self, values: Sequence[float]) -> bool:
+        """True when every rank holds the same ``values`` (small integers): with the sums ``s`` of
+        ``x`` and ``q`` of ``x ** 2`` over the ``W`` ranks, ``s ** 2 == W * q`` exactly when all are
+        equal. Every rank gets the same answer (one all-reduce)."""
+        if self.world_size <= 1:
+            return True
+        x = np.asarray(values, dtype=np.float64)
+        reduced = self._all_reduce_sum(np.concatenate([x, x * x]))
+        return bool(np.array_equal(reduced[: x.size] ** 2, self.world_size * reduced[x.size :]))
+
+    def _barrier(self) -> None:
+        """Wait until every rank got here (an all-reduce)."""
+        if self.world_size > 1:
+            self._all_reduce_sum(np.zeros(1, dtype=np.float64))
+
+
+def _first_batch(loader: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first batch of ``loader`` (``load(0)`` of a ``delira.data.DataLoader``), or None."""
+    if hasattr(loader, "load") and hasattr(loader, "batch_keys"):
+        return loader.load(0)
+    return next(iter(loader), None)
 
 
 def _callback_keys(callbacks: Sequence[Callback]) -> list[tuple[str, Callback]]:

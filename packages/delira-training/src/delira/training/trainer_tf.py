@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from delira.training.distributed import ClusterEnvironment
 from delira.training.trainer_base import BaseNetworkTrainer
 
 __all__ = ["TfNetworkTrainer"]
@@ -43,7 +44,12 @@ class TfNetworkTrainer(BaseNetworkTrainer):
       ``MultiWorkerMirroredStrategy`` configured through ``TF_CONFIG``); build the network under
       ``strategy.scope()``. Each batch is split evenly over the replicas (its size must be a
       multiple of ``strategy.num_replicas_in_sync``) and the gradients are summed by the optimizer.
-      Only the chief (task 0) logs and saves checkpoints.
+      Only the chief (task 0) logs and saves checkpoints. Under ``srun`` or ``torchrun``
+      (several processes, :meth:`~delira.training.distributed.ClusterEnvironment.detect`)
+      :func:`~delira.training.distributed.tf_multi_worker_strategy` builds ``TF_CONFIG`` from the
+      same variables as the PyTorch trainer and returns the ``MultiWorkerMirroredStrategy``; the
+      trainer refuses any other strategy there. Every worker loads the whole batch and trains on
+      its replica's slice of it, so together the workers see each sample of the batch once.
 
     - ``device_transforms``: on a GPU they get the prepared tensors; on the CPU numpy arrays
       (float32 / int64), converted back to tensors afterwards.
@@ -85,6 +91,14 @@ class TfNetworkTrainer(BaseNetworkTrainer):
                 f"keras.mixed_precision.set_global_policy({_POLICIES[self.precision]!r}) before constructing it"
             )
         self.strategy = self.strategy or tf.distribute.get_strategy()
+        env = ClusterEnvironment.detect()
+        if env.is_distributed and not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise ValueError(
+                f"this process is rank {env.rank} of {env.world_size} ({env.source}), but the trainer's strategy "
+                f"is {type(self.strategy).__name__}, so every process would train a model of its own; create "
+                "strategy = delira.training.distributed.tf_multi_worker_strategy() first thing in the script, "
+                "build the network under strategy.scope() and pass strategy=strategy"
+            )
         self.replicas = int(self.strategy.num_replicas_in_sync)
         resolver = getattr(self.strategy, "cluster_resolver", None)
         task_id = getattr(resolver, "task_id", 0) if resolver is not None else 0

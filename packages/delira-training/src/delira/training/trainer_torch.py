@@ -1,5 +1,6 @@
 """``PyTorchNetworkTrainer``: the training loop for ``delira.models.torch`` networks, with mixed
-precision, gradient accumulation and clipping, and DistributedDataParallel under ``torchrun``."""
+precision, gradient accumulation and clipping, and DistributedDataParallel under ``torchrun`` or
+SLURM's ``srun``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from delira.training.distributed import get_world_size, init_torch_distributed
+from delira.training.distributed import ClusterEnvironment, init_torch_distributed, torch_distributed_active
 from delira.training.trainer_base import BaseNetworkTrainer
 
 __all__ = ["PyTorchNetworkTrainer"]
@@ -29,10 +30,13 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
       ``ReduceLROnPlateau`` gets the monitored value); its state is saved in checkpoints;
     - ``precision``: ``"bf16"`` / ``"16"`` run the forward pass and the losses under
       ``torch.autocast``; ``"16"`` scales the loss with a ``torch.amp.GradScaler``;
-    - distributed: when ``WORLD_SIZE > 1`` (started by ``torchrun``) the process group is started
-      (gloo on the CPU, nccl on CUDA; ``cuda`` becomes ``cuda:<LOCAL_RANK>``), the network is
-      wrapped in ``DistributedDataParallel``, each process takes every ``WORLD_SIZE``-th batch, losses
-      and metrics are averaged over the processes, and only rank 0 logs and saves checkpoints.
+    - distributed: when :meth:`~delira.training.distributed.ClusterEnvironment.detect` finds several
+      processes (started by ``torchrun``, or by ``srun`` under SLURM) or a process group runs, the
+      process group is started (gloo on the CPU, nccl on CUDA; ``cuda`` becomes
+      ``cuda:<local rank>``), the network is wrapped in ``DistributedDataParallel``, each rank trains
+      on its share of every epoch (:func:`~delira.training.distributed.shard_loader`), losses and
+      metrics are averaged over the ranks, and only rank 0 logs and saves checkpoints (see
+      ``docs/distributed.md``).
 
     Networks that override ``training_step`` (e.g. a GAN with its alternating step) are trained by
     calling their ``training_step``; mixed precision, accumulation and clipping then do not apply.
@@ -50,12 +54,11 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
                 f"compute_losses); got {type(net).__name__}; subclass delira.models.torch.AbstractNetwork"
             )
         device = str(self.device)
-        if get_world_size() > 1:
-            import os
-
+        env = ClusterEnvironment.detect()
+        if env.is_distributed or torch_distributed_active():
             if device.startswith("cuda") and ":" not in device:
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            self.rank, self.world_size = init_torch_distributed(device)
+                device = f"cuda:{env.local_rank}"
+            self.rank, self.world_size = init_torch_distributed(device, env)
         self.torch_device = torch.device(device)
         net.to(self.torch_device)
         self.model: torch.nn.Module = net
