@@ -29,6 +29,7 @@ def test_torch_cuda_uses_current_stream_and_device():
     torch = pytest.importorskip("torch")
     x = torch.arange(4 * 64 * 64, dtype=torch.float32, device="cuda").reshape(4, 64, 64)
     stream = torch.cuda.Stream()
+    torch.cuda.synchronize()  # x is complete before the side stream reads it
     with torch.cuda.stream(stream):
         out = da.flip(x, (1,))
     stream.synchronize()
@@ -41,3 +42,25 @@ def test_cupy_arrays_match_cupy_flip():
     out = da.flip(x, (0, 2))
     assert isinstance(out, cupy.ndarray)
     assert bool((out == cupy.flip(x, (0, 2))).all())
+
+
+def test_cupy_negative_and_zero_strides_match_cupy_flip():
+    cupy = pytest.importorskip("cupy")
+    x = cupy.arange(2 * 5 * 7, dtype=cupy.float64).reshape(2, 5, 7)
+    for view in (x[..., ::-1], x[:, ::-2, 1:], cupy.broadcast_to(x[:, :1], (2, 4, 7))):
+        out = da.flip(view, (1, 2))
+        assert out.flags.c_contiguous
+        assert bool((out == cupy.flip(view, (1, 2))).all())
+
+
+def test_torch_tensor_that_requires_grad_is_read_detached():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(2, 3, 4, device="cuda", requires_grad=True)
+    out = da.flip(x, (1,))
+    assert not out.requires_grad and torch.equal(out, torch.flip(x.detach(), (1,)))
+
+
+def test_torch_expanded_view_with_zero_strides():
+    torch = pytest.importorskip("torch")
+    x = torch.arange(6, dtype=torch.int32, device="cuda").reshape(1, 6).expand(4, 6)
+    assert torch.equal(da.flip(x, (0, 1)), torch.flip(x, (0, 1)))

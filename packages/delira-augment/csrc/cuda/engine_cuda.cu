@@ -1,19 +1,20 @@
 // CUDA executor: the fused resampling + intensity kernel, deterministic statistics, later program
 // stages, the cubic B-spline prefilter and the gaussian filter. Uses the header-only core shared with
 // the CPU executor, so both compute the same values (up to floating-point contraction).
+//
+// Every call runs on the caller's stream with the input's device made current (cuda_call.cuh:
+// DeviceScope); its parameters go up through pinned staging and its scratch comes from a stream-ordered
+// pool, so a call neither synchronises the host nor shares memory with another call. Every kernel loops
+// grid-stride (grids are capped at kMaxBlocks) with 64-bit indices, and every launch is checked.
 #include "engine_cuda.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <map>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "../core/gaussian.h"
@@ -25,71 +26,45 @@
 #include "../core/rng.h"
 #include "../core/sampling.h"
 #include "../core/spec.h"
+#include "cuda_call.cuh"
 
 namespace delira::cuda {
 namespace {
 
+using detail::CallMemory;
+using detail::check;
+using detail::check_launch;
+using detail::DeviceScope;
+using detail::Layout;
+
 constexpr int kMaxOps = 16;
 constexpr int kThreads = 256;
-constexpr std::int64_t kChunk = 4096;  // voxels per statistics partial (fixed: deterministic results)
+constexpr std::int64_t kChunk = 4096;            // voxels per statistics partial (fixed: deterministic results)
+constexpr std::int64_t kMaxBlocks = 65535LL * 16;  // grid cap; kernels loop grid-stride beyond it
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("delira.augment CUDA error in ") + what + ": " + cudaGetErrorString(err));
-  }
-}
-
-int blocks_for(std::int64_t n) {
+unsigned blocks_for(std::int64_t n) {
   const std::int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 65535 * 16 ? (b > 0 ? b : 1) : 65535 * 16);
+  return static_cast<unsigned>(b < 1 ? 1 : (b < kMaxBlocks ? b : kMaxBlocks));
 }
 
 // ---------------------------------------------------------------------------------------------
-// Workspace: one device buffer per (device, stream), grown when needed. Growing synchronises the
-// stream once (to free the old buffer safely); steady-state calls allocate nothing.
+// Checks that need no GPU: run before the first CUDA call, so a program the executor cannot run is
+// refused the same way with or without a device.
 
-struct Workspace {
-  char* ptr = nullptr;
-  std::size_t bytes = 0;
-};
-
-char* workspace(std::size_t bytes, cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::map<std::pair<int, cudaStream_t>, Workspace> pool;
-  int device = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  std::lock_guard<std::mutex> lock(mutex);
-  Workspace& ws = pool[{device, stream}];
-  if (ws.bytes < bytes) {
-    if (ws.ptr != nullptr) {
-      check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (workspace growth)");
-      check(cudaFree(ws.ptr), "cudaFree");
+void check_program_for_cuda(const cpu::Program& prog) {
+  if (prog.n_ops() > kMaxOps) {
+    throw std::invalid_argument("the CUDA executor takes at most " + std::to_string(kMaxOps) +
+                                " intensity operations per call, got " + std::to_string(prog.n_ops()) +
+                                "; split the Compose into two");
+  }
+  for (int j = 0; j < prog.n_ops(); ++j) {
+    if (prog.kinds[j] == OpKind::PercentileClip) {
+      throw std::invalid_argument(
+          "PercentileClip is not available in the CUDA executor yet; clip percentiles on the CPU before moving the "
+          "data to the GPU, or run this transform with backend='cpu'");
     }
-    std::size_t size = 1 << 20;
-    while (size < bytes) size <<= 1;
-    void* p = nullptr;
-    check(cudaMalloc(&p, size), "cudaMalloc (workspace)");
-    ws.ptr = static_cast<char*>(p);
-    ws.bytes = size;
   }
-  return ws.ptr;
 }
-
-// Host-side packing of the parameters, uploaded with one asynchronous copy.
-struct Packer {
-  std::vector<char> host;
-  std::size_t add(const void* src, std::size_t bytes) {
-    const std::size_t offset = (host.size() + 255) & ~static_cast<std::size_t>(255);
-    host.resize(offset + bytes);
-    if (bytes) std::memcpy(host.data() + offset, src, bytes);
-    return offset;
-  }
-  std::size_t reserve(std::size_t bytes) {
-    const std::size_t offset = (host.size() + 255) & ~static_cast<std::size_t>(255);
-    host.resize(offset + bytes);
-    return offset;
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Program description passed by value to the kernels.
@@ -102,9 +77,9 @@ struct ProgramView {
   int n_ops;
   int kinds[kMaxOps];
   int refs[kMaxOps];
-  const OpParams* params;       // (N, n_ops)
-  const std::uint64_t* keys;    // (N, n_ops)
-  Stats* stats;                 // (N, C, n_ops)
+  const OpParams* params;     // (N, n_ops)
+  const std::uint64_t* keys;  // (N, n_ops)
+  Stats* stats;               // (N, C, n_ops)
 };
 
 // The pointwise ops of stage `st` on one value of type V (float for float32 data, double for float64).
@@ -118,8 +93,28 @@ __device__ __forceinline__ V run_pointwise(const ProgramView& p, const StageOps&
   return v;
 }
 
+// Moments of one value as the CPU accumulates them (cpu/engine.cpp: accumulate): the mean in double
+// from the value itself (float64 data is not rounded to float), min and max rounded to float.
+template <typename T>
+__device__ __forceinline__ Moments value_moment(T v) {
+  Moments m;
+  m.count = 1.0;
+  m.mean = static_cast<double>(v);
+  m.m2 = 0.0;
+  m.min = static_cast<float>(v);
+  m.max = m.min;
+  return m;
+}
+
 // ---------------------------------------------------------------------------------------------
-// The fused kernel.
+// The fused kernel, templated on the data type T, the label type L (NoSeg: no segmentation), the
+// number of spatial axes and the data's interpolation order, so that each instantiation holds only the
+// code (and the registers) of its own case: 128 registers for the canonical 3D linear kernel with int16
+// labels (242 with the label type switched at run time), 96 without labels (sm_90). No
+// __launch_bounds__: with it ptxas gave the label-free kernels 128 registers too, and forcing two blocks
+// per SM made the cubic kernels spill. tests/augment/test_cuda_host_registers.py keeps the budget.
+
+struct NoSeg {};
 
 template <int NDIM>
 struct FusedArgs {
@@ -138,7 +133,6 @@ struct FusedArgs {
   std::int64_t s_stride[NDIM];
   std::int64_t s_sample_stride, s_channel_stride;
   int seg_channels;
-  int seg_dtype;
   void* seg_out;
   // geometry
   std::int64_t n_samples;
@@ -161,6 +155,7 @@ __device__ __forceinline__ void input_coordinate(const FusedArgs<NDIM>& a, std::
                                                  float* x) {
   // The CPU's row arithmetic (core/geometry.h): leading axes in double, then the step along the row.
   const float* A = a.affine + n * NDIM * (NDIM + 1);
+#pragma unroll
   for (int d = 0; d < NDIM; ++d) {
     const float* row = A + d * (NDIM + 1);
     const float start = row_start_coordinate<NDIM>(row, row[NDIM], o);
@@ -169,6 +164,7 @@ __device__ __forceinline__ void input_coordinate(const FusedArgs<NDIM>& a, std::
   if (a.grid == nullptr) return;
   ControlTaps t[NDIM];
   std::int64_t gnumel = 1;
+#pragma unroll
   for (int d = 0; d < NDIM; ++d) {
     t[d] = control_taps(static_cast<float>(o[d]), a.grid_origin[n * NDIM + d], 1.0f / a.grid_spacing[n * NDIM + d],
                         a.grid_shape[d]);
@@ -178,6 +174,7 @@ __device__ __forceinline__ void input_coordinate(const FusedArgs<NDIM>& a, std::
   // four last-axis control points, then the last axis.
   const float* G = a.grid + n * NDIM * gnumel;
   const ControlTaps& last = t[NDIM - 1];
+#pragma unroll
   for (int comp = 0; comp < NDIM; ++comp) {
     float f[4];
     contract_leading_axes<NDIM>(G + comp * gnumel, a.grid_shape, t, last.first, 4, f);
@@ -195,6 +192,7 @@ __device__ __forceinline__ void sample_seg(const FusedArgs<NDIM>& a, std::int64_
     Taps<0, NDIM> taps;
     compute_taps<0, NDIM>(x, a.s_shape, a.s_stride, a.mode_seg, taps);
     std::int64_t off = 0;
+#pragma unroll
     for (int d = 0; d < NDIM; ++d) off += taps.offset[d][0];
     for (int c = 0; c < a.seg_channels; ++c) out[c * a.numel] = taps.outside ? cval : base[c * a.s_channel_stride + off];
   } else {
@@ -206,7 +204,7 @@ __device__ __forceinline__ void sample_seg(const FusedArgs<NDIM>& a, std::int64_
   }
 }
 
-template <typename T, int NDIM, int ORDER>
+template <typename T, typename L, int NDIM, int ORDER>
 __global__ void fused_kernel(FusedArgs<NDIM> a) {
   using Acc = typename std::conditional<std::is_same<T, double>::value, double, float>::type;
   const std::int64_t total = a.n_samples * a.numel;
@@ -216,6 +214,7 @@ __global__ void fused_kernel(FusedArgs<NDIM> a) {
     const std::int64_t voxel = idx - n * a.numel;
     std::int64_t o[NDIM];
     std::int64_t rem = voxel;
+#pragma unroll
     for (int d = NDIM - 1; d >= 0; --d) {
       o[d] = rem % a.out_shape[d];
       rem /= a.out_shape[d];
@@ -235,51 +234,50 @@ __global__ void fused_kernel(FusedArgs<NDIM> a) {
         out[c * a.numel] = static_cast<T>(v);
       }
     }
-    if (a.seg != nullptr) {
-      switch (a.seg_dtype) {
-        case static_cast<int>(DType::UInt8): sample_seg<std::uint8_t, NDIM>(a, n, x, voxel); break;
-        case static_cast<int>(DType::Int16): sample_seg<std::int16_t, NDIM>(a, n, x, voxel); break;
-        case static_cast<int>(DType::Int32): sample_seg<std::int32_t, NDIM>(a, n, x, voxel); break;
-        default: sample_seg<std::int64_t, NDIM>(a, n, x, voxel); break;
-      }
+    if constexpr (!std::is_same<L, NoSeg>::value) {
+      if (a.seg != nullptr) sample_seg<L, NDIM>(a, n, x, voxel);
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics: per chunk of kChunk voxels a fixed-order reduction, then the chunks in order.
+// Statistics: per chunk of kChunk voxels a fixed-order reduction, then the chunks in order. The
+// partial of a chunk depends only on the chunk (thread t of the block takes the voxels t, t + kThreads,
+// ...), not on the grid, so the statistics are the same for any launch configuration.
 
 template <typename T>
-__global__ void chunk_stats_kernel(const T* x, std::int64_t numel, std::int64_t chunks, Moments* partials) {
-  // one block per (sample-channel, chunk); blockIdx.x = sc * chunks + k
-  const std::int64_t sc = blockIdx.x / chunks;
-  const std::int64_t k = blockIdx.x - sc * chunks;
-  const T* base = x + sc * numel;
-  const std::int64_t begin = k * kChunk;
-  const std::int64_t end = begin + kChunk < numel ? begin + kChunk : numel;
-  Moments p = empty_moments();
-  for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    merge_moments(p, single_moment(static_cast<float>(base[i])));
-  }
+__global__ void chunk_stats_kernel(const T* x, std::int64_t numel, std::int64_t chunks, std::int64_t n_blocks,
+                                   Moments* partials) {
   __shared__ Moments shared[kThreads];
-  shared[threadIdx.x] = p;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) merge_moments(shared[threadIdx.x], shared[threadIdx.x + s]);
+  for (std::int64_t b = blockIdx.x; b < n_blocks; b += gridDim.x) {  // b = sc * chunks + k
+    const std::int64_t sc = b / chunks;
+    const std::int64_t k = b - sc * chunks;
+    const T* base = x + sc * numel;
+    const std::int64_t begin = k * kChunk;
+    const std::int64_t end = begin + kChunk < numel ? begin + kChunk : numel;
+    Moments p = empty_moments();
+    for (std::int64_t i = begin + threadIdx.x; i < end; i += kThreads) merge_moments(p, value_moment(base[i]));
+    shared[threadIdx.x] = p;
     __syncthreads();
+    for (int s = kThreads / 2; s > 0; s >>= 1) {
+      if (threadIdx.x < s) merge_moments(shared[threadIdx.x], shared[threadIdx.x + s]);
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[b] = shared[0];
+    __syncthreads();  // `shared` is rewritten by the block's next chunk
   }
-  if (threadIdx.x == 0) partials[blockIdx.x] = shared[0];
 }
 
 __global__ void finalize_stats_kernel(const Moments* partials, std::int64_t n_sc, std::int64_t chunks, int channels,
                                       int n_ops, int op, Stats* stats) {
-  const std::int64_t sc = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (sc >= n_sc) return;
-  Moments p = empty_moments();
-  for (std::int64_t k = 0; k < chunks; ++k) merge_moments(p, partials[sc * chunks + k]);
-  const std::int64_t n = sc / channels;
-  const std::int64_t c = sc - n * channels;
-  store_moments(p, stats[(n * channels + c) * n_ops + op]);
+  for (std::int64_t sc = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; sc < n_sc;
+       sc += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    Moments p = empty_moments();
+    for (std::int64_t k = 0; k < chunks; ++k) merge_moments(p, partials[sc * chunks + k]);
+    const std::int64_t n = sc / channels;
+    const std::int64_t c = sc - n * channels;
+    store_moments(p, stats[(n * channels + c) * n_ops + op]);
+  }
 }
 
 template <typename T>
@@ -308,60 +306,47 @@ __global__ void stage_kernel(T* x, std::int64_t n_samples, int channels, std::in
 // ---------------------------------------------------------------------------------------------
 // Program bookkeeping shared by resample() and apply_program().
 
+struct ProgramRegions {
+  Layout::Region params, keys, stats, partials;
+};
+
 struct DeviceProgram {
   ProgramView view;
   std::vector<StageOps> stages;
   Moments* partials = nullptr;
 };
 
-std::vector<StageOps> split_stages(const cpu::Program& prog) {
-  for (int j = 0; j < prog.n_ops(); ++j) {
-    if (prog.kinds[j] == OpKind::PercentileClip) {
-      throw std::invalid_argument(
-          "PercentileClip is not available in the CUDA executor yet; clip percentiles on the CPU before moving the "
-          "data to the GPU, or run this transform with backend='cpu'");
-    }
-  }
-  std::vector<StageOps> stages;
-  const int count = stage_count(prog.kinds.data(), prog.n_ops());
-  for (int k = 0; k < count; ++k) stages.push_back(program_stage(prog.kinds.data(), prog.n_ops(), k));
-  return stages;
-}
-
-// Packs the program into `pk`; returns offsets (params, keys, stats, partials) for later fix-up.
-struct ProgramOffsets {
-  std::size_t params, keys, stats, partials;
-};
-
-ProgramOffsets pack_program(Packer& pk, const cpu::Program& prog, std::int64_t n, int channels, std::int64_t chunks) {
-  if (prog.n_ops() > kMaxOps) {
-    throw std::invalid_argument("the CUDA executor takes at most " + std::to_string(kMaxOps) + " intensity operations per call");
-  }
+// Adds the program's parameters and stream keys (uploaded) and its statistics and partial moments
+// (device only) to `layout`.
+ProgramRegions pack_program(Layout& layout, const cpu::Program& prog, std::int64_t n, int channels,
+                            std::int64_t chunks) {
   std::vector<std::uint64_t> keys(static_cast<std::size_t>(n * prog.n_ops()));
   for (std::int64_t i = 0; i < n; ++i)
     for (int j = 0; j < prog.n_ops(); ++j) {
       keys[i * prog.n_ops() + j] = op_stream_key(prog.seeds.data(), static_cast<std::int64_t>(prog.seeds.size()), i, j);
     }
-  ProgramOffsets off;
-  off.params = pk.add(prog.params.data(), prog.params.size() * sizeof(OpParams));
-  off.keys = pk.add(keys.data(), keys.size() * sizeof(std::uint64_t));
-  off.stats = pk.reserve(static_cast<std::size_t>(n * channels * (prog.n_ops() > 0 ? prog.n_ops() : 1)) * sizeof(Stats));
-  off.partials = pk.reserve(static_cast<std::size_t>(n * channels * chunks) * sizeof(Moments));
-  return off;
+  ProgramRegions r;
+  r.params = layout.add(prog.params.data(), prog.params.size() * sizeof(OpParams));
+  r.keys = layout.add(keys.data(), keys.size() * sizeof(std::uint64_t));
+  const bool later_stages = stage_count(prog.kinds.data(), prog.n_ops()) > 1;
+  r.stats = layout.reserve(later_stages ? static_cast<std::size_t>(n * channels * prog.n_ops()) * sizeof(Stats) : 0);
+  r.partials = layout.reserve(later_stages ? static_cast<std::size_t>(n * channels * chunks) * sizeof(Moments) : 0);
+  return r;
 }
 
-DeviceProgram device_program(char* dev, const ProgramOffsets& off, const cpu::Program& prog) {
+DeviceProgram device_program(const CallMemory& mem, const ProgramRegions& r, const cpu::Program& prog) {
   DeviceProgram d;
-  d.stages = split_stages(prog);
+  const int count = stage_count(prog.kinds.data(), prog.n_ops());
+  for (int k = 0; k < count; ++k) d.stages.push_back(program_stage(prog.kinds.data(), prog.n_ops(), k));
   d.view.n_ops = prog.n_ops();
-  for (int j = 0; j < prog.n_ops(); ++j) {
-    d.view.kinds[j] = static_cast<int>(prog.kinds[j]);
-    d.view.refs[j] = prog.refs[j];
+  for (int j = 0; j < kMaxOps; ++j) {
+    d.view.kinds[j] = j < prog.n_ops() ? static_cast<int>(prog.kinds[j]) : 0;
+    d.view.refs[j] = j < prog.n_ops() ? prog.refs[j] : -1;
   }
-  d.view.params = reinterpret_cast<const OpParams*>(dev + off.params);
-  d.view.keys = reinterpret_cast<const std::uint64_t*>(dev + off.keys);
-  d.view.stats = reinterpret_cast<Stats*>(dev + off.stats);
-  d.partials = reinterpret_cast<Moments*>(dev + off.partials);
+  d.view.params = mem.at<const OpParams>(r.params);
+  d.view.keys = mem.at<const std::uint64_t>(r.keys);
+  d.view.stats = mem.at<Stats>(r.stats);
+  d.partials = mem.at<Moments>(r.partials);
   return d;
 }
 
@@ -369,22 +354,26 @@ DeviceProgram device_program(char* dev, const ProgramOffsets& off, const cpu::Pr
 template <typename T>
 void run_later_stages(T* x, std::int64_t n, int channels, std::int64_t numel, DeviceProgram& dp, cudaStream_t s) {
   const std::int64_t chunks = (numel + kChunk - 1) / kChunk;
+  const std::int64_t n_sc = n * channels;
+  const std::int64_t n_blocks = n_sc * chunks;
   for (std::size_t k = 1; k < dp.stages.size(); ++k) {
-    const std::int64_t n_sc = n * channels;
-    chunk_stats_kernel<T><<<static_cast<unsigned>(n_sc * chunks), kThreads, 0, s>>>(x, numel, chunks, dp.partials);
+    chunk_stats_kernel<T><<<static_cast<unsigned>(std::min(n_blocks, kMaxBlocks)), kThreads, 0, s>>>(
+        x, numel, chunks, n_blocks, dp.partials);
+    check_launch("chunk_stats_kernel");
     finalize_stats_kernel<<<blocks_for(n_sc), kThreads, 0, s>>>(dp.partials, n_sc, chunks, channels, dp.view.n_ops,
                                                                  dp.stages[k].head, dp.view.stats);
-    stage_kernel<T><<<blocks_for(n * channels * numel), kThreads, 0, s>>>(x, n, channels, numel, dp.view, dp.stages[k]);
-    check(cudaGetLastError(), "program stage launch");
+    check_launch("finalize_stats_kernel");
+    stage_kernel<T><<<blocks_for(n_sc * numel), kThreads, 0, s>>>(x, n, channels, numel, dp.view, dp.stages[k]);
+    check_launch("stage_kernel");
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Cubic B-spline prefilter on the GPU: copy (edge-padded for mode nearest), then one thread per line.
 
-template <typename T, int NDIM>
-__global__ void pad_copy_kernel(const T* src, std::int64_t sample_stride, std::int64_t channel_stride, const std::int64_t* dummy,
-                                T* dst, std::int64_t n_sc, int channels, std::int64_t c0, std::int64_t c1, std::int64_t c2,
+template <typename T>
+__global__ void pad_copy_kernel(const T* src, std::int64_t sample_stride, std::int64_t channel_stride, T* dst,
+                                std::int64_t n_sc, int channels, std::int64_t c0, std::int64_t c1, std::int64_t c2,
                                 std::int64_t s0, std::int64_t s1, std::int64_t s2, std::int64_t st0, std::int64_t st1,
                                 std::int64_t st2, int pad) {
   const std::int64_t cnumel = c0 * c1 * c2;
@@ -403,34 +392,59 @@ __global__ void pad_copy_kernel(const T* src, std::int64_t sample_stride, std::i
                              clampi(j - pad, s1) * st1 + clampi(k - pad, s2) * st2;
     dst[idx] = src[off];
   }
-  (void)dummy;
 }
 
 template <typename T>
 __global__ void filter_lines_kernel(T* x, std::int64_t lines, std::int64_t m, std::int64_t stride, std::int64_t inner,
                                     bool reflect) {
-  const std::int64_t l = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (l >= lines || m < 2) return;
-  const std::int64_t outer = l / inner;
-  bspline_prefilter_line(x + outer * inner * m + (l - outer * inner), m, stride, reflect);
+  if (m < 2) return;
+  for (std::int64_t l = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; l < lines;
+       l += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    const std::int64_t outer = l / inner;
+    bspline_prefilter_line(x + outer * inner * m + (l - outer * inner), m, stride, reflect);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 
+template <typename T, typename L, int NDIM>
+void launch_fused_order(const FusedArgs<NDIM>& a, int order, unsigned blocks, cudaStream_t s) {
+  switch (order) {
+    case 0: fused_kernel<T, L, NDIM, 0><<<blocks, kThreads, 0, s>>>(a); break;
+    case 3: fused_kernel<T, L, NDIM, 3><<<blocks, kThreads, 0, s>>>(a); break;
+    default: fused_kernel<T, L, NDIM, 1><<<blocks, kThreads, 0, s>>>(a); break;
+  }
+  check_launch("fused_kernel");
+}
+
+template <typename T, int NDIM>
+void launch_fused(const FusedArgs<NDIM>& a, const DeviceArray& seg, int order, unsigned blocks, cudaStream_t s) {
+  if (seg.data == nullptr) return launch_fused_order<T, NoSeg, NDIM>(a, order, blocks, s);
+  switch (seg.dtype) {
+    case DType::UInt8: return launch_fused_order<T, std::uint8_t, NDIM>(a, order, blocks, s);
+    case DType::Int16: return launch_fused_order<T, std::int16_t, NDIM>(a, order, blocks, s);
+    case DType::Int32: return launch_fused_order<T, std::int32_t, NDIM>(a, order, blocks, s);
+    case DType::Int64: return launch_fused_order<T, std::int64_t, NDIM>(a, order, blocks, s);
+    default:
+      throw std::invalid_argument(std::string("seg has dtype ") + dtype_name(seg.dtype) +
+                                  "; segmentations need uint8, int16, int32 or int64 labels");
+  }
+}
+
 template <typename T, int NDIM>
 void resample_typed(const DeviceArray& data, void* out, const DeviceArray& seg, void* seg_out,
-                    const cpu::SpatialSpec& spec, const cpu::Program& prog, cudaStream_t s) {
+                    const cpu::SpatialSpec& spec, const cpu::Program& prog, int device, cudaStream_t s) {
   const bool has_data = data.data != nullptr;
   const bool has_seg = seg.data != nullptr;
   const std::int64_t N = has_data ? data.shape[0] : seg.shape[0];
   const int C = has_data ? static_cast<int>(data.shape[1]) : 0;
   std::int64_t numel = 1;
   for (int d = 0; d < NDIM; ++d) numel *= spec.out_shape[d];
-  if (N == 0 || numel == 0) return;
   const std::int64_t chunks = (numel + kChunk - 1) / kChunk;
 
-  // Coefficients for order 3 (contiguous, padded by 12 for mode nearest) live in the workspace.
-  const int pad = (has_data && spec.order_data == 3 && spec.mode_data == BorderMode::Nearest) ? 12 : 0;
+  // Coefficients for order 3 (contiguous, padded by 12 for mode nearest) live in the scratch.
+  const bool cubic = has_data && spec.order_data == 3;
+  const int pad = (cubic && spec.mode_data == BorderMode::Nearest) ? 12 : 0;
   std::int64_t cshape[3] = {1, 1, 1};
   std::int64_t cnumel = 1;
   if (has_data) {
@@ -440,30 +454,30 @@ void resample_typed(const DeviceArray& data, void* out, const DeviceArray& seg, 
     }
   }
 
-  Packer pk;
-  const std::size_t off_affine = pk.add(spec.affine.data(), spec.affine.size() * sizeof(float));
-  const std::size_t off_grid = pk.add(spec.elastic.data(), spec.elastic.size() * sizeof(float));
-  const std::size_t off_origin = pk.add(spec.grid_origin.data(), spec.grid_origin.size() * sizeof(float));
-  const std::size_t off_spacing = pk.add(spec.grid_spacing.data(), spec.grid_spacing.size() * sizeof(float));
-  const ProgramOffsets poff = pack_program(pk, prog, N, C > 0 ? C : 1, chunks);
-  const std::size_t off_coeff =
-      (has_data && spec.order_data == 3) ? pk.reserve(static_cast<std::size_t>(N * C * cnumel) * sizeof(T)) : 0;
-  char* dev = workspace(pk.host.size(), s);
-  check(cudaMemcpyAsync(dev, pk.host.data(), off_coeff ? off_coeff : pk.host.size(), cudaMemcpyHostToDevice, s),
-        "cudaMemcpyAsync (parameters)");
-  DeviceProgram dp = device_program(dev, poff, prog);
+  // Uploaded: the affine maps, the elastic grid when there is one, the program; device only: the
+  // program's statistics and the coefficients.
+  Layout layout;
+  const Layout::Region r_affine = layout.add(spec.affine.data(), spec.affine.size() * sizeof(float));
+  const bool elastic = !spec.elastic.empty();
+  const Layout::Region r_grid = layout.add(spec.elastic.data(), spec.elastic.size() * sizeof(float));
+  const Layout::Region r_origin = layout.add(spec.grid_origin.data(), spec.grid_origin.size() * sizeof(float));
+  const Layout::Region r_spacing = layout.add(spec.grid_spacing.data(), spec.grid_spacing.size() * sizeof(float));
+  const ProgramRegions r_prog = pack_program(layout, prog, N, C > 0 ? C : 1, has_data ? chunks : 0);
+  const Layout::Region r_coeff = layout.reserve(cubic ? static_cast<std::size_t>(N * C * cnumel) * sizeof(T) : 0);
+  CallMemory mem(layout, device, s);
+  DeviceProgram dp = device_program(mem, r_prog, prog);
 
   FusedArgs<NDIM> a{};
   a.n_samples = N;
   a.numel = numel;
   for (int d = 0; d < NDIM; ++d) {
     a.out_shape[d] = spec.out_shape[d];
-    a.grid_shape[d] = spec.grid[d];
+    a.grid_shape[d] = elastic ? spec.grid[d] : 1;
   }
-  a.affine = reinterpret_cast<const float*>(dev + off_affine);
-  a.grid = spec.elastic.empty() ? nullptr : reinterpret_cast<const float*>(dev + off_grid);
-  a.grid_origin = reinterpret_cast<const float*>(dev + off_origin);
-  a.grid_spacing = reinterpret_cast<const float*>(dev + off_spacing);
+  a.affine = mem.at<const float>(r_affine);
+  a.grid = elastic ? mem.at<const float>(r_grid) : nullptr;
+  a.grid_origin = mem.at<const float>(r_origin);
+  a.grid_spacing = mem.at<const float>(r_spacing);
   a.mode = spec.mode_data;
   a.mode_seg = spec.mode_seg;
   a.cval = spec.cval_data;
@@ -474,23 +488,24 @@ void resample_typed(const DeviceArray& data, void* out, const DeviceArray& seg, 
   a.channels = C;
   a.out = out;
   if (has_data) {
-    if (spec.order_data == 3) {
-      T* coeff = reinterpret_cast<T*>(dev + off_coeff);
+    if (cubic) {
+      T* coeff = mem.at<T>(r_coeff);
       const std::int64_t s2 = NDIM == 3 ? data.shape[4] : 1;
       const std::int64_t st2 = NDIM == 3 ? data.stride[4] : 0;
       const std::int64_t c2 = NDIM == 3 ? cshape[2] : 1;
-      pad_copy_kernel<T, NDIM><<<blocks_for(N * C * cnumel), kThreads, 0, s>>>(
-          static_cast<const T*>(data.data), data.stride[0], data.stride[1], nullptr, coeff, N * C, C, cshape[0],
-          cshape[1], c2, data.shape[2], data.shape[3], s2, data.stride[2], data.stride[3], st2, pad);
+      pad_copy_kernel<T><<<blocks_for(N * C * cnumel), kThreads, 0, s>>>(
+          static_cast<const T*>(data.data), data.stride[0], data.stride[1], coeff, N * C, C, cshape[0], cshape[1], c2,
+          data.shape[2], data.shape[3], s2, data.stride[2], data.stride[3], st2, pad);
+      check_launch("pad_copy_kernel");
       std::int64_t inner = 1;
       for (int axis = NDIM - 1; axis >= 0; --axis) {
         const std::int64_t m = cshape[axis];
         const std::int64_t lines = N * C * cnumel / m;
         filter_lines_kernel<T><<<blocks_for(lines), kThreads, 0, s>>>(coeff, lines, m, inner, inner,
                                                                         spec.mode_data == BorderMode::Reflect);
+        check_launch("filter_lines_kernel");
         inner *= m;
       }
-      check(cudaGetLastError(), "prefilter launch");
       a.data = coeff;
       a.d_sample_stride = C * cnumel;
       a.d_channel_stride = cnumel;
@@ -518,7 +533,6 @@ void resample_typed(const DeviceArray& data, void* out, const DeviceArray& seg, 
     a.seg = seg.data;
     a.seg_out = seg_out;
     a.seg_channels = static_cast<int>(seg.shape[1]);
-    a.seg_dtype = static_cast<int>(seg.dtype);
     a.s_sample_stride = seg.stride[0];
     a.s_channel_stride = seg.stride[1];
     for (int d = 0; d < NDIM; ++d) {
@@ -526,37 +540,33 @@ void resample_typed(const DeviceArray& data, void* out, const DeviceArray& seg, 
       a.s_stride[d] = seg.stride[2 + d];
     }
   }
-  const int blocks = blocks_for(N * numel);
-  switch (spec.order_data) {
-    case 0: fused_kernel<T, NDIM, 0><<<blocks, kThreads, 0, s>>>(a); break;
-    case 3: fused_kernel<T, NDIM, 3><<<blocks, kThreads, 0, s>>>(a); break;
-    default: fused_kernel<T, NDIM, 1><<<blocks, kThreads, 0, s>>>(a); break;
-  }
-  check(cudaGetLastError(), "fused kernel launch");
+  // Without data the data branch never runs: order 0 is the lightest instantiation for it.
+  launch_fused<T, NDIM>(a, seg, has_data ? spec.order_data : 0, blocks_for(N * numel), s);
   if (has_data && dp.stages.size() > 1) run_later_stages<T>(static_cast<T*>(out), N, C, numel, dp, s);
 }
 
 template <typename T>
-void program_typed(void* x, const std::int64_t* shape, int ndim, const cpu::Program& prog, cudaStream_t s) {
+void program_typed(void* x, const std::int64_t* shape, int ndim, const cpu::Program& prog, int device,
+                   cudaStream_t s) {
   const std::int64_t N = shape[0];
   const int C = static_cast<int>(shape[1]);
   std::int64_t numel = 1;
   for (int d = 2; d < ndim; ++d) numel *= shape[d];
-  if (N == 0 || numel == 0) return;
   const std::int64_t chunks = (numel + kChunk - 1) / kChunk;
-  Packer pk;
-  const ProgramOffsets poff = pack_program(pk, prog, N, C, chunks);
-  char* dev = workspace(pk.host.size(), s);
-  check(cudaMemcpyAsync(dev, pk.host.data(), pk.host.size(), cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (parameters)");
-  DeviceProgram dp = device_program(dev, poff, prog);
+  Layout layout;
+  const ProgramRegions r_prog = pack_program(layout, prog, N, C, chunks);
+  CallMemory mem(layout, device, s);
+  DeviceProgram dp = device_program(mem, r_prog, prog);
   T* data = static_cast<T*>(x);
   if (dp.stages[0].end > dp.stages[0].first_pointwise) {
     stage_kernel<T><<<blocks_for(N * C * numel), kThreads, 0, s>>>(data, N, C, numel, dp.view, dp.stages[0]);
+    check_launch("stage_kernel");
   }
   run_later_stages<T>(data, N, C, numel, dp, s);
-  check(cudaGetLastError(), "program launch");
 }
 
+// One axis of the separable gaussian filter, src -> dst. radius[n] < 0: sample n is not filtered
+// (sigma <= 0, as the CPU executor skips it) and is copied exactly.
 template <typename T>
 __global__ void blur_axis_kernel(const T* src, T* dst, std::int64_t total, std::int64_t m, std::int64_t stride,
                                  std::int64_t sample_numel, const float* weights, const int* radius, int max_k) {
@@ -564,6 +574,10 @@ __global__ void blur_axis_kernel(const T* src, T* dst, std::int64_t total, std::
        idx += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
     const std::int64_t n = idx / sample_numel;
     const int r = radius[n];
+    if (r < 0) {
+      dst[idx] = src[idx];
+      continue;
+    }
     const float* w = weights + n * max_k;
     const std::int64_t i = (idx / stride) % m;
     const T* line = src + (idx - i * stride);
@@ -575,37 +589,57 @@ __global__ void blur_axis_kernel(const T* src, T* dst, std::int64_t total, std::
 
 template <typename T>
 void blur_typed(void* x, const std::int64_t* shape, int ndim, const std::vector<float>& sigma, double truncate,
-                cudaStream_t s) {
+                int device, cudaStream_t s) {
   const std::int64_t N = shape[0];
   const int sd = ndim - 2;
   std::int64_t numel = 1;
   for (int d = 1; d < ndim; ++d) numel *= shape[d];  // per sample (C * spatial)
   const std::int64_t total = N * numel;
-  if (total == 0) return;
-  for (int axis = 0; axis < sd; ++axis) {
+  // All axes' taps in one upload; the axes ping-pong between x and one temporary.
+  struct AxisTaps {
     int max_k = 1;
-    std::vector<int> radius(static_cast<std::size_t>(N), 0);
+    bool any = false;
+    Layout::Region weights, radius;
+  };
+  std::vector<AxisTaps> axes(static_cast<std::size_t>(sd));
+  bool any = false;
+  Layout layout;
+  for (int axis = 0; axis < sd; ++axis) {
+    AxisTaps& t = axes[axis];
+    std::vector<int> radius(static_cast<std::size_t>(N), -1);
     for (std::int64_t n = 0; n < N; ++n) {
-      radius[n] = static_cast<int>(gaussian_radius(sigma[n * sd + axis], truncate));
-      max_k = std::max(max_k, 2 * radius[n] + 1);
+      const float sg = sigma[n * sd + axis];
+      if (!(sg > 0.0f)) continue;
+      radius[n] = static_cast<int>(gaussian_radius(sg, truncate));
+      t.max_k = std::max(t.max_k, 2 * radius[n] + 1);
+      t.any = true;
+      any = true;
     }
-    std::vector<float> weights(static_cast<std::size_t>(N * max_k), 0.0f);
-    for (std::int64_t n = 0; n < N; ++n) gaussian_weights(sigma[n * sd + axis], radius[n], weights.data() + n * max_k);
-    Packer pk;
-    const std::size_t off_w = pk.add(weights.data(), weights.size() * sizeof(float));
-    const std::size_t off_r = pk.add(radius.data(), radius.size() * sizeof(int));
-    const std::size_t off_tmp = pk.reserve(static_cast<std::size_t>(total) * sizeof(T));
-    char* dev = workspace(pk.host.size(), s);
-    check(cudaMemcpyAsync(dev, pk.host.data(), off_tmp, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync (blur weights)");
+    std::vector<float> weights(static_cast<std::size_t>(N * t.max_k), 0.0f);
+    for (std::int64_t n = 0; n < N; ++n) {
+      if (radius[n] >= 0) gaussian_weights(sigma[n * sd + axis], radius[n], weights.data() + n * t.max_k);
+    }
+    t.weights = layout.add(weights.data(), weights.size() * sizeof(float));
+    t.radius = layout.add(radius.data(), radius.size() * sizeof(int));
+  }
+  if (!any) return;  // every sigma <= 0: nothing to filter
+  const Layout::Region r_tmp = layout.reserve(static_cast<std::size_t>(total) * sizeof(T));
+  CallMemory mem(layout, device, s);
+  T* src = static_cast<T*>(x);
+  T* dst = mem.at<T>(r_tmp);
+  for (int axis = 0; axis < sd; ++axis) {
+    if (!axes[axis].any) continue;
     std::int64_t stride = 1;
     for (int d = axis + 1; d < sd; ++d) stride *= shape[2 + d];
-    T* tmp = reinterpret_cast<T*>(dev + off_tmp);
-    blur_axis_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(static_cast<T*>(x), tmp, total, shape[2 + axis], stride,
-                                                                numel, reinterpret_cast<float*>(dev + off_w),
-                                                                reinterpret_cast<int*>(dev + off_r), max_k);
-    check(cudaMemcpyAsync(x, tmp, static_cast<std::size_t>(total) * sizeof(T), cudaMemcpyDeviceToDevice, s),
-          "cudaMemcpyAsync (blur)");
-    check(cudaGetLastError(), "blur launch");
+    blur_axis_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(src, dst, total, shape[2 + axis], stride, numel,
+                                                                mem.at<const float>(axes[axis].weights),
+                                                                mem.at<const int>(axes[axis].radius), axes[axis].max_k);
+    check_launch("blur_axis_kernel");
+    std::swap(src, dst);
+  }
+  if (src != static_cast<T*>(x)) {
+    check(cudaMemcpyAsync(x, src, static_cast<std::size_t>(total) * sizeof(T), cudaMemcpyDeviceToDevice, s),
+          "cudaMemcpyAsync (blur result)");
   }
 }
 
@@ -613,28 +647,52 @@ void blur_typed(void* x, const std::int64_t* shape, int ndim, const std::vector<
 
 void resample(const DeviceArray& data, void* out, const DeviceArray& seg, void* seg_out, const cpu::SpatialSpec& spec,
               const cpu::Program& program, void* stream) {
+  check_program_for_cuda(program);
+  const bool has_data = data.data != nullptr;
+  const std::int64_t n = has_data ? data.shape[0] : seg.shape[0];
+  std::int64_t numel = 1;
+  for (int d = 0; d < spec.ndim; ++d) numel *= spec.out_shape[d];
+  if (n == 0 || numel == 0) return;
+  // The device of the inputs (and of the outputs the caller allocated) is made current for the call.
+  const int device = detail::device_of(has_data ? data.data : seg.data, has_data ? "data" : "seg");
+  const char* reference = has_data ? "data" : "seg";
+  detail::require_same_device(has_data ? seg.data : nullptr, "seg", device, reference);
+  detail::require_same_device(has_data ? out : nullptr, "the data output", device, reference);
+  detail::require_same_device(seg.data != nullptr ? seg_out : nullptr, "the seg output", device, reference);
+  DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  const bool f64 = data.data != nullptr && data.dtype == DType::Float64;
+  const bool f64 = has_data && data.dtype == DType::Float64;
   if (spec.ndim == 3) {
-    if (f64) resample_typed<double, 3>(data, out, seg, seg_out, spec, program, s);
-    else resample_typed<float, 3>(data, out, seg, seg_out, spec, program, s);
+    if (f64) resample_typed<double, 3>(data, out, seg, seg_out, spec, program, device, s);
+    else resample_typed<float, 3>(data, out, seg, seg_out, spec, program, device, s);
   } else {
-    if (f64) resample_typed<double, 2>(data, out, seg, seg_out, spec, program, s);
-    else resample_typed<float, 2>(data, out, seg, seg_out, spec, program, s);
+    if (f64) resample_typed<double, 2>(data, out, seg, seg_out, spec, program, device, s);
+    else resample_typed<float, 2>(data, out, seg, seg_out, spec, program, device, s);
   }
 }
 
 void apply_program(void* x, DType dtype, const std::int64_t* shape, int ndim, const cpu::Program& program, void* stream) {
+  check_program_for_cuda(program);
+  std::int64_t total = 1;
+  for (int d = 0; d < ndim; ++d) total *= shape[d];
+  if (total == 0) return;
+  const int device = detail::device_of(x, "x");
+  DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  if (dtype == DType::Float64) program_typed<double>(x, shape, ndim, program, s);
-  else program_typed<float>(x, shape, ndim, program, s);
+  if (dtype == DType::Float64) program_typed<double>(x, shape, ndim, program, device, s);
+  else program_typed<float>(x, shape, ndim, program, device, s);
 }
 
 void gaussian_blur(void* x, DType dtype, const std::int64_t* shape, int ndim, const std::vector<float>& sigma,
                    double truncate, void* stream) {
+  std::int64_t total = 1;
+  for (int d = 0; d < ndim; ++d) total *= shape[d];
+  if (total == 0) return;
+  const int device = detail::device_of(x, "x");
+  DeviceScope scope(device);
   auto s = static_cast<cudaStream_t>(stream);
-  if (dtype == DType::Float64) blur_typed<double>(x, shape, ndim, sigma, truncate, s);
-  else blur_typed<float>(x, shape, ndim, sigma, truncate, s);
+  if (dtype == DType::Float64) blur_typed<double>(x, shape, ndim, sigma, truncate, device, s);
+  else blur_typed<float>(x, shape, ndim, sigma, truncate, device, s);
 }
 
 }  // namespace delira::cuda

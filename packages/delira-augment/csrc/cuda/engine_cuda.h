@@ -3,9 +3,13 @@
 // Same semantics as the CPU engine (cpu/engine.h) on device memory: one kernel launch per batch for
 // the fused resampling + intensity pass with per-sample parameters, then one elementwise launch per
 // later program stage, with statistics reduced per (sample, channel) in a fixed order (results do
-// not depend on the launch configuration). Everything runs on the caller's stream; parameters are
-// uploaded with asynchronous copies into a workspace cached per (device, stream); there is no host
-// synchronisation inside a call.
+// not depend on the launch configuration). Everything runs on the caller's stream with the device
+// that holds the inputs made current; parameters go up through pinned staging buffers (a true
+// asynchronous copy) and scratch memory is allocated and freed stream-ordered per call, so calls from
+// several threads or streams share no buffer and a call does not synchronise the host (details in
+// cuda_call.cuh). Argument errors (a program the executor cannot run, inputs on different devices or
+// not in device memory) are std::invalid_argument and are raised before any kernel is enqueued;
+// CUDA failures are std::runtime_error naming the call that failed.
 #pragma once
 
 #include <cstdint>

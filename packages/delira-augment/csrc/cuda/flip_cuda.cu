@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_call.cuh"
+
 namespace delira::cuda {
 namespace {
 
@@ -17,19 +19,16 @@ __global__ void flip_kernel(const T* __restrict__ in, T* __restrict__ out, FlipG
   }
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("delira.augment CUDA error in ") + what + ": " +
-                             cudaGetErrorString(err));
-  }
-}
-
 }  // namespace
 
 void flip(const void* in, void* out, DType dtype, const FlipGeometry& g, void* stream) {
   check_flip_geometry(g);
   const std::int64_t total = g.numel();
   if (total == 0) return;
+  // The input's device is made current for the launch (and the output must be on it).
+  const int device = detail::device_of(in, "x");
+  detail::require_same_device(out, "the output", device, "x");
+  detail::DeviceScope scope(device);
   const int threads = 256;
   const std::int64_t wanted = (total + threads - 1) / threads;
   const int blocks = static_cast<int>(wanted < 65535 * 8 ? wanted : 65535 * 8);
@@ -38,7 +37,7 @@ void flip(const void* in, void* out, DType dtype, const FlipGeometry& g, void* s
     flip_kernel<scalar_t><<<blocks, threads, 0, s>>>(static_cast<const scalar_t*>(in),
                                                       static_cast<scalar_t*>(out), g, total);
   });
-  check(cudaGetLastError(), "flip kernel launch");
+  detail::check_launch("flip_kernel");
 }
 
 int device_count(std::string* error) {

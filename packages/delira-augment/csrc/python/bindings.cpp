@@ -37,6 +37,7 @@ DType dtype_of(const py::dtype& dt) {
                        "order (convert with x.astype(...))");
 }
 
+#if DELIRA_AUGMENT_WITH_CUDA
 DType dtype_from_name(const std::string& name) {
   for (int i = 0; i <= static_cast<int>(DType::Int64); ++i) {
     if (name == delira::dtype_name(static_cast<DType>(i))) return static_cast<DType>(i);
@@ -44,6 +45,15 @@ DType dtype_from_name(const std::string& name) {
   throw py::type_error("unsupported dtype " + name +
                        "; supported are float32, float64, uint8, int16, int32, int64");
 }
+
+// The dtype argument of the CUDA entry points: its name ("float32") or anything numpy.dtype() takes
+// (a numpy dtype or type), so that a caller passing the CudaArray's numpy dtype cannot hit pybind11's
+// "incompatible function arguments".
+DType dtype_arg(const py::object& dtype) {
+  if (py::isinstance<py::str>(dtype)) return dtype_from_name(dtype.cast<std::string>());
+  return dtype_of(py::dtype::from_args(dtype));
+}
+#endif
 
 delira::FlipGeometry make_geometry(const std::vector<std::int64_t>& shape,
                                    const std::vector<std::int64_t>& strides,
@@ -95,13 +105,14 @@ py::array flip_cpu(const py::array& x, const std::vector<int>& axes) {
 }
 
 #if DELIRA_AUGMENT_WITH_CUDA
-void flip_cuda(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const std::string& dtype,
+void flip_cuda(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const py::object& dtype,
                const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
                const std::vector<int>& axes, std::uintptr_t stream) {
   delira::FlipGeometry g = make_geometry(shape, strides, axes);
+  const DType dt = dtype_arg(dtype);
   py::gil_scoped_release release;
-  delira::cuda::flip(reinterpret_cast<const void*>(in_ptr), reinterpret_cast<void*>(out_ptr),
-                     dtype_from_name(dtype), g, reinterpret_cast<void*>(stream));
+  delira::cuda::flip(reinterpret_cast<const void*>(in_ptr), reinterpret_cast<void*>(out_ptr), dt, g,
+                     reinterpret_cast<void*>(stream));
 }
 #endif
 
@@ -300,7 +311,7 @@ py::array gaussian_blur(const py::array& x, const py::array_t<float, py::array::
 // The CUDA executor: device pointers, shapes and strides (in elements) come from the Python layer,
 // which reads them from __cuda_array_interface__ and allocates the outputs through the input's framework.
 
-delira::cuda::DeviceArray device_array(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+delira::cuda::DeviceArray device_array(std::uintptr_t ptr, const py::object& dtype, const std::vector<std::int64_t>& shape,
                                        const std::vector<std::int64_t>& strides, const char* name) {
   delira::cuda::DeviceArray a;
   if (ptr == 0) return a;
@@ -308,7 +319,7 @@ delira::cuda::DeviceArray device_array(std::uintptr_t ptr, const std::string& dt
     throw py::value_error(std::string(name) + " must be (N, C, *spatial) with matching strides");
   }
   a.data = reinterpret_cast<const void*>(ptr);
-  a.dtype = dtype_from_name(dtype);
+  a.dtype = dtype_arg(dtype);
   a.ndim = static_cast<int>(shape.size());
   for (int d = 0; d < a.ndim; ++d) {
     a.shape[d] = shape[d];
@@ -317,8 +328,8 @@ delira::cuda::DeviceArray device_array(std::uintptr_t ptr, const std::string& dt
   return a;
 }
 
-void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const std::vector<std::int64_t>& data_shape,
-                   const std::vector<std::int64_t>& data_strides, std::uintptr_t seg_ptr, const std::string& seg_dtype,
+void resample_cuda(std::uintptr_t data_ptr, const py::object& data_dtype, const std::vector<std::int64_t>& data_shape,
+                   const std::vector<std::int64_t>& data_strides, std::uintptr_t seg_ptr, const py::object& seg_dtype,
                    const std::vector<std::int64_t>& seg_shape, const std::vector<std::int64_t>& seg_strides,
                    std::uintptr_t out_ptr, std::uintptr_t seg_out_ptr, const std::vector<std::int64_t>& out_shape,
                    const py::array_t<float, py::array::c_style | py::array::forcecast>& affine, const py::object& elastic,
@@ -354,14 +365,14 @@ void resample_cuda(std::uintptr_t data_ptr, const std::string& data_dtype, const
                          reinterpret_cast<void*>(stream));
 }
 
-void apply_program_cuda(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+void apply_program_cuda(std::uintptr_t ptr, const py::object& dtype, const std::vector<std::int64_t>& shape,
                         const std::vector<int>& op_kinds, const std::vector<int>& op_refs,
                         const py::array_t<float, py::array::c_style | py::array::forcecast>& op_params,
                         const py::array_t<bool, py::array::c_style | py::array::forcecast>& op_active,
                         const py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>& seeds,
                         std::uintptr_t stream) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
-  const DType dt = dtype_from_name(dtype);
+  const DType dt = dtype_arg(dtype);
   delira::cpu::Program prog = make_program(shape[0], op_kinds, op_refs, op_params, op_active, seeds);
   delira::throw_if(delira::check_apply_program(static_cast<int>(shape.size()), shape.data(), dt, prog));
   py::gil_scoped_release release;
@@ -369,11 +380,11 @@ void apply_program_cuda(std::uintptr_t ptr, const std::string& dtype, const std:
                               reinterpret_cast<void*>(stream));
 }
 
-void gaussian_blur_cuda(std::uintptr_t ptr, const std::string& dtype, const std::vector<std::int64_t>& shape,
+void gaussian_blur_cuda(std::uintptr_t ptr, const py::object& dtype, const std::vector<std::int64_t>& shape,
                         const py::array_t<float, py::array::c_style | py::array::forcecast>& sigma, double truncate,
                         std::uintptr_t stream) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("x must be (N, C, *spatial)");
-  const DType dt = dtype_from_name(dtype);
+  const DType dt = dtype_arg(dtype);
   delira::throw_if(delira::check_gaussian_blur(static_cast<int>(shape.size()), shape.data(), dt,
                                                static_cast<std::int64_t>(sigma.size())));
   std::vector<float> s(sigma.data(), sigma.data() + sigma.size());
@@ -442,9 +453,20 @@ PYBIND11_MODULE(_C, m) {
   m.def("gaussian_blur", &gaussian_blur, py::arg("x"), py::arg("sigma"), py::arg("truncate"),
         "Separable gaussian filter (mode reflect) of (N, C, *spatial) with per-sample sigma (N, ndim).");
 #if DELIRA_AUGMENT_WITH_CUDA
-  m.def("resample_cuda", &resample_cuda, "The fused pass on device arrays (CUDA executor).");
-  m.def("apply_program_cuda", &apply_program_cuda, "Intensity program in place on a contiguous device array.");
-  m.def("gaussian_blur_cuda", &gaussian_blur_cuda, "Gaussian filter in place on a contiguous device array.");
+  m.def("resample_cuda", &resample_cuda, py::arg("data_ptr"), py::arg("data_dtype"), py::arg("data_shape"),
+        py::arg("data_strides"), py::arg("seg_ptr"), py::arg("seg_dtype"), py::arg("seg_shape"), py::arg("seg_strides"),
+        py::arg("out_ptr"), py::arg("seg_out_ptr"), py::arg("out_shape"), py::arg("affine"), py::arg("elastic"),
+        py::arg("grid_origin"), py::arg("grid_spacing"), py::arg("order_data"), py::arg("mode_data"),
+        py::arg("cval_data"), py::arg("order_seg"), py::arg("mode_seg"), py::arg("cval_seg"), py::arg("op_kinds"),
+        py::arg("op_refs"), py::arg("op_params"), py::arg("op_active"), py::arg("seeds"), py::arg("stream"),
+        "The fused pass on device arrays (CUDA executor); pointers and strides (in elements) from "
+        "__cuda_array_interface__, dtypes as names or numpy dtypes, outputs C-contiguous on the inputs' device.");
+  m.def("apply_program_cuda", &apply_program_cuda, py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
+        py::arg("op_kinds"), py::arg("op_refs"), py::arg("op_params"), py::arg("op_active"), py::arg("seeds"),
+        py::arg("stream"), "Intensity program in place on a contiguous device array.");
+  m.def("gaussian_blur_cuda", &gaussian_blur_cuda, py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
+        py::arg("sigma"), py::arg("truncate"), py::arg("stream"),
+        "Gaussian filter in place on a contiguous device array.");
 #endif
   m.def("build_info", &build_info, "How the extension was built.");
   m.def("cuda_device_count", &cuda_device_count,

@@ -77,6 +77,11 @@ def is_cuda_array(x: Any) -> bool:
     return fw == "cupy"
 
 
+def detach(x: Any) -> Any:
+    """``x`` without autograd history (torch tensors; anything else is returned as it is)."""
+    return x.detach() if namespace(x) == "torch" else x
+
+
 def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
     """View ``x`` as a numpy array and return a function that wraps a result like ``x``.
 
@@ -116,6 +121,12 @@ def to_host(x: Any, name: str = "x") -> tuple[np.ndarray, Callable[[np.ndarray],
         raise TypeError(
             f"{name} must be an array (numpy, torch, tensorflow or jax), got {type(x).__name__}; "
             f"wrap it with numpy.asarray({name})"
+        )
+    if hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(
+            f"{name} is a CUDA array of type {type(x).__name__} (it has __cuda_array_interface__); on the GPU "
+            f"delira.augment takes torch CUDA tensors and cupy arrays: wrap it without a copy with "
+            f"cupy.asarray({name}), or move it to the host first"
         )
     if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
         return np.asarray(x), lambda out: out
@@ -160,7 +171,9 @@ class CudaArray:
     """A CUDA array described by its ``__cuda_array_interface__`` (strides in elements).
 
     Has ``shape``, ``ndim``, ``size`` and ``dtype`` (numpy) like an array, so the argument checks
-    apply to it unchanged; ``obj`` is the framework array itself.
+    apply to it unchanged; ``obj`` is the framework array itself (a torch tensor detached from
+    autograd, which also keeps the memory alive while the description is in use) and ``device`` its
+    CUDA device index. Strides may be negative or zero (read as they are by the kernels).
     """
 
     ptr: int
@@ -169,6 +182,7 @@ class CudaArray:
     dtype: np.dtype
     framework: str
     obj: Any = None
+    device: int | None = None
 
     @property
     def ndim(self) -> int:
@@ -184,7 +198,28 @@ class CudaArray:
 
     @classmethod
     def from_array(cls, x: Any, name: str = "x") -> CudaArray:
+        """Describe the torch CUDA tensor or cupy array ``x``.
+
+        torch tensors are read detached (``requires_grad=True`` is fine: the result has no autograd
+        history, as on the CPU path).
+
+        Raises:
+            TypeError: a torch bfloat16 tensor (no numpy dtype; convert with ``x.float()``).
+            ValueError: a masked array, or a stride that is not a multiple of the item size.
+        """
+        fw = namespace(x)
+        if fw == "torch":
+            import torch
+
+            if x.dtype == torch.bfloat16:
+                raise TypeError(
+                    f"{name} is a torch.bfloat16 tensor, which delira.augment does not support; convert it "
+                    f"with {name}.float()"
+                )
+            x = x.detach().resolve_conj().resolve_neg()
         iface = x.__cuda_array_interface__
+        if iface.get("mask") is not None:
+            raise ValueError(f"{name} is a masked CUDA array; pass the array without its mask")
         shape = tuple(int(s) for s in iface["shape"])
         dt = np.dtype(iface["typestr"])
         itemsize = dt.itemsize
@@ -202,7 +237,28 @@ class CudaArray:
                     f"{name} has a stride that is not a multiple of its item size; pass a contiguous copy"
                 )
             strides_elems = tuple(int(s) // itemsize for s in byte_strides)
-        return cls(int(iface["data"][0]), shape, strides_elems, dt, namespace(x), x)
+        return cls(int(iface["data"][0]), shape, strides_elems, dt, fw, x, cuda_device_index(x))
+
+
+def cuda_device_index(x: Any) -> int:
+    """The CUDA device index of a torch CUDA tensor or a cupy array."""
+    if namespace(x) == "torch":
+        return int(x.device.index)
+    return int(x.device.id)
+
+
+def check_same_device(arrays: dict[str, CudaArray]) -> None:
+    """Raise ValueError, naming the arrays and the fix, unless all ``arrays`` are on one CUDA device."""
+    devices = {name: a.device for name, a in arrays.items() if a is not None}
+    if len(set(devices.values())) > 1:
+        where = ", ".join(f"{name} on cuda:{d}" for name, d in devices.items())
+        first = next(iter(devices))
+        others = [name for name in devices if name != first]
+        raise ValueError(
+            f"{where}: the arrays of one call must share a device; move them with "
+            f"{others[0]}.to({first}.device) (torch) or cupy.asarray({others[0]}) inside "
+            f"cupy.cuda.Device({devices[first]})"
+        )
 
 
 def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
@@ -218,17 +274,27 @@ def cuda_empty_like(x: Any, shape: tuple[int, ...]) -> Any:
 
 
 def cuda_contiguous_copy(x: Any) -> Any:
-    """A new C-contiguous copy of the CUDA array ``x`` in its framework (the output of in-place kernels)."""
-    if namespace(x) == "torch":
-        return x.detach().clone(memory_format=__import__("torch").contiguous_format)
-    import cupy
+    """A new C-contiguous copy of the CUDA array ``x`` in its framework (the output of in-place kernels).
 
+    The copy is made on the caller's current stream of ``x``'s device, like any op of the framework.
+    """
+    if namespace(x) == "torch":
+        import torch
+
+        return x.detach().clone(memory_format=torch.contiguous_format)
     with x.device:
-        return cupy.ascontiguousarray(x).copy()
+        return x.copy(order="C")
 
 
 def cuda_stream_and_device(x: Any) -> tuple[int, Any]:
-    """The caller's current CUDA stream handle for ``x``'s device, and a context manager for the device."""
+    """The caller's current CUDA stream handle for ``x``'s device, and a context manager for the device.
+
+    Delira's kernels run on this stream, as the framework's own ops would: inputs are read and
+    outputs (allocated by the framework on the same stream) written there, with no synchronisation.
+    As for any torch op, an input produced on another stream must be synchronised by the caller (or
+    ``record_stream``-ed when it is freed while the call may still run); delira does not call
+    ``record_stream`` itself.
+    """
     if namespace(x) == "torch":
         import torch
 
@@ -263,17 +329,24 @@ def concat(parts: list[Any], like: Any) -> Any:
 
 
 def take(x: Any, idx: np.ndarray) -> Any:
-    """``x[idx]`` along axis 0 for an int index array ``idx`` ``(K,)``, in ``x``'s namespace."""
-    ns = namespace(x)
-    if ns == "torch":
-        import torch
+    """``x[idx]`` along axis 0 for an int index array ``idx`` ``(K,)``, in ``x``'s namespace and device.
 
-        return x[torch.as_tensor(idx, dtype=torch.long, device=x.device)]
+    A new array (torch: without autograd history). CUDA arrays (torch, cupy) are gathered from slices
+    (``x[i : i + 1]``, concatenated on the device), so no index array is copied to the GPU: that copy
+    from host memory would synchronise the stream, and cupy does not index with numpy arrays.
+    """
+    ns = namespace(x)
+    if ns in ("torch", "cupy"):
+        x = detach(x)
+        rows = [int(i) for i in np.asarray(idx).reshape(-1)]
+        if not rows:
+            return x[0:0]
+        return concat([x[i : i + 1] for i in rows], x)
     if ns == "tensorflow":
         import tensorflow as tf
 
         return tf.gather(x, idx)
-    if ns in ("numpy", "cupy", "jax"):
+    if ns in ("numpy", "jax"):
         return x[idx]
     return np.asarray(x)[idx]
 

@@ -55,8 +55,9 @@ def flip(x: Any, axes: int | Iterable[int] | None = None) -> Any:
 
     Args:
         x: array of 1 to 5 dimensions, for example ``(N, C, D, H, W)``, with dtype float32,
-            float64, uint8, int16, int32 or int64; any strides. A numpy array, a torch tensor (CPU
-            or CUDA), a cupy array or a tensorflow tensor.
+            float64, uint8, int16, int32 or int64; any strides (negative and zero ones included). A
+            numpy array, a torch tensor (CPU or CUDA; read detached), a cupy array or a tensorflow
+            tensor.
         axes: axis or axes to reverse; negative values count from the end; None reverses all.
 
     Returns:
@@ -80,17 +81,24 @@ def flip(x: Any, axes: int | Iterable[int] | None = None) -> Any:
 
 
 def _flip_cuda(x: Any, axes: int | Iterable[int] | None) -> Any:
+    """The CUDA executor: the output allocated by x's framework on x's device, the caller's stream."""
     from delira.augment._cuda import require_cuda
 
     cuda = _arrays.CudaArray.from_array(x)
-    _check_ndim(len(cuda.shape))
-    axes_t = _normalize_axes(axes, len(cuda.shape))
+    _check_ndim(cuda.ndim)
+    dtype = _arrays.check_dtype(cuda.dtype)
+    axes_t = _normalize_axes(axes, cuda.ndim)
     module = require_cuda("flip")
-    out = _arrays.cuda_empty_like(x, cuda.shape)
-    out_ptr = _arrays.CudaArray.from_array(out, "out").ptr
-    stream, device = _arrays.cuda_stream_and_device(x)
+    stream, device = _arrays.cuda_stream_and_device(cuda.obj)
     with device:
+        out = _arrays.cuda_empty_like(cuda.obj, cuda.shape)
         module.flip_cuda(
-            cuda.ptr, out_ptr, cuda.dtype, list(cuda.shape), list(cuda.strides), list(axes_t), stream
+            cuda.ptr,
+            _arrays.CudaArray.from_array(out, "out").ptr,
+            dtype,  # the dtype's name: the binding's argument
+            list(cuda.shape),
+            list(cuda.strides),
+            list(axes_t),
+            stream,
         )
     return out

@@ -6,10 +6,11 @@ length-N sequences (one per sample). Statistics (mean, std, min, max, percentile
 sample and channel. Formulas follow batchgenerators' definitions.
 
 Inputs: float32/float64 only (float16 and integers raise a TypeError naming ``x``); any strides,
-read in place; torch tensors are read detached. NaN propagates as numpy does: a NaN voxel stays NaN in
-voxel-wise ops, and ops that use the channel's mean, std, min or max make that whole channel NaN;
-:func:`percentile_clip` raises a ValueError on NaN (its percentiles are undefined). See the
-package README, "Inputs".
+read in place; torch tensors are read detached. torch CUDA tensors and cupy arrays run on the CUDA
+executor (on the caller's current stream) and come back on their device (``percentile_clip`` excepted:
+a ValueError). NaN propagates as numpy does: a NaN voxel stays NaN in voxel-wise ops, and ops that use
+the channel's mean, std, min or max make that whole channel NaN; :func:`percentile_clip` raises a
+ValueError on NaN (its percentiles are undefined). See the package README, "Inputs" and "CUDA".
 """
 
 from __future__ import annotations
@@ -178,35 +179,36 @@ def simulate_low_resolution(
 
     Args:
         zoom: in (0, 1]; scalar or per sample ``(N,)``.
+
+    CUDA inputs (torch CUDA tensors, cupy arrays) are resized on the GPU (two ``affine_resample``
+    calls per sample on the CUDA executor) and returned on their device.
     """
     from delira.augment.functional.spatial import affine_resample
 
     host, wrap = _image(x)
-    if isinstance(host, _arrays.CudaArray):
-        raise NotImplementedError(
-            "simulate_low_resolution on CUDA arrays is not implemented yet; apply it on the CPU, or use "
-            "affine_resample twice on the GPU"
-        )
     n, nd = host.shape[0], host.ndim - 2
     zooms = _per_sample(zoom, n, "zoom")
     if np.any((zooms <= 0) | (zooms > 1)):
         raise ValueError(f"zoom must be in (0, 1], got {zoom}")
-    shape = np.asarray(host.shape[2:], dtype=np.float64)
+    spatial = tuple(int(s) for s in host.shape[2:])
+    shape = np.asarray(spatial, dtype=np.float64)
+
+    def matrix(src, dst):
+        scale = np.asarray(src, np.float64) / np.asarray(dst, np.float64)
+        m = np.eye(nd + 1)
+        m[:nd, :nd] = np.diag(scale)
+        m[:nd, nd] = 0.5 * scale - 0.5
+        return m
+
+    def resize(sample: Any, i: int) -> Any:
+        small = tuple(int(s) for s in np.maximum(np.round(shape * zooms[i]), 1))
+        low = affine_resample(sample, matrix(spatial, small), small, order_down, "nearest", backend=backend)
+        return affine_resample(low, matrix(small, spatial), spatial, order_up, "nearest", backend=backend)
+
+    if isinstance(host, _arrays.CudaArray):
+        device = host.obj  # the framework array (torch: detached)
+        return _arrays.concat([resize(device[i], i)[None] for i in range(n)], device)
     out = np.empty_like(host)
     for i in range(n):
-        small = tuple(int(s) for s in np.maximum(np.round(shape * zooms[i]), 1))
-
-        def matrix(src, dst):
-            scale = np.asarray(src, np.float64) / np.asarray(dst, np.float64)
-            m = np.eye(nd + 1)
-            m[:nd, :nd] = np.diag(scale)
-            m[:nd, nd] = 0.5 * scale - 0.5
-            return m
-
-        low = affine_resample(
-            host[i], matrix(host.shape[2:], small), small, order_down, "nearest", backend=backend
-        )
-        out[i] = affine_resample(
-            low, matrix(small, host.shape[2:]), host.shape[2:], order_up, "nearest", backend=backend
-        )
+        out[i] = resize(host[i], i)
     return wrap(out)

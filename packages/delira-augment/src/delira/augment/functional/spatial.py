@@ -147,8 +147,10 @@ def spatial_transform(
         backend: 'auto', 'cpu', 'cuda' or 'batchgenerators'.
 
     Inputs are read through their strides (transposed, sliced and negative-stride views need no copy);
-    torch tensors are read detached. NaN in ``data`` propagates to every output voxel whose
-    interpolation stencil touches it, as in ``scipy.ndimage`` (order 3: through the spline prefilter).
+    torch tensors are read detached. CUDA inputs (torch CUDA tensors, cupy arrays, data and seg on one
+    device) run on the CUDA executor on the caller's current stream. NaN in ``data`` propagates to every
+    output voxel whose interpolation stencil touches it, as in ``scipy.ndimage`` (order 3: through the
+    spline prefilter).
     Labels are copied exactly (int64 included). float16 data, bool labels and empty arrays raise.
 
     Returns:
@@ -166,6 +168,15 @@ def spatial_transform(
     if seg is not None:
         s_host, wrap_s = _as_batch(seg, "seg", nd, "label")
     if d_host is not None and s_host is not None:
+        d_cuda, s_cuda = isinstance(d_host, _arrays.CudaArray), isinstance(s_host, _arrays.CudaArray)
+        if d_cuda != s_cuda:
+            on_gpu, on_host = ("data", "seg") if d_cuda else ("seg", "data")
+            raise ValueError(
+                f"{on_gpu} is a CUDA array but {on_host} is a host array; pass both on the GPU "
+                f"({on_host}.cuda() / cupy.asarray({on_host})) or both on the CPU"
+            )
+        if d_cuda:
+            _arrays.check_same_device({"data": d_host, "seg": s_host})
         if d_host.shape[0] != s_host.shape[0] or d_host.shape[2:] != s_host.shape[2:]:
             raise ValueError(
                 f"seg has shape {s_host.shape} but data has shape {d_host.shape}; pass seg with the same batch size "

@@ -26,12 +26,13 @@ class Transform:
     The batch is a dict with an image array under ``data_key`` ``(N, C, H, W)`` or ``(N, C, D, H, W)``
     float32/float64 and optionally a segmentation under ``seg_key`` ``(N, Cs, *spatial)`` uint8/int16/
     int32/int64 with the same ``N`` and spatial shape; other entries pass through unchanged. Arrays may
-    be numpy arrays or torch/tensorflow CPU tensors (torch/cupy CUDA arrays for the spatial and
-    intensity transforms); outputs keep the type. Checked when called (see the package README, "Inputs"):
-    float16 data is computed as float32 and returned as float32; a bool seg is computed as uint8 and
-    returned as bool; any strides (transposed, sliced, negative) are read as they are; torch tensors
-    that require grad are read detached (outputs carry no autograd history); integer data, another
-    rank, an empty axis or a seg that does not match data raise a TypeError/ValueError naming the key.
+    be numpy arrays or torch/tensorflow CPU tensors, or torch CUDA tensors / cupy arrays, which run on
+    the CUDA executor (every transform except the crops and PercentileClip); outputs keep the type and
+    device. Checked when called (see the package README, "Inputs"): float16 data is computed as float32
+    and returned as float32; a bool seg is computed as uint8 and returned as bool; any strides
+    (transposed, sliced, negative) are read as they are; torch tensors that require grad are read
+    detached (outputs carry no autograd history); integer data, another rank, an empty axis or a seg
+    that does not match data raise a TypeError/ValueError naming the key.
 
     Random parameters are drawn per sample from ``rng``: a ``numpy.random.Generator`` or seed passed to
     the call (``transform(rng=7, **batch)``, as delira.data's loader does), or else the transform's own
@@ -41,7 +42,7 @@ class Transform:
         p: probability that a sample is transformed (drawn per sample).
         data_key, seg_key: batch keys of the image and the segmentation.
         seed: seed of the transform's own generator.
-        backend: 'auto', 'cpu' or 'batchgenerators'.
+        backend: 'auto', 'cpu', 'cuda' or 'batchgenerators' ('auto' runs CUDA inputs on the GPU).
     """
 
     fusable = False  # intensity transforms that the fused kernel can apply in its pass
@@ -109,4 +110,16 @@ def uniform(rng: np.random.Generator, bounds: tuple[float, float], size: Any) ->
 
 
 def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Any]:
+    return _arrays.to_host(x, name)
+
+
+def as_input(x: Any, name: str) -> tuple[Any, Any]:
+    """What the engine takes for ``x``, and the wrapper of its result.
+
+    Host arrays: a numpy view and the wrapper back to ``x``'s type (:func:`to_numpy`). CUDA arrays
+    (torch CUDA tensors, cupy arrays): their :class:`~delira.augment._arrays.CudaArray` description,
+    so the operation runs on the CUDA executor; its result is already in ``x``'s framework and device.
+    """
+    if _arrays.is_cuda_array(x):
+        return _arrays.CudaArray.from_array(x, name), lambda out: out
     return _arrays.to_host(x, name)

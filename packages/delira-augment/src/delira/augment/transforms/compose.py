@@ -11,7 +11,7 @@ import numpy as np
 from delira.augment import _arrays, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
-from delira.augment.transforms.base import Transform, as_generator, to_numpy
+from delira.augment.transforms.base import Transform, as_generator, as_input
 from delira.augment.transforms.intensity import IntensityTransform
 from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
@@ -133,7 +133,7 @@ class Compose(Transform):
             else:
                 program.extend(t.program(rng, n))
         if not isinstance(head, SpatialTransform):
-            host, wrap = to_numpy(batch[head.data_key], head.data_key)
+            host, wrap = as_input(batch[head.data_key], head.data_key)  # CUDA arrays stay on the GPU
             v.image_dtype(host, head.data_key)
             batch[head.data_key] = wrap(_engine.run_program(host, program, head.backend))
             return batch

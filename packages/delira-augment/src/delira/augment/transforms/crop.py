@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from delira.augment import _arrays
 from delira.augment import _validate as v
 from delira.augment.functional.spatial import crop
 from delira.augment.transforms.base import Transform, to_numpy
@@ -35,6 +36,13 @@ class _Crop(Transform):
         raise NotImplementedError
 
     def apply(self, batch, rng):
+        for key in (self.data_key, self.seg_key):
+            if key is not None and _arrays.is_cuda_array(batch.get(key)):
+                raise NotImplementedError(
+                    f"{type(self).__name__}: {key} is a CUDA array, and crops run on the CPU only; crop "
+                    "before moving the batch to the GPU, or use SpatialTransform(patch_size, rotation=0, "
+                    "scale=1, random_crop=True), which crops on the GPU"
+                )
         n, shape = self.batch_size(batch), self.spatial_shape(batch)
         if len(shape) != len(self.size):
             raise ValueError(

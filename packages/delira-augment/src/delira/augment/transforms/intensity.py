@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from delira.augment import _engine
+from delira.augment import _arrays, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment.functional import intensity as F
-from delira.augment.transforms.base import Transform, to_numpy, uniform
+from delira.augment.transforms.base import Transform, as_input, to_numpy, uniform
 
 
 class IntensityTransform(Transform):
@@ -28,7 +28,7 @@ class IntensityTransform(Transform):
     def apply(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         if batch.get(self.data_key) is None:
             return batch
-        host, wrap = to_numpy(batch[self.data_key], self.data_key)
+        host, wrap = as_input(batch[self.data_key], self.data_key)  # CUDA arrays stay on the GPU
         v.image_dtype(host, self.data_key)
         prog = self.program(rng, host.shape[0])
         batch[self.data_key] = wrap(_engine.run_program(host, prog, self.backend))
@@ -198,7 +198,23 @@ class SimulateLowResolution(Transform):
     def apply(self, batch, rng):
         if batch.get(self.data_key) is None:
             return batch
-        host, wrap = to_numpy(batch[self.data_key], self.data_key)
+        x = batch[self.data_key]
+        if _arrays.is_cuda_array(x):  # on the GPU: the active samples resized there, the others copied
+            x = _arrays.detach(x)
+            n = int(x.shape[0])
+            active = self.draw_active(rng, n)
+            zoom = uniform(rng, self.zoom, n)
+            parts = [
+                F.simulate_low_resolution(
+                    x[i : i + 1], zoom[i], self.order_down, self.order_up, backend=self.backend
+                )
+                if active[i]
+                else x[i : i + 1]
+                for i in range(n)
+            ]
+            batch[self.data_key] = _arrays.concat(parts, x)
+            return batch
+        host, wrap = to_numpy(x, self.data_key)
         n = host.shape[0]
         active = self.draw_active(rng, n)
         zoom = uniform(rng, self.zoom, n)

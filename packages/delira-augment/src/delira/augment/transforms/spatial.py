@@ -258,7 +258,7 @@ class Mirror(Transform):
         for key in (self.data_key, self.seg_key):
             if key is None or batch.get(key) is None:
                 continue
-            x = batch[key]
+            x = _arrays.detach(batch[key])  # the unflipped samples too: no autograd history
             parts = []
             for i in range(n):
                 axes = tuple(np.flatnonzero(flags[i]))
