@@ -1,9 +1,48 @@
-"""Shared fixtures of the trainer tests: a learnable synthetic segmentation task on 8^3 volumes."""
+"""Shared fixtures of the trainer tests: a learnable synthetic segmentation task on 8^3 volumes, a
+tiny Experiment config, and experiment trackers kept off the network."""
 
 from __future__ import annotations
 
+import copy
+import ipaddress
+import socket
+
 import numpy as np
 import pytest
+
+#: a 2-fold experiment of a tiny 3D UNet on 4 phantoms of 16^3, 2 epochs (seconds per fold)
+TINY_EXPERIMENT = {
+    "name": "tiny",
+    "model": {
+        "name": "unet",
+        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
+    },
+    "data": {
+        "phantom": {"num_cases": 4, "shape": [16, 16, 16], "num_classes": 3, "seed": 1},
+        "transforms": "mirror",
+    },
+    "training": {"epochs": 2, "batch_size": 2, "lr": 0.01},
+    "experiment": {"folds": 2, "seed": 0},
+    # the fold figures without test-time mirroring equal the trainer's own validation Dice
+    "prediction": {"mirror": False},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``make(**sections)``: a deep copy of :data:`TINY_EXPERIMENT` with each given section's keys
+    updated (``make(training={"epochs": 6})``)."""
+
+    def make(**sections):
+        out = copy.deepcopy(TINY_EXPERIMENT)
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                out.setdefault(section, {}).update(values)
+            else:
+                out[section] = values
+        return out
+
+    return make
 
 
 def threshold_cases(num_cases: int, size: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -42,3 +81,46 @@ def _one_thread():
         import torch
 
         torch.set_num_threads(1)
+
+
+@pytest.fixture
+def offline_tracking(monkeypatch, tmp_path):
+    """No logger may reach the network: W&B offline with every folder under tmp_path, mlflow's
+    default store under tmp_path, no telemetry; a connect() to anything but this machine fails
+    the test."""
+    home = tmp_path / "wandb-home"
+    for key, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DIR": str(home),
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_DATA_DIR": str(home / "data"),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_ERROR_REPORTING": "false",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'default-mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    home.mkdir()
+    attempts = []
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                local = False
+            if not local:
+                attempts.append(address)
+                raise ConnectionRefusedError(f"test: no network ({address})")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    yield
+    assert not attempts, f"a logger tried the network: {attempts}"

@@ -3,8 +3,6 @@ inside the trainer (cuda), validated with the config and refused clearly where n
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -12,29 +10,17 @@ from delira.training.config import ConfigError, load_config
 
 pytest.importorskip("torch", reason="the Experiment tests train PyTorch networks")
 
-TINY = {
-    "name": "tiny",
-    "model": {
-        "name": "unet",
-        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
-    },
-    "data": {
-        "phantom": {"num_cases": 4, "shape": [16, 16, 16], "num_classes": 3, "seed": 1},
-        "transforms": "canonical",
-        "augment_device": "cuda",
-    },
-    "training": {"epochs": 1, "batch_size": 2, "lr": 0.01, "device": "cuda"},
-    "experiment": {"folds": 2, "seed": 0},
-}
+
+@pytest.fixture
+def _config(tiny_config):
+    """``make(**training)``: the tiny experiment with the canonical augmentation on the GPU."""
+    return lambda **training: tiny_config(
+        data={"transforms": "canonical", "augment_device": "cuda"},
+        training={"device": "cuda", "epochs": 1, **training},
+    )
 
 
-def _config(**training):
-    out = json.loads(json.dumps(TINY))
-    out["training"].update(training)
-    return out
-
-
-def test_cuda_augmentation_needs_a_gpu_training_device():
+def test_cuda_augmentation_needs_a_gpu_training_device(_config):
     with pytest.raises(ConfigError) as info:
         load_config(_config(device="cpu"))
     message = str(info.value)
@@ -47,7 +33,7 @@ def test_cuda_augmentation_needs_a_gpu_training_device():
     assert load_config({})["data"]["augment_device"] == "cpu"  # the default stays in the loader
 
 
-def test_without_a_usable_gpu_the_run_stops_before_training_with_the_fix(tmp_path):
+def test_without_a_usable_gpu_the_run_stops_before_training_with_the_fix(tmp_path, _config):
     import delira.augment as da
     from delira.augment import _extension
     from delira.training.experiment import Experiment
@@ -64,7 +50,7 @@ def test_without_a_usable_gpu_the_run_stops_before_training_with_the_fix(tmp_pat
     assert not list((tmp_path / "run").glob("fold_*/checkpoints/*.safetensors"))  # nothing trained
 
 
-def test_the_trainer_runs_the_augmentation_on_the_prepared_batch(tmp_path, monkeypatch):
+def test_the_trainer_runs_the_augmentation_on_the_prepared_batch(tmp_path, monkeypatch, _config):
     """The device path's plumbing, exercised on the CPU: the loader carries no augmentation, the
     trainer applies the canonical Compose to every prepared (torch) training batch, with the draws
     seeded per epoch, iteration and transform, and the fold trains."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,58 +15,12 @@ from delira.training.experiment import Experiment
 
 pytest.importorskip("torch", reason="the Experiment tests train PyTorch networks")
 
-TINY = {
-    "name": "tiny",
-    "model": {
-        "name": "unet",
-        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
-    },
-    "data": {
-        "phantom": {"num_cases": 4, "shape": [16, 16, 16], "num_classes": 3, "seed": 1},
-        "transforms": "mirror",
-    },
-    "training": {"epochs": 2, "batch_size": 2, "lr": 0.01},
-    "experiment": {"folds": 2, "seed": 0},
-    "prediction": {"mirror": False},
-}
+
+pytestmark = pytest.mark.usefixtures("offline_tracking")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    home = tmp_path / "wandb-home"
-    home.mkdir()
-    for key, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(home),
-        "WANDB_CACHE_DIR": str(home / "cache"),
-        "WANDB_DATA_DIR": str(home / "data"),
-        "WANDB_CONFIG_DIR": str(home / "config"),
-        "WANDB_DISABLE_GIT": "true",
-        "WANDB_DISABLE_CODE": "true",
-        "WANDB_ERROR_REPORTING": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    connect = socket.socket.connect
-
-    def local_only(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if (
-            isinstance(host, str)
-            and host not in ("127.0.0.1", "localhost", "::1")
-            and not host.startswith("/")
-        ):
-            raise AssertionError(f"a test tried to reach {address}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", local_only)
-
-
-def _config(store, **logging):
-    config = json.loads(json.dumps(TINY))
+def _config(make, store, **logging):
+    config = make()
     config["logging"] = {
         "mlflow": {"enabled": True, "tracking_uri": str(store), "experiment": "tracked"},
         **logging,
@@ -80,12 +33,12 @@ def _csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_folds_are_nested_mlflow_runs_with_their_metrics_and_files(tmp_path):
+def test_folds_are_nested_mlflow_runs_with_their_metrics_and_files(tmp_path, tiny_config):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     store, run_dir = tmp_path / "mlruns", tmp_path / "run"
-    summary = Experiment(_config(store), run_dir=run_dir, verbose=False).kfold()
+    summary = Experiment(_config(tiny_config, store), run_dir=run_dir, verbose=False).kfold()
     client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tracked")
     runs = client.search_runs([experiment.experiment_id])
@@ -118,12 +71,12 @@ def test_folds_are_nested_mlflow_runs_with_their_metrics_and_files(tmp_path):
     assert open(local, "rb").read() == (run_dir / "summary.json").read_bytes()
 
 
-def test_a_resumed_fold_continues_its_mlflow_run(tmp_path):
+def test_a_resumed_fold_continues_its_mlflow_run(tmp_path, tiny_config):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
     store, run_dir = tmp_path / "mlruns", tmp_path / "run"
-    config = _config(store)
+    config = _config(tiny_config, store)
     Experiment(config, run_dir=run_dir, verbose=False).kfold(folds=[0])
     first = json.loads((run_dir / "fold_0" / "mlflow.json").read_text())["run_id"]
     # the fold's result is lost (a crash after training): it trains again from its last checkpoint
@@ -137,10 +90,10 @@ def test_a_resumed_fold_continues_its_mlflow_run(tmp_path):
     assert len(runs) == 3
 
 
-def test_wandb_fold_runs_stay_offline_in_the_run_folder(tmp_path):
+def test_wandb_fold_runs_stay_offline_in_the_run_folder(tmp_path, tiny_config):
     wandb = pytest.importorskip("wandb")
     run_dir = tmp_path / "run"
-    config = json.loads(json.dumps(TINY))
+    config = tiny_config()
     config["logging"] = {"wandb": {"enabled": True, "project": "tracked", "offline": True}}
     try:
         Experiment(config, run_dir=run_dir, verbose=False).kfold()

@@ -19,27 +19,11 @@ from delira.training.launcher import launch, local_slots
 
 pytest.importorskip("torch", reason="the launcher tests train PyTorch networks")
 
-TINY = {
-    "name": "tiny",
-    "model": {
-        "name": "unet",
-        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
-    },
-    "data": {
-        "phantom": {"num_cases": 4, "shape": [16, 16, 16], "num_classes": 3, "seed": 1},
-        "transforms": "mirror",
-    },
-    "training": {"epochs": 2, "batch_size": 2, "lr": 0.01},
-    "experiment": {"folds": 2, "seed": 0},
-    "prediction": {"mirror": False},
-    "launcher": {"cpus_per_fold": 1},
-}
 
-
-def _config(epochs: int = 2) -> dict:
-    config = json.loads(json.dumps(TINY))
-    config["training"]["epochs"] = epochs
-    return config
+@pytest.fixture(scope="session")
+def _config(tiny_config):
+    """``make(epochs)``: the tiny experiment, one CPU core per submitit job."""
+    return lambda epochs=2: tiny_config(training={"epochs": epochs}, launcher={"cpus_per_fold": 1})
 
 
 def _fold_figures(run_dir: Path) -> list[dict]:
@@ -60,7 +44,7 @@ def _same(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory):
+def sequential(tmp_path_factory, _config):
     """The reference: every fold in this process, one after the other."""
     figures = {}
     for epochs in (2, 6):
@@ -70,7 +54,7 @@ def sequential(tmp_path_factory):
     return figures
 
 
-def test_local_processes_give_the_sequential_figures(tmp_path, sequential):
+def test_local_processes_give_the_sequential_figures(tmp_path, sequential, _config):
     experiment = Experiment(_config(), run_dir=tmp_path / "run", verbose=False)
     report = launch(experiment, "local", jobs=2)
     assert report.folds == [0, 1] and len(report.job_ids) == 2 and not report.failed
@@ -82,7 +66,7 @@ def test_local_processes_give_the_sequential_figures(tmp_path, sequential):
     assert again.folds == [] and again.job_ids == [] and again.summary is not None  # nothing left to run
 
 
-def test_a_failing_fold_process_is_reported_with_its_log(tmp_path):
+def test_a_failing_fold_process_is_reported_with_its_log(tmp_path, _config):
     experiment = Experiment(_config(), run_dir=tmp_path / "run", verbose=False)
     experiment.prepare()
     (tmp_path / "run" / "config.yaml").write_text("model: {name: 3}\n")  # broken under the fold jobs
@@ -106,7 +90,7 @@ def _epochs_done(fold_dir: Path) -> int:
     return read_checkpoint_info(fold_dir / "checkpoints" / "last.safetensors").epoch
 
 
-def test_submitit_job_killed_mid_training_resumes_on_the_rerun(tmp_path, sequential):
+def test_submitit_job_killed_mid_training_resumes_on_the_rerun(tmp_path, sequential, _config):
     pytest.importorskip("submitit")
     run_dir = tmp_path / "run"
     config = _config(6)
@@ -131,7 +115,7 @@ def test_submitit_job_killed_mid_training_resumes_on_the_rerun(tmp_path, sequent
     assert f"resuming after epoch {stopped_after}" in log
 
 
-def test_a_preempted_submitit_job_requeues_and_resumes(tmp_path, sequential):
+def test_a_preempted_submitit_job_requeues_and_resumes(tmp_path, sequential, _config):
     pytest.importorskip("submitit")
     run_dir = tmp_path / "run"
     config = _config(6)
@@ -162,7 +146,7 @@ def _children(pid: int) -> list[int]:
     raise AssertionError(f"the job controller {pid} started no task")
 
 
-def test_launcher_inputs_are_checked(tmp_path, monkeypatch):
+def test_launcher_inputs_are_checked(tmp_path, monkeypatch, _config):
     experiment = Experiment(_config(), run_dir=tmp_path / "run", verbose=False)
     with pytest.raises(ConfigError, match="unknown"):
         launch(experiment, "slurm-by-hand")

@@ -5,10 +5,8 @@ to the network); the package imports no framework."""
 from __future__ import annotations
 
 import csv
-import ipaddress
 import json
 import re
-import socket
 import struct
 import subprocess
 import sys
@@ -104,47 +102,7 @@ CONFIG_PARAMS = {
 FOLD_FILES = ["checkpoints/best.safetensors", "curves.png", "metrics.csv", "result.json"]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    """No logger may reach the network: W&B offline with every folder under tmp_path, mlflow's
-    default store under tmp_path, no telemetry; a connect() to anything but this machine fails
-    the test."""
-    home = tmp_path / "wandb-home"
-    for key, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(home),
-        "WANDB_CACHE_DIR": str(home / "cache"),
-        "WANDB_DATA_DIR": str(home / "data"),
-        "WANDB_CONFIG_DIR": str(home / "config"),
-        "WANDB_DISABLE_GIT": "true",
-        "WANDB_DISABLE_CODE": "true",
-        "WANDB_ERROR_REPORTING": "false",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'default-mlflow.db'}",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    home.mkdir()
-    attempts = []
-    connect = socket.socket.connect
-
-    def local_only(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                local = False
-            if not local:
-                attempts.append(address)
-                raise ConnectionRefusedError(f"test: no network ({address})")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", local_only)
-    yield
-    assert not attempts, f"a logger tried the network: {attempts}"
+pytestmark = pytest.mark.usefixtures("offline_tracking")
 
 
 @pytest.fixture

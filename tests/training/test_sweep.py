@@ -13,22 +13,15 @@ from delira.training.config import ConfigError
 from delira.training.sweep import Param, parse_param, sweep
 
 optuna = pytest.importorskip("optuna")
-pytest.importorskip("torch", reason="the sweep trials train PyTorch networks")
 
-TINY = {
-    "name": "tiny",
-    "model": {
-        "name": "unet",
-        "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "features": [4, 8]},
-    },
-    "data": {
-        "phantom": {"num_cases": 4, "shape": [16, 16, 16], "num_classes": 3, "seed": 1},
-        "transforms": "none",
-    },
-    "training": {"epochs": 2, "batch_size": 2, "lr": 0.01},
-    "experiment": {"folds": 2, "seed": 0},
-    "prediction": {"mirror": False},
-}
+
+@pytest.fixture
+def TINY(tiny_config):
+    """The tiny experiment without augmentation (the pruning test compares learning curves)."""
+    return tiny_config(data={"transforms": "none"})
+
+
+pytest.importorskip("torch", reason="the sweep trials train PyTorch networks")
 
 
 def test_parameters_are_parsed_and_bad_ones_explained():
@@ -48,7 +41,7 @@ def test_parameters_are_parsed_and_bad_ones_explained():
             parse_param(bad)
 
 
-def test_keys_and_ranges_are_checked_against_the_config_before_any_trial(tmp_path):
+def test_keys_and_ranges_are_checked_against_the_config_before_any_trial(tmp_path, TINY):
     with pytest.raises(ConfigError, match="trainig"):
         sweep(TINY, ["trainig.lr=log:1e-4:1e-2"], trials=1, run_dir=tmp_path / "s", verbose=False)
     with pytest.raises(ConfigError, match=r"training\.epochs"):
@@ -61,7 +54,7 @@ def _read_csv(path):
         return list(csv.DictReader(fh))
 
 
-def test_trials_are_experiments_and_a_rerun_continues_the_study(tmp_path):
+def test_trials_are_experiments_and_a_rerun_continues_the_study(tmp_path, TINY):
     folder = tmp_path / "sweep"
     params = ["training.lr=log:1e-3:1e-1", "model.args.features=choice:[4,8]|[8,16]"]
     result = sweep(TINY, params, trials=2, run_dir=folder, pruner="none", verbose=False)
@@ -94,7 +87,7 @@ def test_trials_are_experiments_and_a_rerun_continues_the_study(tmp_path):
     assert sorted(p.name for p in folder.glob("trial_*")) == ["trial_000", "trial_001", "trial_002"]
 
 
-def test_a_trial_below_the_median_is_pruned_during_training(tmp_path):
+def test_a_trial_below_the_median_is_pruned_during_training(tmp_path, TINY):
     """MedianPruner: after one complete trial, a trial whose validation Dice at a step (after the
     first) is below the completed trials' median there is stopped at that step. A learning rate of
     1e-9 cannot learn, so its Dice stays where the untrained network starts while the baseline's rises."""
