@@ -201,6 +201,9 @@ def dataset_signature(dataset: Any, *, samples_per_case: int = 10000, seed: int 
         "seed": int(seed),
         "num_cases": len(dataset),
     }
+    orientation = getattr(dataset, "orientation", None)
+    if orientation is not None:  # a reoriented dataset has other per-axis shapes and spacings
+        sig["orientation"] = str(orientation)
     if _reads_records(dataset):
         files = []
         for record in dataset.items:

@@ -1,9 +1,12 @@
 """Preprocessing of real data, computed once and cached on disk as memory-mapped arrays.
 
-The steps, in nnU-Net's order: crop to the non-zero region, normalise intensities per channel,
-resample to a target spacing, and record where each foreground class lies (for foreground
-oversampling):
+The steps, in nnU-Net's order: (optionally) reorient to a canonical orientation, crop to the
+non-zero region, normalise intensities per channel, resample to a target spacing, and record where
+each foreground class lies (for foreground oversampling):
 
+- reorientation (``Preprocessor(orientation="RAS")``, ``"LPS"`` or any orientation code): the
+  spatial axes permuted and reversed to the closest layout of that code
+  (:mod:`delira.io.orientation`, as MONAI's ``Orientation``), recorded in the case's properties;
 - :func:`crop_to_nonzero` -- the bounding box of the voxels that are non-zero in any channel;
 - :func:`zscore` -- per-case z-score (MR): ``(x - mean) / std`` per channel (optionally with the
   statistics of a mask: ``"zscore_nonzero"``);
@@ -20,7 +23,8 @@ samples input coordinate ``(j + 0.5) * n_in / n_out - 0.5`` (both grids span the
 extent, voxel centres aligned), beyond the outer voxel centres the edge value (scipy's
 ``mode='nearest'``, also the spline boundary of order 3). :func:`invert_probabilities` and
 :func:`invert_labels` map a prediction on the preprocessed grid back onto the original image with
-the ``"properties"`` that :class:`Preprocessor` returns.
+the ``"properties"`` that :class:`Preprocessor` returns (resampled, un-cropped, and put back in
+the original orientation, the last step bit-exact).
 
 :class:`PreprocessedDataset` runs a :class:`Preprocessor` over a dataset once, writes every case to
 ``cache_dir/<key>/`` as ``.npy`` files (the key is a hash of the parameters and the case ids, so
@@ -445,6 +449,12 @@ class Preprocessor:
             it, the coarse axis is resampled on its own with ``order_z`` (nnU-Net's separate z).
         order_z: the order of that coarse axis (0 nearest, 1 linear; per-label for labels).
         ct_stats: ``{channel: {"lower", "upper", "mean", "std"}}`` given up front (no fit needed).
+        orientation: None keeps each case's voxel layout; ``"RAS"``, ``"LPS"`` or another
+            orientation code first reorients every case (image and labels) to the closest layout of
+            that code (axes permuted and reversed from its ``direction``, no interpolation). Per-axis
+            ``target_spacing`` and the preprocessed arrays then follow the reoriented axes; the
+            transform is recorded in ``properties["orientation"]`` and undone by
+            :func:`invert_labels` / :func:`invert_probabilities`.
     """
 
     target_spacing: SpacingSpec = None
@@ -458,8 +468,13 @@ class Preprocessor:
     anisotropy_threshold: float = 3.0
     order_z: int = 0
     ct_stats: dict[int, dict[str, float]] | None = None
+    orientation: str | None = None
 
     def __post_init__(self) -> None:
+        if self.orientation is not None:
+            from delira.data.formats.cases import _check_orientation
+
+            self.orientation = _check_orientation(self.orientation)
         if self.target_spacing is not None:
             if isinstance(self.target_spacing, (int, float)):
                 self.target_spacing = float(self.target_spacing)
@@ -517,6 +532,8 @@ class Preprocessor:
             if self.ct_stats
             else None
         )
+        if self.orientation is None:
+            out.pop("orientation")  # the cache keys of runs without reorientation stay as they were
         return out
 
     def needs_fit(self, num_channels: int) -> bool:
@@ -598,10 +615,14 @@ class Preprocessor:
             ``{"data": float32 (C, *shape), "seg": int16 (1, *shape) (if given), "spacing": the new
             spacing, "original_spacing", "original_shape", "bbox": the crop in original voxels,
             "class_locations": {label: (K, ndim) int64} (if seg), "properties": everything
-            :func:`invert_probabilities` needs (a JSON-friendly dict: ``original_shape``, ``bbox``,
-            ``shape_after_crop``, ``shape_after_resample``, ``original_spacing``, ``spacing``,
-            ``origin``, ``direction``, ``order_data``, ``order_seg``, ``order_z``,
-            ``separate_axis``)}`` plus the sample's other metadata.
+            :func:`invert_probabilities` needs (a JSON-friendly dict: ``original_shape``,
+            ``orientation`` (None, or the :meth:`delira.io.OrientationTransform.to_dict` record of
+            the reorientation), ``bbox``, ``shape_after_crop``, ``shape_after_resample``,
+            ``original_spacing``, ``spacing``, ``origin``, ``direction``, ``order_data``,
+            ``order_seg``, ``order_z``, ``separate_axis``)}`` plus the sample's other metadata.
+            ``original_*``, ``origin`` and ``direction`` describe the case as given; with
+            ``orientation`` the crop box ``bbox`` and the later shapes and spacings are on the
+            reoriented axes.
         """
         data = np.asarray(sample["data"])
         if data.ndim < 2:
@@ -630,6 +651,12 @@ class Preprocessor:
         out = {k: v for k, v in sample.items() if k not in ("data", "seg", "class_locations", "properties")}
         out["original_spacing"] = spacing
         out["original_shape"] = tuple(data.shape[1:])
+        original_shape = tuple(data.shape[1:])
+        orientation = None
+        if self.orientation is not None:
+            data, seg, spacing, orientation = _reorient_case(
+                data, seg, spacing, origin, direction, self.orientation
+            )
         bbox = tuple((0, n) for n in data.shape[1:])
         if self.crop_nonzero:
             data, seg, bbox = crop_to_nonzero(data, seg)
@@ -657,11 +684,12 @@ class Preprocessor:
         out["data"] = np.ascontiguousarray(data, dtype=np.float32)
         out["spacing"] = tuple(target)
         out["properties"] = {
-            "original_shape": list(out["original_shape"]),
+            "original_shape": list(original_shape),
+            "orientation": orientation,
             "bbox": [list(b) for b in bbox],
             "shape_after_crop": list(shape_after_crop),
             "shape_after_resample": list(shape),
-            "original_spacing": list(spacing),
+            "original_spacing": list(out["original_spacing"]),
             "spacing": list(target),
             "origin": origin,
             "direction": direction.tolist(),
@@ -678,7 +706,48 @@ class Preprocessor:
         return out
 
 
+def _reorient_case(
+    data: np.ndarray,
+    seg: np.ndarray | None,
+    spacing: tuple[float, ...],
+    origin: Sequence[float],
+    direction: np.ndarray,
+    code: str,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...], dict[str, Any]]:
+    """``(C, *spatial)`` data and seg reoriented to ``code``: ``(data, seg, spacing, record)``."""
+    from delira.io.orientation import orientation_transform
+
+    try:
+        transform = orientation_transform(direction, code, shape=data.shape[1:])
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot reorient the case to {code!r}: {exc}; give the sample a 'direction' of "
+            f"({data.ndim - 1}, {data.ndim - 1}) for its {data.ndim - 1} spatial axes"
+        ) from exc
+    data = transform.apply_array(data, axis=1)
+    if seg is not None:
+        seg = transform.apply_array(seg, axis=1)
+    spacing, _, _ = transform.apply_geometry(spacing, origin, direction)
+    return data, seg, spacing, transform.to_dict()
+
+
 # -- back onto the original grid ----------------------------------------------------------------------
+def _orientation_of(properties: Mapping[str, Any], original: tuple[int, ...]) -> Any:
+    """The case's :class:`delira.io.OrientationTransform` (None: not reoriented)."""
+    record = properties.get("orientation")
+    if record is None:
+        return None
+    from delira.io.orientation import OrientationTransform
+
+    transform = OrientationTransform.from_dict(record)
+    if transform.shape != original:
+        raise ValueError(
+            f"properties['orientation'] reorients the spatial shape {transform.shape} but the case's "
+            f"original_shape is {original}; pass the unchanged 'properties' dict of this case"
+        )
+    return transform
+
+
 def _check_properties(array: np.ndarray, properties: Mapping[str, Any], what: str) -> tuple:
     try:
         original = tuple(int(n) for n in properties["original_shape"])
@@ -688,6 +757,7 @@ def _check_properties(array: np.ndarray, properties: Mapping[str, Any], what: st
         raise ValueError(
             f"properties lack {exc}; pass the 'properties' dict that Preprocessor returned for this case"
         ) from exc
+    orientation = _orientation_of(properties, original)
     if array.ndim != len(original) + 1:
         raise ValueError(
             f"{what} has shape {array.shape}; expected (K, *spatial) with {len(original)} spatial axes "
@@ -700,7 +770,15 @@ def _check_properties(array: np.ndarray, properties: Mapping[str, Any], what: st
             "predict on the whole preprocessed volume (or pass the properties of this case)"
         )
     axis = properties.get("separate_axis")
-    return original, crop, bbox, (None if axis is None else int(axis)), int(properties.get("order_z", 0))
+    grid = original if orientation is None else orientation.target_shape  # the grid that was cropped
+    return (
+        grid,
+        crop,
+        bbox,
+        (None if axis is None else int(axis)),
+        int(properties.get("order_z", 0)),
+        orientation,
+    )
 
 
 def invert_probabilities(probs: np.ndarray, properties: Mapping[str, Any]) -> np.ndarray:
@@ -708,7 +786,8 @@ def invert_probabilities(probs: np.ndarray, properties: Mapping[str, Any]) -> np
 
     Resampled (linear; the coarse axis separately with the case's ``order_z`` when preprocessing
     did so) to the cropped original size, then un-cropped: outside the crop box the background
-    (class 0) has probability 1, the other classes 0.
+    (class 0) has probability 1, the other classes 0; a reoriented case (``Preprocessor(orientation=...)``)
+    is then put back in its original axis order and direction (bit-exact).
 
     Args:
         probs: ``(K, *spatial)`` float probabilities (``spatial`` = the preprocessed shape).
@@ -718,11 +797,13 @@ def invert_probabilities(probs: np.ndarray, properties: Mapping[str, Any]) -> np
         ``(K, *original_shape)`` float32.
     """
     probs = np.asarray(probs)
-    original, crop, bbox, axis, order_z = _check_properties(probs, properties, "probs")
+    grid, crop, bbox, axis, order_z, orientation = _check_properties(probs, properties, "probs")
     inner = resample_image(probs.astype(np.float32, copy=False), crop, 1, order_z=order_z, axis=axis)
-    out = np.zeros((probs.shape[0], *original), dtype=np.float32)
+    out = np.zeros((probs.shape[0], *grid), dtype=np.float32)
     out[0] = 1.0
     out[(slice(None), *(slice(a, b) for a, b in bbox))] = inner
+    if orientation is not None:
+        out = np.ascontiguousarray(orientation.invert_array(out, axis=1))
     return out
 
 
@@ -730,7 +811,8 @@ def invert_labels(labels: np.ndarray, properties: Mapping[str, Any]) -> np.ndarr
     """A label map on the preprocessed grid -> on the case's original grid (0 outside the crop box).
 
     Resampled with the case's ``order_seg`` (nearest or per-label linear + argmax), the coarse axis
-    separately with ``order_z`` when preprocessing did so.
+    separately with ``order_z`` when preprocessing did so; a reoriented case is then put back in
+    its original axis order and direction (bit-exact).
 
     Args:
         labels: integer ``(1, *spatial)`` or ``(*spatial)`` on the preprocessed grid.
@@ -743,11 +825,13 @@ def invert_labels(labels: np.ndarray, properties: Mapping[str, Any]) -> np.ndarr
     squeeze = labels.ndim == len(properties["original_shape"])
     if squeeze:
         labels = labels[None]
-    original, crop, bbox, axis, order_z = _check_properties(labels, properties, "labels")
+    grid, crop, bbox, axis, order_z, orientation = _check_properties(labels, properties, "labels")
     order = int(properties.get("order_seg", 1))
     inner = resample_labels(labels, crop, order, order_z=order_z, axis=axis)
-    out = np.zeros((labels.shape[0], *original), dtype=labels.dtype)
+    out = np.zeros((labels.shape[0], *grid), dtype=labels.dtype)
     out[(slice(None), *(slice(a, b) for a, b in bbox))] = inner
+    if orientation is not None:
+        out = np.ascontiguousarray(orientation.invert_array(out, axis=1))
     return out[0] if squeeze else out
 
 

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .export import export_onnx, export_saved_model, export_torchscript
 from .images import read_image, supported_formats, write_image
+from .orientation import OrientationTransform, orientation_codes, orientation_transform, reorient
 
 try:
     __version__ = version("delira-io")
@@ -44,14 +45,18 @@ __all__ = [
     "ImageReadError",
     "ImageWriteError",
     "MissingDependencyError",
+    "OrientationTransform",
     "__version__",
     "atomic_write",
     "export_onnx",
     "export_saved_model",
     "export_torchscript",
     "load_checkpoint",
+    "orientation_codes",
+    "orientation_transform",
     "read_checkpoint_info",
     "read_image",
+    "reorient",
     "save_checkpoint",
     "supported_formats",
     "write_image",

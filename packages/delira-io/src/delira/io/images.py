@@ -12,6 +12,7 @@ import numpy as np
 
 from ._image import Image
 from .errors import DeliraIOError, ImageNotFoundError, ImageReadError, ImageWriteError
+from .orientation import OrientationTransform, check_orientation, reorient
 
 __all__ = ["read_image", "supported_formats", "write_image"]
 
@@ -67,13 +68,22 @@ def _module(fmt: _Format) -> Any:
     return importlib.import_module(f"delira.io._formats.{fmt.module}")
 
 
-def read_image(path: str | os.PathLike[str]) -> Image:
+def read_image(path: str | os.PathLike[str], *, orientation: str | None = None) -> Image:
     """Read a medical image file, or a folder holding one DICOM series, into an :class:`Image`.
 
     Formats (by extension, case-insensitive): NIfTI ``.nii``/``.nii.gz`` (nibabel), NRRD
     ``.nrrd``/``.nhdr`` and MetaImage ``.mha``/``.mhd`` (SimpleITK), DICOM ``.dcm``/``.dicom`` or any
     file with the DICOM preamble (pydicom), a folder of DICOM slices (pydicom), PNG and TIFF
     (Pillow, tifffile).
+
+    Args:
+        path: the file, or a folder of DICOM slices.
+        orientation: None keeps the array as stored; an orientation code (``"RAS"``, ``"LPS"`` or
+            any other, see :mod:`delira.io.orientation`) reorients it to the closest layout of that
+            code (axes permuted and reversed, geometry updated so that world positions are
+            unchanged; ``"RAS"`` is nibabel's ``as_closest_canonical``). The transform is recorded in
+            ``meta["orientation"]`` (an :class:`~delira.io.OrientationTransform`);
+            ``write_image(..., orientation="original")`` writes back in the stored layout.
 
     Returns:
         ``Image`` whose ``array`` is indexed ``(x, y[, z], *extra)`` in every format (see
@@ -105,12 +115,18 @@ def read_image(path: str | os.PathLike[str]) -> Image:
                 f"supported are {_extension_list()}, a DICOM file with any name, or a folder of DICOM slices"
             )
         fmt, reader = found, "read"
+    if orientation is not None:  # a bad code fails before the file is read
+        if not isinstance(orientation, str):
+            raise TypeError(
+                f"orientation must be None or an orientation code such as 'RAS' or 'LPS', got "
+                f"{type(orientation).__name__} {orientation!r}"
+            )
+        check_orientation(orientation)
     module = _module(fmt)
     try:
         image = getattr(module, reader)(path)
         if not image.array.dtype.isnative:  # e.g. big-endian NIfTI; torch and others need native order
             image.array = image.array.astype(image.array.dtype.newbyteorder("="))
-        return image
     except DeliraIOError:
         raise
     except MemoryError:
@@ -121,9 +137,16 @@ def read_image(path: str | os.PathLike[str]) -> Image:
             f"could not read {path} as {what}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
             "The file may be corrupt, truncated or not in the format its name says"
         ) from exc
+    return image if orientation is None else reorient(image, orientation)
 
 
-def write_image(path: str | os.PathLike[str], image: Image, *, allow_geometry_loss: bool = False) -> None:
+def write_image(
+    path: str | os.PathLike[str],
+    image: Image,
+    *,
+    allow_geometry_loss: bool = False,
+    orientation: str | OrientationTransform | None = None,
+) -> None:
     """Write ``image`` in the format its file name asks for, keeping array, dtype and geometry.
 
     Writable: NIfTI ``.nii``/``.nii.gz`` (geometry in sform and qform, as float32), NRRD
@@ -137,10 +160,19 @@ def write_image(path: str | os.PathLike[str], image: Image, *, allow_geometry_lo
             ``(X, Y, 3|4)`` or ``(X, Y, Z)``.
         allow_geometry_loss: PNG and TIFF cannot store spacing, origin or direction; writing an
             image with non-default geometry to them raises unless this is True.
+        orientation: the voxel layout of the file (world positions are the same in all): None
+            writes ``image`` as it is; an orientation code (``"RAS"``, ``"LPS"``, ...) reorients it
+            to that code first; ``"original"`` undoes the reorientation recorded in
+            ``image.meta["orientation"]`` (by ``read_image(..., orientation=...)`` or
+            :func:`~delira.io.reorient`), writing the layout the image was read in; an
+            :class:`~delira.io.OrientationTransform` is undone (``transform.invert(image)``), e.g.
+            the record of the image a label map was predicted on.
 
     Raises:
         ImageWriteError: unsupported extension, array shape or dtype for the format, or geometry
             the format cannot store.
+        ValueError: ``orientation`` is not an orientation code, ``"original"`` without a record, or
+            a transform made for another grid.
         MissingDependencyError: the writer's library is missing (the message names the extra).
     """
     path = Path(path)
@@ -149,6 +181,7 @@ def write_image(path: str | os.PathLike[str], image: Image, *, allow_geometry_lo
             f"write_image expects a delira.io.Image, got {type(image).__name__}; "
             "wrap an array as Image(array, spacing, origin, direction)"
         )
+    image = _orient_for_writing(image, orientation)
     fmt = _by_name(path)
     if fmt is None or not fmt.writable:
         raise ImageWriteError(
@@ -174,3 +207,26 @@ def write_image(path: str | os.PathLike[str], image: Image, *, allow_geometry_lo
         raise
     except Exception as exc:
         raise ImageWriteError(f"could not write {path} as {fmt.name}: {type(exc).__name__}: {exc}") from exc
+
+
+def _orient_for_writing(image: Image, orientation: str | OrientationTransform | None) -> Image:
+    if orientation is None:
+        return image
+    if isinstance(orientation, OrientationTransform):
+        return orientation.invert(image)
+    if not isinstance(orientation, str):
+        raise TypeError(
+            "orientation must be None, an orientation code such as 'RAS', 'original' or an "
+            f"OrientationTransform, got {type(orientation).__name__} {orientation!r}"
+        )
+    if orientation.lower() == "original":
+        record = image.meta.get("orientation")
+        if record is None:
+            raise ValueError(
+                "orientation='original' undoes the reorientation recorded in image.meta['orientation'], "
+                "but this image has no such record (it was not read with read_image(..., orientation=...) "
+                "or made by reorient()); pass orientation=None to write it as it is, or the "
+                "OrientationTransform to undo"
+            )
+        return OrientationTransform.from_dict(record).invert(image)
+    return reorient(image, orientation)

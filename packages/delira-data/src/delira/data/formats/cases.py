@@ -4,6 +4,13 @@ Images are read by a *reader*: a callable ``reader(path) -> image`` where ``imag
 (numpy, spatial axes first, in ``(x, y[, z])`` order, any channel axis after them) and optionally
 ``.spacing``, ``.origin`` and ``.direction`` -- :func:`delira.io.read_image` by default (installed
 with ``pip install 'delira-data[io]'``). A reader may also return a plain numpy array.
+
+With ``orientation`` (``"RAS"``, ``"LPS"``, any orientation code) every file is read reoriented to
+that code (:class:`OrientedReader`: axes permuted and reversed, geometry updated, see
+:mod:`delira.io.orientation`), so the cases' arrays, spacing and direction describe the reoriented
+grid. To reorient for training *and* get predictions back in the files' layout, reorient in the
+preprocessing instead (``Preprocessor(orientation=...)``, undone by ``invert_labels`` /
+``invert_probabilities``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CaseReader", "default_reader", "missing_files"]
+__all__ = ["CaseReader", "OrientedReader", "default_reader", "missing_files"]
 
 Reader = Callable[[str], Any]
 
@@ -33,6 +40,56 @@ def default_reader() -> Reader:
             "pip install 'delira-data[io]', or pass reader=<callable path -> image> to the dataset"
         ) from exc
     return read_image
+
+
+def _check_orientation(code: Any) -> str:
+    """An orientation code upper-cased (checked by delira.io), or ValueError/TypeError saying why."""
+    try:
+        from delira.io.orientation import check_orientation
+    except ImportError as exc:
+        raise ImportError(
+            "reorienting cases needs delira-io with delira.io.orientation: pip install -U 'delira-data[io]'"
+        ) from exc
+    return check_orientation(code)
+
+
+class OrientedReader:
+    """``reader(path)`` reoriented to an orientation code (picklable, for loader workers).
+
+    Args:
+        reader: ``reader(path) -> image`` (see the module docstring); None:
+            ``delira.io.read_image(path, orientation=orientation)``.
+        orientation: ``"RAS"``, ``"LPS"`` or any orientation code (case-insensitive).
+
+    Returns (when called): a :class:`delira.io.Image` reoriented with :func:`delira.io.reorient`
+    (its ``meta["orientation"]`` records the transform). An image without geometry (a plain
+    array) has the identity direction, i.e. ``"LPS"``.
+
+    Raises:
+        ValueError: ``orientation`` is not an orientation code.
+    """
+
+    def __init__(self, reader: Reader | None, orientation: str) -> None:
+        self.reader = reader
+        self.orientation = _check_orientation(orientation)
+
+    def __call__(self, path: str) -> Any:
+        from delira.io import Image, read_image, reorient
+
+        if self.reader is None:
+            return read_image(path, orientation=self.orientation)
+        image = self.reader(path)
+        if not isinstance(image, Image):
+            array = np.asarray(getattr(image, "array", image))
+            _, spacing, origin, direction = _geometry(image, array)
+            image = Image(array, spacing, origin, np.asarray(direction))
+        return reorient(image, self.orientation)
+
+    def __repr__(self) -> str:
+        name = (
+            "delira.io.read_image" if self.reader is None else getattr(self.reader, "__name__", self.reader)
+        )
+        return f"OrientedReader({name}, orientation={self.orientation!r})"
 
 
 def missing_files(paths: Sequence[str]) -> list[str]:
@@ -84,6 +141,8 @@ class CaseReader:
     Args:
         reader: ``reader(path) -> image`` (see the module docstring); None: :func:`default_reader`,
             resolved in the process that reads.
+        orientation: None reads the files as stored; an orientation code (``"RAS"``, ``"LPS"``, ...)
+            reads every file reoriented to it (``self.reader`` becomes an :class:`OrientedReader`).
 
     A record is a dict ``{"case_id": str, "images": [path, ...], "seg": path or None,
     "label": int or None, ...}``; each image file holds one channel (or several, on an axis after
@@ -93,8 +152,9 @@ class CaseReader:
     ``str``/``int`` fields (e.g. ``"group"``).
     """
 
-    def __init__(self, reader: Reader | None = None) -> None:
-        self.reader = reader
+    def __init__(self, reader: Reader | None = None, orientation: str | None = None) -> None:
+        self.orientation = None if orientation is None else _check_orientation(orientation)
+        self.reader: Reader | None = reader if orientation is None else OrientedReader(reader, orientation)
 
     def _read(self, path: str) -> Any:
         reader = self.reader if self.reader is not None else default_reader()

@@ -53,6 +53,8 @@ class ManifestDataset(LazyDataset):
         root: folder that relative paths start from (default: the manifest's folder).
         classes: class names in label order (default: sorted unique names, when labels are not ints).
         reader: ``reader(path) -> image`` (default :func:`delira.io.read_image`).
+        orientation: None reads the files as stored; an orientation code (``"RAS"``, ``"LPS"``, ...)
+            reads every file reoriented to it (see :class:`~delira.data.formats.DecathlonDataset`).
 
     Samples: ``{"data": float32 (C, *spatial), "label": int, "seg": int16 (1, *spatial) (with
     seg_column), "case_id": str, "spacing", "origin", "direction", "group": str (with group_column)}``.
@@ -73,6 +75,7 @@ class ManifestDataset(LazyDataset):
         root: str | os.PathLike[str] | None = None,
         classes: Sequence[str] | None = None,
         reader: Reader | None = None,
+        orientation: str | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -122,7 +125,10 @@ class ManifestDataset(LazyDataset):
         raise_missing([p for p in paths if not os.path.exists(p)], f"manifest {self.path}")
         self.labels = labels
         self.groups = [r.get("group") for r in records] if group_column else None
-        super().__init__(records, CaseReader(reader), [r["case_id"] for r in records])
+        load = CaseReader(reader, orientation)
+        self.orientation: str | None = load.orientation
+        super().__init__(records, load, [r["case_id"] for r in records])
 
     def __repr__(self) -> str:
-        return f"ManifestDataset({str(self.path)!r}, {len(self)} cases)"
+        oriented = f", orientation={self.orientation!r}" if self.orientation else ""
+        return f"ManifestDataset({str(self.path)!r}, {len(self)} cases{oriented})"

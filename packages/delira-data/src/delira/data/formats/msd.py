@@ -59,6 +59,12 @@ class DecathlonDataset(LazyDataset):
         allow_missing: keep going when listed files are missing (they are recorded in
             :attr:`missing_files` instead of raising): what :func:`delira.data.check_dataset` uses to
             report every problem at once. Reading such a case raises ``FileNotFoundError``.
+        orientation: None reads the files as stored; ``"RAS"``, ``"LPS"`` or another orientation
+            code reads every image and label file reoriented to it (axes permuted and reversed, no
+            interpolation; ``spacing``, ``origin`` and ``direction`` describe the reoriented grid;
+            see :class:`~delira.data.formats.cases.OrientedReader`). Predictions are then on the
+            reoriented grid; ``Preprocessor(orientation=...)`` instead records the reorientation and
+            ``invert_labels`` / ``invert_probabilities`` undo it.
 
     Samples: ``{"data": float32 (C, x, y, z), "seg": int16 (1, x, y, z) (training split),
     "case_id": str, "spacing", "origin", "direction"}``; ``C`` is the number of channels in
@@ -84,6 +90,7 @@ class DecathlonDataset(LazyDataset):
         reader: Reader | None = None,
         *,
         allow_missing: bool = False,
+        orientation: str | None = None,
     ) -> None:
         self.root = Path(root)
         if split not in ("training", "test"):
@@ -117,7 +124,9 @@ class DecathlonDataset(LazyDataset):
         ]
         if not allow_missing:
             raise_missing([p for _, p in self.missing_files], f"{meta_path} ({split} split)")
-        super().__init__(records, CaseReader(reader), [r["case_id"] for r in records])
+        load = CaseReader(reader, orientation)
+        self.orientation: str | None = load.orientation
+        super().__init__(records, load, [r["case_id"] for r in records])
 
     @staticmethod
     def _label_names(labels: Mapping[str, Any]) -> dict[int, str]:
@@ -197,4 +206,8 @@ class DecathlonDataset(LazyDataset):
         return records
 
     def __repr__(self) -> str:
-        return f"DecathlonDataset({str(self.root)!r}, split={self.split!r}, {len(self)} cases, channels={self.channel_names})"
+        oriented = f", orientation={self.orientation!r}" if self.orientation else ""
+        return (
+            f"DecathlonDataset({str(self.root)!r}, split={self.split!r}, {len(self)} cases, "
+            f"channels={self.channel_names}{oriented})"
+        )
