@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of delira-augment on a fresh machine with an NVIDIA GPU (H100/H200, python3 with torch,
-# cupy, pytest, hypothesis, scipy, numpy, pybind11, scikit-build-core and cmake installed). It passes
-# only when every step ran and passed; it cannot pass having tested nothing:
+# cupy, jax with its CUDA plugin (the DLPack tests), pytest, hypothesis, scipy, numpy, pybind11,
+# scikit-build-core and cmake installed). It passes only when every step ran and passed; it cannot
+# pass having tested nothing:
 #
 #   preflight  a GPU (nvidia-smi), nvcc, ninja, compute-sanitizer and the Python modules, all up front;
 #              prints nvcc --version, the driver and the GPUs
@@ -255,7 +256,7 @@ preflight() {
     problems+=("python not found: $PY (set PYTHON=...)")
   else
     missing=$("$PY" -c "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))" \
-      torch cupy pytest hypothesis scipy numpy pybind11 scikit_build_core 2>&1) || missing="(python failed: $missing)"
+      torch cupy jax pytest hypothesis scipy numpy pybind11 scikit_build_core 2>&1) || missing="(python failed: $missing)"
     [[ -n "$missing" ]] && problems+=("Python modules missing for $PY: $missing")
   fi
   "$PY" - "$PARTS/environment.json" "$LOGS" "${NVCC:-}" "${NINJA:-}" "${SANITIZER:-}" << 'EOF' 2> /dev/null
@@ -268,7 +269,7 @@ def read(name):
 env = {"python": sys.version.split()[0], "platform": platform.platform(), "nvcc": read("nvcc.txt"),
        "gpus_driver": read("driver.txt"), "tools": {"nvcc": nvcc, "ninja": ninja, "compute-sanitizer": sanitizer}}
 from importlib import metadata
-for dist in ("torch", "cupy-cuda12x", "cupy-cuda13x", "cupy", "numpy", "scipy", "pytest"):
+for dist in ("torch", "cupy-cuda12x", "cupy-cuda13x", "cupy", "jax", "jaxlib", "numpy", "scipy", "pytest"):
     try:
         env.setdefault("packages", {})[dist] = metadata.version(dist)
     except metadata.PackageNotFoundError:  # the module check above reports what is missing

@@ -6,8 +6,8 @@ With a GPU-less CUDA build, a call that reaches the compiled CUDA executor fails
 with the runtime's "no device" error (a RuntimeError naming the CUDA call). That proves the Python
 layer routed the input to the CUDA executor and that the bindings accepted the arguments it built
 (dtype, shapes, strides, stream) instead of failing on them (``incompatible function arguments``), or
-the input being copied to the host. Argument errors the executor raises before any CUDA call
-(PercentileClip, mismatched devices) come out as ValueError here too.
+the input being copied to the host. Argument errors raised before any CUDA call (mismatched devices,
+too many intensity operations) come out as ValueError here too.
 
 Skipped where a GPU is visible: the fake pointers must never reach a real device (the ``cuda`` tests
 cover these paths there), and without CUDA in the build.
@@ -313,12 +313,17 @@ def test_data_on_the_gpu_and_seg_on_the_host_are_refused(gpu_visible):
         F.spatial_transform(batch(), seg, affine=affine, patch_size=(6, 7, 8))
 
 
-def test_percentile_clip_is_refused_before_any_cuda_call(gpu_visible):
-    # the executor's own check, which comes before the device lookup: a ValueError, not a CUDA error
-    with pytest.raises(ValueError, match="PercentileClip is not available in the CUDA executor"):
-        F.percentile_clip(batch())
-    with pytest.raises(ValueError, match="PercentileClip is not available in the CUDA executor"):
+def test_percentile_clip_reaches_the_cuda_executor(gpu_visible, spy):
+    # PercentileClip runs on the GPU: its NaN check is the first CUDA call (the fake pointer fails there)
+    nan_checks = spy("any_nan_cuda")
+    with pytest.raises(RuntimeError, match=NO_DEVICE):
+        F.percentile_clip(batch(), 1.0, 99.0)
+    with pytest.raises(RuntimeError, match=NO_DEVICE):
         da.Compose([da.SpatialTransform((4, 5, 6)), da.PercentileClip()], seed=0)(data=batch())
+    with pytest.raises(RuntimeError, match=NO_DEVICE):
+        da.PercentileClip()(data=batch("float64"))
+    assert [c[1] for c in nan_checks] == ["float32", "float32", "float64"]
+    assert nan_checks[0][2] == [2, 1, 6, 7, 8]
 
 
 def test_too_many_intensity_ops_are_refused_before_any_cuda_call(gpu_visible):
@@ -370,8 +375,39 @@ def test_random_apply_and_one_of_split_cupy_batches_without_host_index_arrays(gp
 
 
 @pytest.mark.parametrize(
+    "crop",
+    [da.CenterCrop((4, 4, 4)), da.RandomCrop((4, 4, 4)), da.ForegroundCrop((4, 4, 4), p_foreground=0.0)],
+    ids=lambda t: type(t).__name__,
+)
+def test_crops_of_cuda_arrays_reach_the_cuda_executor(gpu_visible, spy, crop):
+    calls = spy("crop_cuda")
+    with pytest.raises(RuntimeError, match=NO_DEVICE):
+        crop(rng=0, data=batch(), seg=batch("int16"))
+    (args,) = calls  # data first: the call fails there
+    assert args[2] == "float32" and args[3] == [2, 1, 6, 7, 8] and args[5] == [2, 1, 4, 4, 4]
+    assert args[6].shape == (2, 3) and args[6].dtype == np.int64  # per-sample starts
+
+
+@pytest.mark.parametrize(
     "crop", [da.CenterCrop((4, 4, 4)), da.RandomCrop((4, 4, 4)), da.ForegroundCrop((4, 4, 4))]
 )
-def test_crops_of_cuda_arrays_raise_a_clear_error(gpu_visible, crop):
-    with pytest.raises(NotImplementedError, match=r"seg is a CUDA array.*SpatialTransform"):
+def test_crops_of_mixed_host_and_cuda_arrays_are_refused(gpu_visible, crop):
+    with pytest.raises(ValueError, match="seg is a CUDA array but data is a host array"):
         crop(data=np.zeros((2, 1, 6, 7, 8), np.float32), seg=batch("int16"))
+    with pytest.raises(ValueError, match=r"data on cuda:0, seg on cuda:1.*share a device"):
+        crop(data=batch(), seg=batch("int16", device=1))
+
+
+def test_crop_passes_starts_and_the_pad_value_in_the_dtype(gpu_visible, spy):
+    calls = spy("crop_cuda")
+    x = FakeCudaArray((2, 1, 6, 7, 8), "int16", strides=(336, 336, 56, 8, -1))  # x[..., ::-1]
+    with pytest.raises(RuntimeError, match=NO_DEVICE):
+        F.crop(x, [[0, 3, 7], [5, 6, 9]], (4, 5, 6), pad_value=-3)
+    args = calls[0]
+    assert args[4] == [336, 336, 56, 8, -1]  # strides passed on: read in place
+    np.testing.assert_array_equal(args[6], [[-2, 1, 4], [3, 4, 6]])  # center - size // 2
+    assert np.int16(-3).tobytes() == args[7].to_bytes(8, "little")[:2]
+    with pytest.raises(TypeError, match="x has dtype bool"):
+        F.crop(batch("bool"), np.zeros((2, 3), int), (4, 4, 4))
+    with pytest.raises(ValueError, match=r"center has shape \(3, 3\)"):
+        F.crop(batch(), np.zeros((3, 3), int), (4, 4, 4))

@@ -57,13 +57,6 @@ void check_program_for_cuda(const cpu::Program& prog) {
                                 " intensity operations per call, got " + std::to_string(prog.n_ops()) +
                                 "; split the Compose into two");
   }
-  for (int j = 0; j < prog.n_ops(); ++j) {
-    if (prog.kinds[j] == OpKind::PercentileClip) {
-      throw std::invalid_argument(
-          "PercentileClip is not available in the CUDA executor yet; clip percentiles on the CPU before moving the "
-          "data to the GPU, or run this transform with backend='cpu'");
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,14 +300,185 @@ __global__ void stage_kernel(T* x, std::int64_t n_samples, int channels, std::in
 // Program bookkeeping shared by resample() and apply_program().
 
 struct ProgramRegions {
-  Layout::Region params, keys, stats, partials;
+  Layout::Region params, keys, stats, partials, select_state, select_hist;
 };
+
+struct SelectState;
 
 struct DeviceProgram {
   ProgramView view;
   std::vector<StageOps> stages;
   Moments* partials = nullptr;
+  SelectState* select_state = nullptr;       // PercentileClip: (N * C, kSelectTargets)
+  unsigned long long* select_hist = nullptr;  // PercentileClip: (N * C, kSelectTargets, 256), zero between uses
 };
+
+bool has_percentile_clip(const cpu::Program& prog) {
+  for (int j = 0; j < prog.n_ops(); ++j)
+    if (prog.kinds[j] == OpKind::PercentileClip) return true;
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PercentileClip: exact percentiles per (sample, channel) as the CPU executor defines them
+// (cpu/engine.cpp: percentile): the values rounded to float, a = the order statistic of rank
+// lo = floor(pct / 100 * (m - 1)), b = the one of rank lo + 1, and a + frac * (b - a) in double rounded
+// to float. The order statistics come from a radix selection on the float's bits mapped to unsigned
+// integers of the same order: four passes of 8 bits, each a histogram of the next digit among the
+// values whose higher digits match the prefix found so far. Counts are integers, so the result is
+// exact and does not depend on the launch configuration; no sort, no copy of the data.
+
+constexpr int kSelectTargets = 4;                   // ranks lo and lo + 1 of the lower and the upper percentile
+constexpr std::int64_t kSelectChunk = 16 * kChunk;  // values per block and pass
+
+struct SelectState {
+  std::int64_t rank;    // rank still to find among the values that match `prefix`
+  std::uint32_t prefix; // the digits found so far
+  std::uint32_t pad;
+};
+
+__device__ __forceinline__ std::uint32_t order_key(float v) {
+  const std::uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ float key_value(std::uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// pos = pct / 100 * (m - 1) and its integer part, as the CPU computes them (no contraction).
+__device__ __forceinline__ double percentile_position(float pct, std::int64_t m) {
+  return __dmul_rn(__ddiv_rn(static_cast<double>(pct), 100.0), static_cast<double>(m - 1));
+}
+
+__global__ void select_init_kernel(std::int64_t n_sc, int channels, std::int64_t numel, const OpParams* params,
+                                   int n_ops, int head, SelectState* state) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n_sc * kSelectTargets;
+       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    const std::int64_t sc = i / kSelectTargets;
+    const int t = static_cast<int>(i - sc * kSelectTargets);
+    const OpParams& q = params[(sc / channels) * n_ops + head];
+    const std::int64_t lo = static_cast<std::int64_t>(floor(percentile_position(q.p[t / 2], numel)));
+    const std::int64_t rank = lo + (t % 2);
+    state[i].rank = rank < numel - 1 ? rank : numel - 1;  // lo + 1 past the end is never used
+    state[i].prefix = 0;
+    state[i].pad = 0;
+  }
+}
+
+// Histogram of digit `pass` (bits 31 - 8 pass .. 24 - 8 pass) of the values of each (sample, channel)
+// that match each target's prefix. Targets with equal prefixes share one shared-memory histogram.
+template <typename T>
+__global__ void select_histogram_kernel(const T* x, std::int64_t numel, std::int64_t chunks, std::int64_t n_blocks,
+                                        int pass, const SelectState* state, unsigned long long* hist) {
+  __shared__ unsigned int h[kSelectTargets][256];
+  const int shift = 24 - 8 * pass;
+  const std::uint32_t mask = pass == 0 ? 0u : (0xffffffffu << (32 - 8 * pass));
+  for (std::int64_t b = blockIdx.x; b < n_blocks; b += gridDim.x) {  // b = sc * chunks + k
+    const std::int64_t sc = b / chunks;
+    const std::int64_t k = b - sc * chunks;
+    std::uint32_t prefix[kSelectTargets];
+    int owner[kSelectTargets];  // the first target with the same prefix
+#pragma unroll
+    for (int t = 0; t < kSelectTargets; ++t) {
+      prefix[t] = state[sc * kSelectTargets + t].prefix;
+      owner[t] = t;
+      for (int u = t - 1; u >= 0; --u)
+        if (prefix[u] == prefix[t]) owner[t] = u;
+    }
+    for (int i = threadIdx.x; i < kSelectTargets * 256; i += blockDim.x) (&h[0][0])[i] = 0u;
+    __syncthreads();
+    const T* base = x + sc * numel;
+    const std::int64_t begin = k * kSelectChunk;
+    const std::int64_t end = begin + kSelectChunk < numel ? begin + kSelectChunk : numel;
+    for (std::int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+      const std::uint32_t key = order_key(static_cast<float>(base[i]));
+      const unsigned digit = (key >> shift) & 0xffu;
+#pragma unroll
+      for (int t = 0; t < kSelectTargets; ++t) {
+        if (owner[t] == t && (key & mask) == prefix[t]) atomicAdd(&h[t][digit], 1u);
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kSelectTargets * 256; i += blockDim.x) {
+      const int t = i / 256;
+      const unsigned c = h[owner[t]][i % 256];
+      if (c != 0u) atomicAdd(&hist[sc * kSelectTargets * 256 + i], static_cast<unsigned long long>(c));
+    }
+    __syncthreads();  // `h` is cleared for the block's next chunk
+  }
+}
+
+// The digit of pass `pass` of each target: the bin where the cumulative count passes its rank. Clears
+// the histogram for the next pass.
+__global__ void select_scan_kernel(std::int64_t n_targets, int pass, SelectState* state, unsigned long long* hist) {
+  const int shift = 24 - 8 * pass;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n_targets;
+       i += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    unsigned long long* bins = hist + i * 256;
+    SelectState s = state[i];
+    unsigned long long below = 0;
+    bool found = false;
+    for (int bin = 0; bin < 256; ++bin) {
+      const unsigned long long c = bins[bin];
+      bins[bin] = 0ull;
+      if (!found && static_cast<unsigned long long>(s.rank) < below + c) {
+        s.prefix |= static_cast<std::uint32_t>(bin) << shift;
+        s.rank -= static_cast<std::int64_t>(below);
+        found = true;
+      }
+      below += c;
+    }
+    state[i] = s;
+  }
+}
+
+// The two percentiles of every (sample, channel) from the selected order statistics.
+__global__ void select_finish_kernel(std::int64_t n_sc, int channels, std::int64_t numel, const OpParams* params,
+                                     int n_ops, int head, const SelectState* state, Stats* stats) {
+  for (std::int64_t sc = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; sc < n_sc;
+       sc += static_cast<std::int64_t>(blockDim.x) * gridDim.x) {
+    const OpParams& q = params[(sc / channels) * n_ops + head];
+    float result[2];
+    for (int j = 0; j < 2; ++j) {
+      const double pos = percentile_position(q.p[j], numel);
+      const std::int64_t lo = static_cast<std::int64_t>(floor(pos));
+      const double frac = __dsub_rn(pos, static_cast<double>(lo));
+      const float a = key_value(state[sc * kSelectTargets + 2 * j].prefix);
+      if (frac == 0.0 || lo + 1 >= numel) {
+        result[j] = a;
+      } else {
+        const float b = key_value(state[sc * kSelectTargets + 2 * j + 1].prefix);
+        const double av = static_cast<double>(a);
+        result[j] = static_cast<float>(__dadd_rn(av, __dmul_rn(frac, __dsub_rn(static_cast<double>(b), av))));
+      }
+    }
+    Stats& st = stats[sc * n_ops + head];
+    st.lo = result[0];
+    st.hi = result[1];
+  }
+}
+
+template <typename T>
+void select_percentiles(const T* x, std::int64_t n_sc, int channels, std::int64_t numel, const DeviceProgram& dp,
+                        int head, cudaStream_t s) {
+  select_init_kernel<<<blocks_for(n_sc * kSelectTargets), kThreads, 0, s>>>(n_sc, channels, numel, dp.view.params,
+                                                                            dp.view.n_ops, head, dp.select_state);
+  check_launch("select_init_kernel");
+  const std::int64_t chunks = (numel + kSelectChunk - 1) / kSelectChunk;
+  const std::int64_t n_blocks = n_sc * chunks;
+  for (int pass = 0; pass < 4; ++pass) {
+    select_histogram_kernel<T><<<static_cast<unsigned>(std::min(n_blocks, kMaxBlocks)), kThreads, 0, s>>>(
+        x, numel, chunks, n_blocks, pass, dp.select_state, dp.select_hist);
+    check_launch("select_histogram_kernel");
+    select_scan_kernel<<<blocks_for(n_sc * kSelectTargets), kThreads, 0, s>>>(n_sc * kSelectTargets, pass,
+                                                                              dp.select_state, dp.select_hist);
+    check_launch("select_scan_kernel");
+  }
+  select_finish_kernel<<<blocks_for(n_sc), kThreads, 0, s>>>(n_sc, channels, numel, dp.view.params, dp.view.n_ops, head,
+                                                              dp.select_state, dp.view.stats);
+  check_launch("select_finish_kernel");
+}
 
 // Adds the program's parameters and stream keys (uploaded) and its statistics and partial moments
 // (device only) to `layout`.
@@ -331,6 +495,10 @@ ProgramRegions pack_program(Layout& layout, const cpu::Program& prog, std::int64
   const bool later_stages = stage_count(prog.kinds.data(), prog.n_ops()) > 1;
   r.stats = layout.reserve(later_stages ? static_cast<std::size_t>(n * channels * prog.n_ops()) * sizeof(Stats) : 0);
   r.partials = layout.reserve(later_stages ? static_cast<std::size_t>(n * channels * chunks) * sizeof(Moments) : 0);
+  const bool select = has_percentile_clip(prog) && chunks > 0;
+  const auto targets = static_cast<std::size_t>(n * channels * kSelectTargets);
+  r.select_state = layout.reserve(select ? targets * sizeof(SelectState) : 0);
+  r.select_hist = layout.reserve(select ? targets * 256 * sizeof(unsigned long long) : 0);
   return r;
 }
 
@@ -347,22 +515,45 @@ DeviceProgram device_program(const CallMemory& mem, const ProgramRegions& r, con
   d.view.keys = mem.at<const std::uint64_t>(r.keys);
   d.view.stats = mem.at<Stats>(r.stats);
   d.partials = mem.at<Moments>(r.partials);
+  d.select_state = mem.at<SelectState>(r.select_state);
+  d.select_hist = mem.at<unsigned long long>(r.select_hist);
   return d;
 }
 
-// Stages 1.. on the contiguous buffer, each preceded by the statistics of its input.
+// The first stage whose head is a PercentileClip (0 when there is none).
+std::size_t first_percentile_stage(const DeviceProgram& dp) {
+  for (std::size_t k = 1; k < dp.stages.size(); ++k)
+    if (static_cast<OpKind>(dp.view.kinds[dp.stages[k].head]) == OpKind::PercentileClip) return k;
+  return 0;
+}
+
+// Stages 1.. on the contiguous buffer, each preceded by the statistics of its input (the percentiles
+// for PercentileClip).
 template <typename T>
 void run_later_stages(T* x, std::int64_t n, int channels, std::int64_t numel, DeviceProgram& dp, cudaStream_t s) {
   const std::int64_t chunks = (numel + kChunk - 1) / kChunk;
   const std::int64_t n_sc = n * channels;
   const std::int64_t n_blocks = n_sc * chunks;
   for (std::size_t k = 1; k < dp.stages.size(); ++k) {
-    chunk_stats_kernel<T><<<static_cast<unsigned>(std::min(n_blocks, kMaxBlocks)), kThreads, 0, s>>>(
-        x, numel, chunks, n_blocks, dp.partials);
-    check_launch("chunk_stats_kernel");
-    finalize_stats_kernel<<<blocks_for(n_sc), kThreads, 0, s>>>(dp.partials, n_sc, chunks, channels, dp.view.n_ops,
-                                                                 dp.stages[k].head, dp.view.stats);
-    check_launch("finalize_stats_kernel");
+    const int head = dp.stages[k].head;
+    if (static_cast<OpKind>(dp.view.kinds[head]) == OpKind::PercentileClip) {
+      if (dp.select_hist != nullptr && numel > 0) {
+        // the histograms start at zero (the scan clears them after each pass)
+        if (k == first_percentile_stage(dp)) {
+          check(cudaMemsetAsync(dp.select_hist, 0, static_cast<std::size_t>(n_sc) * kSelectTargets * 256 *
+                                                       sizeof(unsigned long long), s),
+                "cudaMemsetAsync (percentile histograms)");
+        }
+        select_percentiles<T>(x, n_sc, channels, numel, dp, head, s);
+      }
+    } else {
+      chunk_stats_kernel<T><<<static_cast<unsigned>(std::min(n_blocks, kMaxBlocks)), kThreads, 0, s>>>(
+          x, numel, chunks, n_blocks, dp.partials);
+      check_launch("chunk_stats_kernel");
+      finalize_stats_kernel<<<blocks_for(n_sc), kThreads, 0, s>>>(dp.partials, n_sc, chunks, channels, dp.view.n_ops,
+                                                                   head, dp.view.stats);
+      check_launch("finalize_stats_kernel");
+    }
     stage_kernel<T><<<blocks_for(n_sc * numel), kThreads, 0, s>>>(x, n, channels, numel, dp.view, dp.stages[k]);
     check_launch("stage_kernel");
   }

@@ -5,10 +5,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "delira_build_config.h"
+#include "dlpack_abi.h"
 
 #include "../core/flip.h"
 #include "../core/spec.h"
@@ -18,6 +22,7 @@
 #if DELIRA_AUGMENT_WITH_CUDA
 #include "../cuda/engine_cuda.h"
 #include "../cuda/flip_cuda.h"
+#include "../cuda/interop_cuda.h"
 #endif
 
 namespace py = pybind11;
@@ -394,6 +399,431 @@ void gaussian_blur_cuda(std::uintptr_t ptr, const py::object& dtype, const std::
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------
+// DLPack import: a capsule ("dltensor" or "dltensor_versioned") consumed at the C level. The object
+// owns the producer's managed tensor from the moment the capsule is renamed "used_..." and calls its
+// deleter exactly once: on release() or when it is destroyed, whichever comes first.
+
+namespace dl = delira::dlpack;
+
+// The numpy type string of a DLPack dtype, or a TypeError naming the argument.
+std::string dlpack_typestr(const dl::DataType& t, const std::string& name) {
+  if (t.lanes != 1) {
+    throw py::type_error(name + " has a vector DLPack dtype (" + std::to_string(t.lanes) +
+                         " lanes), which numpy has no dtype for; pass an array of scalars");
+  }
+  const int bits = t.bits;
+  const bool byte_sized = bits % 8 == 0 && bits > 0;
+  const std::string size = std::to_string(bits / 8);
+  switch (t.code) {
+    case dl::kInt:
+    case dl::kUInt:
+      if (bits == 8 || bits == 16 || bits == 32 || bits == 64) {
+        return std::string(bits == 8 ? "|" : "<") + (t.code == dl::kInt ? "i" : "u") + size;
+      }
+      break;
+    case dl::kFloat:
+      if (bits == 16 || bits == 32 || bits == 64) return "<f" + size;
+      break;
+    case dl::kComplex:
+      if (bits == 64 || bits == 128) return "<c" + size;
+      break;
+    case dl::kBool:
+      if (bits == 8) return "|b1";
+      break;
+    case dl::kBfloat:
+      throw py::type_error(name + " has dtype bfloat16, which numpy and delira.augment do not support; convert it "
+                           "to float32 first (x.astype('float32'), tf.cast(x, tf.float32), x.float())");
+    default:
+      break;
+  }
+  throw py::type_error(name + " has DLPack dtype code " + std::to_string(t.code) + " with " + std::to_string(bits) +
+                       " bits" + (byte_sized ? "" : " (not whole bytes)") +
+                       ", which has no numpy dtype; convert it to float32, float64 or an integer type first");
+}
+
+class DLPackTensor {
+ public:
+  DLPackTensor(const py::object& capsule, const std::string& name) : name_(name) {
+    PyObject* cap = capsule.ptr();
+    if (!PyCapsule_CheckExact(cap)) {
+      throw py::type_error(name + " must be a DLPack capsule (from x.__dlpack__() or tf.experimental.dlpack.to_dlpack), "
+                           "got " + std::string(Py_TYPE(cap)->tp_name));
+    }
+    const char* cname = PyCapsule_GetName(cap);
+    const std::string cap_name = cname == nullptr ? std::string() : std::string(cname);
+    if (cap_name == dl::kCapsuleNameUsed || cap_name == dl::kVersionedCapsuleNameUsed) {
+      throw py::value_error(name + ": this DLPack capsule was already consumed (a capsule can be imported once); "
+                            "export the array again with x.__dlpack__()");
+    }
+    if (cap_name == dl::kVersionedCapsuleName) {
+      versioned_ = true;
+    } else if (cap_name != dl::kCapsuleName) {
+      throw py::type_error(name + " is a capsule named '" + cap_name + "', not a DLPack capsule ('dltensor' or "
+                           "'dltensor_versioned')");
+    }
+    void* p = PyCapsule_GetPointer(cap, cname);
+    if (p == nullptr) throw py::error_already_set();
+    dl::Tensor* t = nullptr;
+    if (versioned_) {
+      auto* m = static_cast<dl::ManagedTensorVersioned*>(p);
+      if (m->version.major != dl::kMajorVersion) {
+        // Not consumed: the capsule keeps ownership, and its destructor calls the producer's deleter.
+        PyErr_SetString(PyExc_BufferError,
+                        (name + ": DLPack version " + std::to_string(m->version.major) + "." +
+                         std::to_string(m->version.minor) + " is not supported (delira.augment reads DLPack 1.x); "
+                         "export with x.__dlpack__(max_version=(1, 0))")
+                            .c_str());
+        throw py::error_already_set();
+      }
+      version_ = m->version;
+      flags_ = m->flags;
+      t = &m->dl_tensor;
+    } else {
+      t = &static_cast<dl::ManagedTensor*>(p)->dl_tensor;
+    }
+    if (PyCapsule_SetName(cap, versioned_ ? dl::kVersionedCapsuleNameUsed : dl::kCapsuleNameUsed) != 0) {
+      throw py::error_already_set();
+    }
+    managed_ = p;  // ours from here on: the deleter is called also when a check below fails
+    tensor_ = t;
+    try {
+      read();
+    } catch (...) {
+      release();  // a constructor that throws runs no destructor
+      throw;
+    }
+  }
+
+  ~DLPackTensor() { release(); }
+  DLPackTensor(const DLPackTensor&) = delete;
+  DLPackTensor& operator=(const DLPackTensor&) = delete;
+
+  // Calls the producer's deleter (once; later calls do nothing). The data must not be used afterwards.
+  void release() {
+    void* m = managed_;
+    managed_ = nullptr;
+    tensor_ = nullptr;
+    if (m == nullptr) return;
+    if (versioned_) {
+      auto* v = static_cast<dl::ManagedTensorVersioned*>(m);
+      if (v->deleter != nullptr) v->deleter(v);
+    } else {
+      auto* u = static_cast<dl::ManagedTensor*>(m);
+      if (u->deleter != nullptr) u->deleter(u);
+    }
+  }
+
+  bool released() const { return managed_ == nullptr; }
+  std::uintptr_t ptr() const { return ptr_; }
+  const std::vector<std::int64_t>& shape() const { return shape_; }
+  const std::vector<std::int64_t>& strides() const { return strides_; }
+  const std::string& typestr() const { return typestr_; }
+  int itemsize() const { return itemsize_; }
+  int device_type() const { return device_type_; }
+  int device_id() const { return device_id_; }
+  bool versioned() const { return versioned_; }
+  bool readonly() const { return (flags_ & dl::kFlagReadOnly) != 0; }
+  std::uint64_t flags() const { return flags_; }
+  py::object version() const {
+    if (!versioned_) return py::none();
+    return py::make_tuple(version_.major, version_.minor);
+  }
+  bool is_host() const { return device_type_ == dl::kCPU || device_type_ == dl::kCUDAHost; }
+
+  // numpy's array interface of host memory (numpy keeps this object alive as the array's base).
+  py::dict array_interface() const {
+    if (released()) throw py::value_error(name_ + ": the DLPack tensor was released");
+    if (!is_host()) {
+      throw py::value_error(name_ + " is in device memory (DLPack device type " + std::to_string(device_type_) +
+                            "), not host memory");
+    }
+    py::list shape, strides;
+    for (std::size_t d = 0; d < shape_.size(); ++d) {
+      shape.append(shape_[d]);
+      strides.append(strides_[d] * itemsize_);
+    }
+    py::dict iface;
+    iface["shape"] = py::tuple(shape);
+    iface["strides"] = py::tuple(strides);
+    iface["typestr"] = typestr_;
+    iface["data"] = py::make_tuple(ptr_, readonly());
+    iface["version"] = 3;
+    return iface;
+  }
+
+ private:
+  void read() {
+    const dl::Tensor& t = *tensor_;
+    device_type_ = t.device.device_type;
+    device_id_ = t.device.device_id;
+    if (device_type_ != dl::kCPU && device_type_ != dl::kCUDAHost && device_type_ != dl::kCUDA &&
+        device_type_ != dl::kCUDAManaged) {
+      throw py::value_error(name_ + " is on DLPack device type " + std::to_string(device_type_) +
+                            "; delira.augment reads host memory (kDLCPU, kDLCUDAHost) and NVIDIA GPU memory "
+                            "(kDLCUDA, kDLCUDAManaged): move the array to the CPU or a CUDA GPU first");
+    }
+    if (t.ndim < 0 || t.ndim > 64) throw py::value_error(name_ + " has an invalid DLPack ndim " + std::to_string(t.ndim));
+    typestr_ = dlpack_typestr(t.dtype, name_);
+    itemsize_ = t.dtype.bits / 8;
+    shape_.assign(t.shape, t.shape + t.ndim);
+    for (std::int64_t e : shape_) {
+      if (e < 0) throw py::value_error(name_ + " has a negative DLPack extent " + std::to_string(e));
+    }
+    if (t.strides != nullptr) {
+      strides_.assign(t.strides, t.strides + t.ndim);
+    } else {  // compact row-major
+      strides_.assign(static_cast<std::size_t>(t.ndim), 1);
+      for (int d = t.ndim - 2; d >= 0; --d) strides_[d] = strides_[d + 1] * std::max<std::int64_t>(shape_[d + 1], 1);
+    }
+    ptr_ = reinterpret_cast<std::uintptr_t>(t.data) + static_cast<std::uintptr_t>(t.byte_offset);
+  }
+
+  std::string name_;
+  void* managed_ = nullptr;
+  dl::Tensor* tensor_ = nullptr;
+  bool versioned_ = false;
+  dl::PackVersion version_{0, 0};
+  std::uint64_t flags_ = 0;
+  std::uintptr_t ptr_ = 0;
+  std::vector<std::int64_t> shape_, strides_;
+  std::string typestr_;
+  int itemsize_ = 0;
+  int device_type_ = 0;
+  int device_id_ = 0;
+};
+
+#if DELIRA_AUGMENT_WITH_CUDA
+// ---------------------------------------------------------------------------------------------
+// Output buffers of calls on TensorFlow / JAX GPU arrays: C-contiguous device memory from delira's
+// stream-ordered pool, exported to the input's framework through DLPack. The memory lives as long as
+// the Python object or any exported capsule (shared ownership); a buffer that was never exported is
+// freed stream-ordered on its stream, an exported one after the device is idle (the consumer may still
+// be reading it on a stream delira does not know).
+
+struct BufferState {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+  int device = 0;
+  void* stream = nullptr;
+  std::atomic<bool> exported{false};
+  ~BufferState() { delira::cuda::buffer_free(ptr, device, stream, exported.load()); }
+};
+
+dl::DataType dlpack_dtype(DType t) {
+  switch (t) {
+    case DType::Float32: return {dl::kFloat, 32, 1};
+    case DType::Float64: return {dl::kFloat, 64, 1};
+    case DType::UInt8: return {dl::kUInt, 8, 1};
+    case DType::Int16: return {dl::kInt, 16, 1};
+    case DType::Int32: return {dl::kInt, 32, 1};
+    case DType::Int64: return {dl::kInt, 64, 1};
+  }
+  return {dl::kFloat, 32, 1};
+}
+
+std::size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::Float32: return 4;
+    case DType::Float64: return 8;
+    case DType::UInt8: return 1;
+    case DType::Int16: return 2;
+    case DType::Int32: return 4;
+    case DType::Int64: return 8;
+  }
+  return 4;
+}
+
+const char* dtype_typestr(DType t) {
+  switch (t) {
+    case DType::Float32: return "<f4";
+    case DType::Float64: return "<f8";
+    case DType::UInt8: return "|u1";
+    case DType::Int16: return "<i2";
+    case DType::Int32: return "<i4";
+    case DType::Int64: return "<i8";
+  }
+  return "<f4";
+}
+
+// What an exported capsule owns: a reference to the buffer and the shape/strides arrays.
+struct ExportContext {
+  std::shared_ptr<BufferState> state;
+  std::vector<std::int64_t> shape, strides;
+  dl::ManagedTensor legacy{};
+  dl::ManagedTensorVersioned versioned{};
+};
+
+void delete_legacy(dl::ManagedTensor* self) { delete static_cast<ExportContext*>(self->manager_ctx); }
+void delete_versioned(dl::ManagedTensorVersioned* self) { delete static_cast<ExportContext*>(self->manager_ctx); }
+
+// Capsule destructor: a capsule nobody consumed still owns its managed tensor.
+void capsule_destructor(PyObject* capsule) {
+  if (PyCapsule_IsValid(capsule, dl::kVersionedCapsuleName)) {
+    auto* m = static_cast<dl::ManagedTensorVersioned*>(PyCapsule_GetPointer(capsule, dl::kVersionedCapsuleName));
+    if (m != nullptr && m->deleter != nullptr) m->deleter(m);
+  } else if (PyCapsule_IsValid(capsule, dl::kCapsuleName)) {
+    auto* m = static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(capsule, dl::kCapsuleName));
+    if (m != nullptr && m->deleter != nullptr) m->deleter(m);
+  }
+  PyErr_Clear();  // PyCapsule_IsValid/GetPointer must not leave an error behind in a destructor
+}
+
+class CudaBuffer {
+ public:
+  CudaBuffer(int device, const py::object& dtype, const std::vector<std::int64_t>& shape, std::uintptr_t stream)
+      : dtype_(dtype_arg(dtype)), shape_(shape) {
+    if (shape.size() > static_cast<std::size_t>(delira::kMaxDims)) {
+      throw py::value_error("CudaBuffer: at most " + std::to_string(delira::kMaxDims) + " dimensions");
+    }
+    std::size_t n = 1;
+    for (std::int64_t e : shape) {
+      if (e < 0) throw py::value_error("CudaBuffer: negative extent");
+      n *= static_cast<std::size_t>(e);
+    }
+    state_ = std::make_shared<BufferState>();
+    state_->bytes = n * dtype_size(dtype_);
+    state_->device = device;
+    state_->stream = reinterpret_cast<void*>(stream);
+    py::gil_scoped_release release;
+    state_->ptr = delira::cuda::buffer_alloc(state_->bytes, device, state_->stream);
+  }
+
+  std::uintptr_t ptr() const { return reinterpret_cast<std::uintptr_t>(state_->ptr); }
+  int device() const { return state_->device; }
+  std::uintptr_t stream() const { return reinterpret_cast<std::uintptr_t>(state_->stream); }
+  const std::vector<std::int64_t>& shape() const { return shape_; }
+  std::string dtype() const { return delira::dtype_name(dtype_); }
+  std::size_t nbytes() const { return state_->bytes; }
+  bool exported() const { return state_->exported.load(); }
+
+  py::dict cuda_array_interface() const {
+    py::dict iface;
+    iface["shape"] = py::tuple(py::cast(shape_));
+    iface["typestr"] = dtype_typestr(dtype_);
+    iface["data"] = py::make_tuple(state_->bytes ? ptr() : 0, false);
+    iface["strides"] = py::none();
+    iface["version"] = 3;
+    return iface;
+  }
+
+  py::tuple dlpack_device() const { return py::make_tuple(static_cast<int>(dl::kCUDA), state_->device); }
+
+  // The Python DLPack protocol. `stream`: the consumer's stream (None = the legacy default stream, 1
+  // legacy, 2 per-thread, else a pointer; -1: the consumer synchronises itself, so the buffer's work is
+  // waited for here); the consumer's stream is made to wait for the work enqueued on the buffer so far.
+  py::object dlpack(const py::object& stream, const py::object& max_version, const py::object& dl_device,
+                    const py::object& copy) {
+    if (!dl_device.is_none()) {
+      auto dev = dl_device.cast<py::tuple>();
+      if (dev.size() != 2 || dev[0].cast<int>() != dl::kCUDA || dev[1].cast<int>() != state_->device) {
+        PyErr_SetString(PyExc_BufferError, "delira.augment CudaBuffer: export to another device is not supported");
+        throw py::error_already_set();
+      }
+    }
+    if (!copy.is_none() && copy.cast<bool>()) {
+      PyErr_SetString(PyExc_BufferError, "delira.augment CudaBuffer: copy=True is not supported; export without a copy");
+      throw py::error_already_set();
+    }
+    std::intptr_t consumer = 1;  // None: the legacy default stream
+    if (!stream.is_none()) consumer = stream.cast<std::intptr_t>();
+    if (consumer == 0) {
+      throw py::value_error("stream=0 is ambiguous in the DLPack protocol; pass 1 (legacy default stream), 2 "
+                            "(per-thread default stream) or a stream pointer");
+    }
+    {
+      py::gil_scoped_release release;
+      if (consumer == -1) {
+        delira::cuda::stream_synchronize(state_->stream, state_->device);
+      } else {
+        delira::cuda::stream_wait(reinterpret_cast<void*>(consumer), state_->stream, state_->device);
+      }
+    }
+    bool versioned = false;
+    if (!max_version.is_none()) versioned = max_version.cast<py::tuple>()[0].cast<int>() >= 1;
+
+    auto* ctx = new ExportContext();
+    ctx->state = state_;
+    ctx->shape = shape_;
+    ctx->strides.assign(shape_.size(), 1);
+    for (int d = static_cast<int>(shape_.size()) - 2; d >= 0; --d) {
+      ctx->strides[d] = ctx->strides[d + 1] * std::max<std::int64_t>(shape_[d + 1], 1);
+    }
+    dl::Tensor t{};
+    t.data = state_->ptr;
+    t.device = {dl::kCUDA, state_->device};
+    t.ndim = static_cast<std::int32_t>(shape_.size());
+    t.dtype = dlpack_dtype(dtype_);
+    t.shape = ctx->shape.data();
+    t.strides = ctx->strides.data();
+    t.byte_offset = 0;
+    PyObject* capsule = nullptr;
+    if (versioned) {
+      ctx->versioned.version = {dl::kMajorVersion, dl::kMinorVersion};
+      ctx->versioned.manager_ctx = ctx;
+      ctx->versioned.deleter = delete_versioned;
+      ctx->versioned.flags = 0;
+      ctx->versioned.dl_tensor = t;
+      capsule = PyCapsule_New(&ctx->versioned, dl::kVersionedCapsuleName, capsule_destructor);
+    } else {
+      ctx->legacy.dl_tensor = t;
+      ctx->legacy.manager_ctx = ctx;
+      ctx->legacy.deleter = delete_legacy;
+      capsule = PyCapsule_New(&ctx->legacy, dl::kCapsuleName, capsule_destructor);
+    }
+    if (capsule == nullptr) {
+      delete ctx;
+      throw py::error_already_set();
+    }
+    state_->exported.store(true);
+    return py::reinterpret_steal<py::object>(capsule);
+  }
+
+ private:
+  DType dtype_;
+  std::vector<std::int64_t> shape_;
+  std::shared_ptr<BufferState> state_;
+};
+
+void crop_cuda(std::uintptr_t in_ptr, std::uintptr_t out_ptr, const py::object& dtype,
+               const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+               const std::vector<std::int64_t>& out_shape,
+               const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& starts,
+               std::uint64_t pad_bits, std::uintptr_t stream) {
+  const DType dt = dtype_arg(dtype);
+  const int ndim = static_cast<int>(shape.size());
+  if (ndim < 3 || ndim > delira::kMaxDims || strides.size() != shape.size() || out_shape.size() != shape.size()) {
+    throw py::value_error("crop: x must be (N, C, *spatial) with 1 to 3 spatial axes, with matching strides and "
+                          "output shape");
+  }
+  delira::cuda::CropGeometry g;
+  g.ndim = ndim;
+  for (int d = 0; d < ndim; ++d) {
+    g.in_shape[d] = shape[d];
+    g.in_stride[d] = strides[d];
+    g.out_shape[d] = out_shape[d];
+  }
+  if (starts.ndim() != 2 || starts.shape(0) != shape[0] || starts.shape(1) != ndim - 2) {
+    throw py::value_error("crop: starts must have shape (N, number of spatial axes)");
+  }
+  std::vector<std::int64_t> s(starts.data(), starts.data() + starts.size());
+  py::gil_scoped_release release;
+  delira::cuda::crop(reinterpret_cast<const void*>(in_ptr), reinterpret_cast<void*>(out_ptr), dt, g, s, pad_bits,
+                     reinterpret_cast<void*>(stream));
+}
+
+bool any_nan_cuda(std::uintptr_t ptr, const py::object& dtype, const std::vector<std::int64_t>& shape,
+                  const std::vector<std::int64_t>& strides, std::uintptr_t stream) {
+  const DType dt = dtype_arg(dtype);
+  if (shape.size() != strides.size() || shape.empty() || shape.size() > static_cast<std::size_t>(delira::kMaxDims)) {
+    throw py::value_error("any_nan: x must have 1 to 5 dimensions with matching strides");
+  }
+  py::gil_scoped_release release;
+  return delira::cuda::any_nan(reinterpret_cast<const void*>(ptr), dt, static_cast<int>(shape.size()), shape.data(),
+                               strides.data(), reinterpret_cast<void*>(stream));
+}
+#endif
+
 py::dict build_info() {
   py::dict info;
   info["compiled"] = true;
@@ -467,6 +897,66 @@ PYBIND11_MODULE(_C, m) {
   m.def("gaussian_blur_cuda", &gaussian_blur_cuda, py::arg("ptr"), py::arg("dtype"), py::arg("shape"),
         py::arg("sigma"), py::arg("truncate"), py::arg("stream"),
         "Gaussian filter in place on a contiguous device array.");
+#endif
+  py::class_<DLPackTensor>(m, "DLPackTensor",
+                           "A DLPack capsule imported at the C level (renamed 'used_...'); calls the producer's "
+                           "deleter once, on release() or when destroyed.")
+      .def(py::init<const py::object&, const std::string&>(), py::arg("capsule"), py::arg("name") = "x")
+      .def_property_readonly("ptr", &DLPackTensor::ptr, "Address of element (0, ..., 0): data + byte_offset.")
+      .def_property_readonly("shape", [](const DLPackTensor& t) { return py::tuple(py::cast(t.shape())); })
+      .def_property_readonly("strides", [](const DLPackTensor& t) { return py::tuple(py::cast(t.strides())); },
+                             "Strides in elements (computed row-major when the producer gave none).")
+      .def_property_readonly("typestr", &DLPackTensor::typestr, "numpy type string of the dtype.")
+      .def_property_readonly("itemsize", &DLPackTensor::itemsize)
+      .def_property_readonly("device_type", &DLPackTensor::device_type)
+      .def_property_readonly("device_id", &DLPackTensor::device_id)
+      .def_property_readonly("versioned", &DLPackTensor::versioned)
+      .def_property_readonly("version", &DLPackTensor::version)
+      .def_property_readonly("flags", &DLPackTensor::flags)
+      .def_property_readonly("readonly", &DLPackTensor::readonly)
+      .def_property_readonly("is_host", &DLPackTensor::is_host)
+      .def_property_readonly("released", &DLPackTensor::released)
+      .def_property_readonly("__array_interface__", &DLPackTensor::array_interface)
+      .def("release", &DLPackTensor::release, "Call the producer's deleter now (once).");
+#if DELIRA_AUGMENT_WITH_CUDA
+  py::class_<CudaBuffer>(m, "CudaBuffer",
+                         "C-contiguous device memory from delira's pool, exported through DLPack "
+                         "(__dlpack__ / __dlpack_device__) and __cuda_array_interface__.")
+      .def(py::init<int, const py::object&, const std::vector<std::int64_t>&, std::uintptr_t>(), py::arg("device"),
+           py::arg("dtype"), py::arg("shape"), py::arg("stream"))
+      .def_property_readonly("ptr", &CudaBuffer::ptr)
+      .def_property_readonly("device", &CudaBuffer::device)
+      .def_property_readonly("stream", &CudaBuffer::stream)
+      .def_property_readonly("shape", [](const CudaBuffer& b) { return py::tuple(py::cast(b.shape())); })
+      .def_property_readonly("dtype", &CudaBuffer::dtype)
+      .def_property_readonly("nbytes", &CudaBuffer::nbytes)
+      .def_property_readonly("exported", &CudaBuffer::exported)
+      .def_property_readonly("__cuda_array_interface__", &CudaBuffer::cuda_array_interface)
+      .def("__dlpack_device__", &CudaBuffer::dlpack_device)
+      .def("__dlpack__", &CudaBuffer::dlpack, py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(), py::arg("copy") = py::none());
+  m.def("crop_cuda", &crop_cuda, py::arg("in_ptr"), py::arg("out_ptr"), py::arg("dtype"), py::arg("shape"),
+        py::arg("strides"), py::arg("out_shape"), py::arg("starts"), py::arg("pad_bits"), py::arg("stream"),
+        "Crop with padding of a strided device array into a contiguous one; starts (N, ndim) per sample.");
+  m.def("any_nan_cuda", &any_nan_cuda, py::arg("ptr"), py::arg("dtype"), py::arg("shape"), py::arg("strides"),
+        py::arg("stream"), "Whether a strided float device array holds a NaN (synchronises the stream).");
+  m.def("interop_stream", [](int device) { return reinterpret_cast<std::uintptr_t>(delira::cuda::interop_stream(device)); },
+        py::arg("device"), "delira's own stream of a device (calls on TensorFlow / JAX arrays run on it).");
+  m.def("pointer_device", [](std::uintptr_t ptr) { return delira::cuda::pointer_device(reinterpret_cast<const void*>(ptr)); },
+        py::arg("ptr"), "The CUDA device that holds a pointer.");
+  m.def("stream_wait", [](std::uintptr_t consumer, std::uintptr_t producer, int device) {
+          py::gil_scoped_release release;
+          delira::cuda::stream_wait(reinterpret_cast<void*>(consumer), reinterpret_cast<void*>(producer), device);
+        }, py::arg("consumer"), py::arg("producer"), py::arg("device"),
+        "Make `consumer` wait for the work enqueued on `producer` so far (no host wait).");
+  m.def("stream_synchronize", [](std::uintptr_t stream, int device) {
+          py::gil_scoped_release release;
+          delira::cuda::stream_synchronize(reinterpret_cast<void*>(stream), device);
+        }, py::arg("stream"), py::arg("device"));
+  m.def("device_synchronize", [](int device) {
+          py::gil_scoped_release release;
+          delira::cuda::device_synchronize(device);
+        }, py::arg("device"));
 #endif
   m.def("build_info", &build_info, "How the extension was built.");
   m.def("cuda_device_count", &cuda_device_count,

@@ -56,8 +56,8 @@ def flip(x: Any, axes: int | Iterable[int] | None = None) -> Any:
     Args:
         x: array of 1 to 5 dimensions, for example ``(N, C, D, H, W)``, with dtype float32,
             float64, uint8, int16, int32 or int64; any strides (negative and zero ones included). A
-            numpy array, a torch tensor (CPU or CUDA; read detached), a cupy array or a tensorflow
-            tensor.
+            numpy array, a torch tensor (CPU or CUDA; read detached), a cupy array, a tensorflow
+            tensor or a jax array (CPU or GPU; GPU ones through DLPack).
         axes: axis or axes to reverse; negative values count from the end; None reverses all.
 
     Returns:
@@ -101,4 +101,4 @@ def _flip_cuda(x: Any, axes: int | Iterable[int] | None) -> Any:
             list(axes_t),
             stream,
         )
-    return out
+    return _arrays.cuda_wrapper(x)(out)

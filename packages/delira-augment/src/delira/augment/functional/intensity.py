@@ -6,11 +6,12 @@ length-N sequences (one per sample). Statistics (mean, std, min, max, percentile
 sample and channel. Formulas follow batchgenerators' definitions.
 
 Inputs: float32/float64 only (float16 and integers raise a TypeError naming ``x``); any strides,
-read in place; torch tensors are read detached. torch CUDA tensors and cupy arrays run on the CUDA
-executor (on the caller's current stream) and come back on their device (``percentile_clip`` excepted:
-a ValueError). NaN propagates as numpy does: a NaN voxel stays NaN in voxel-wise ops, and ops that use
-the channel's mean, std, min or max make that whole channel NaN; :func:`percentile_clip` raises a
-ValueError on NaN (its percentiles are undefined). See the package README, "Inputs" and "CUDA".
+read in place; torch tensors are read detached. CUDA arrays (torch CUDA tensors and cupy arrays on the
+caller's current stream; tensorflow GPU tensors and jax GPU arrays through DLPack) run on the CUDA
+executor and come back on their device, in their framework. NaN propagates as numpy does: a NaN voxel
+stays NaN in voxel-wise ops, and ops that use the channel's mean, std, min or max make that whole
+channel NaN; :func:`percentile_clip` raises a ValueError on NaN (its percentiles are undefined). See
+the package README, "Inputs" and "CUDA".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from delira.augment import _arrays, _engine
+from delira.augment import _arrays, _cuda, _engine
 from delira.augment import _validate as v
 from delira.augment._program import OpKind, Program
 
@@ -32,7 +33,7 @@ def _image(x: Any) -> tuple[np.ndarray, Any]:
         v.image_dtype(host, "x")
         if host.size == 0:
             raise ValueError(f"x has shape {host.shape}, which is empty")
-        return host, lambda out: out
+        return host, _arrays.cuda_wrapper(x)
     host, wrap = _arrays.to_host(x)
     if host.ndim < 3 or host.ndim > 5:
         raise ValueError(f"x has shape {host.shape}; expected (N, C, *spatial) with 1 to 3 spatial axes")
@@ -52,6 +53,7 @@ def _run(x: Any, build, seed: Any = None, backend: str = "auto") -> Any:
     build(prog, host.shape[0])
     if seed is not None:
         prog.seeds = np.random.default_rng(seed).integers(0, 2**63, size=host.shape[0], dtype=np.uint64)
+    _cuda.check_percentile_input(host, prog)
     return wrap(_engine.run_program(host, prog, backend))
 
 
@@ -146,6 +148,10 @@ def zscore_normalize(x: Any, eps: float = 1e-8, *, backend: str = "auto") -> Any
 def percentile_clip(x: Any, lower: float = 0.5, upper: float = 99.5, *, backend: str = "auto") -> Any:
     """Clip to the ``lower`` and ``upper`` percentiles (numpy's linear definition) per sample and channel.
 
+    The percentiles are those of the values rounded to float32, exact on either executor (the CUDA
+    executor selects the order statistics by radix selection, the CPU one with ``nth_element``), so both
+    give the same result. On CUDA inputs the NaN check synchronises the caller's stream once.
+
     Raises:
         ValueError: when ``x`` contains NaN (replace it first, e.g. with ``numpy.nan_to_num``).
     """
@@ -180,8 +186,9 @@ def simulate_low_resolution(
     Args:
         zoom: in (0, 1]; scalar or per sample ``(N,)``.
 
-    CUDA inputs (torch CUDA tensors, cupy arrays) are resized on the GPU (two ``affine_resample``
-    calls per sample on the CUDA executor) and returned on their device.
+    CUDA inputs (torch CUDA tensors, cupy arrays, tensorflow GPU tensors, jax GPU arrays) are resized
+    on the GPU (two ``affine_resample`` calls per sample on the CUDA executor) and returned on their
+    device, in their framework.
     """
     from delira.augment.functional.spatial import affine_resample
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from delira.augment import _arrays, _engine
+from delira.augment import _arrays, _cuda, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment._spec import ResampleSpec
@@ -104,7 +104,7 @@ def _as_batch(x: Any, name: str, spatial_ndim: int | None, kind: str) -> tuple[n
         host = _arrays.CudaArray.from_array(x, name)
         v.batch_array(host, name, spatial_ndim)
         (v.image_dtype if kind == "image" else v.label_dtype)(host, name)
-        return host, lambda out: out  # outputs are allocated in the input's framework already
+        return host, _arrays.cuda_wrapper(x)  # torch/cupy: allocated in the framework; tf/jax: exported
     host, wrap = _arrays.to_host(x, name)
     v.batch_array(host, name, spatial_ndim)
     (v.image_dtype if kind == "image" else v.label_dtype)(host, name)
@@ -147,8 +147,9 @@ def spatial_transform(
         backend: 'auto', 'cpu', 'cuda' or 'batchgenerators'.
 
     Inputs are read through their strides (transposed, sliced and negative-stride views need no copy);
-    torch tensors are read detached. CUDA inputs (torch CUDA tensors, cupy arrays, data and seg on one
-    device) run on the CUDA executor on the caller's current stream. NaN in ``data`` propagates to every
+    torch tensors are read detached. CUDA inputs (data and seg on one device) run on the CUDA executor:
+    torch CUDA tensors and cupy arrays on the caller's current stream, tensorflow GPU tensors and jax GPU
+    arrays through DLPack on delira's stream of the device. NaN in ``data`` propagates to every
     output voxel whose interpolation stencil touches it, as in ``scipy.ndimage`` (order 3: through the
     spline prefilter).
     Labels are copied exactly (int64 included). float16 data, bool labels and empty arrays raise.
@@ -206,6 +207,7 @@ def spatial_transform(
         cval_seg=cval_seg,
         program=program,
     )
+    _cuda.check_percentile_input(d_host, program)
     out_d, out_s = _engine.resample(d_host, s_host, spec, backend)
     return (None if out_d is None else wrap_d(out_d)), (None if out_s is None else wrap_s(out_s))
 
@@ -253,7 +255,7 @@ def affine_resample(
             f"the last row of matrix must be {np.eye(nd + 1)[nd].tolist()}, got {m[nd].tolist()}"
         )
     if _arrays.is_cuda_array(x):
-        host, wrap = x, (lambda out: out)
+        host, wrap = x, (lambda out: out)  # spatial_transform returns x's framework already
     else:
         host, wrap = _arrays.to_host(x)
     shape = tuple(int(s) for s in host.shape)
@@ -279,16 +281,16 @@ def affine_resample(
     n_batch = int(np.prod(lead)) if lead else 1
     if n_batch == 0 or 0 in spatial or 0 in out_spatial:
         if _arrays.is_cuda_array(host):
-            return _arrays.cuda_empty_like(host, lead + tuple(out_spatial))
+            return _arrays.cuda_wrapper(host)(_arrays.cuda_empty_like(host, lead + tuple(out_spatial)))
         return wrap(np.empty(lead + tuple(out_spatial), dtype=dtype))
-    batch = host.reshape((n_batch, 1, *spatial))
+    batch = _arrays.reshape(host, (n_batch, 1, *spatial))
     affine = np.broadcast_to(m[:nd].astype(np.float64), (n_batch, nd, nd + 1))
     kwargs = {"affine": affine, "patch_size": out_spatial, "backend": backend}
     if is_label:
         _, out = spatial_transform(None, batch, order_seg=order, mode_seg=mode, cval_seg=cval, **kwargs)
     else:
         out, _ = spatial_transform(batch, None, order_data=order, mode_data=mode, cval_data=cval, **kwargs)
-    return wrap(out.reshape(lead + tuple(out_spatial)))
+    return wrap(_arrays.reshape(out, lead + tuple(out_spatial)))
 
 
 def mirror(x: Any, axes: Any) -> Any:
@@ -304,29 +306,27 @@ def crop(x: Any, center: Any, size: tuple[int, ...], pad_value: float = 0.0) -> 
     """Crop patches of ``size`` around per-sample integer centres, padding with ``pad_value`` outside.
 
     Args:
-        x: ``(N, C, *spatial)`` array.
+        x: ``(N, C, *spatial)`` array. CUDA arrays (torch, cupy, tensorflow GPU, jax GPU; uint8, int16,
+            int32, int64, float32 or float64, any strides) are cropped on the GPU by one kernel and come
+            back on their device, in their framework.
         center: ``(N, ndim)`` voxel indices of the patch centres (the voxel at ``size // 2``).
         size: patch spatial shape.
+        pad_value: value of the voxels outside the input, converted to x's dtype as numpy converts it.
 
     Returns:
         ``(N, C, *size)`` array of x's dtype and type.
     """
     if _arrays.is_cuda_array(x):
-        raise NotImplementedError(
-            "crop on CUDA arrays is not implemented yet; crop on the CPU before moving the batch to the GPU, "
-            "or use SpatialTransform (which crops on the GPU)"
-        )
+        return _crop_cuda(x, center, size, pad_value)
     host, wrap = _arrays.to_host(x)
     nd = host.ndim - 2
     size = v.int_tuple(size, nd, "size")
-    center = np.asarray(center)
-    if center.shape != (host.shape[0], nd):
-        raise ValueError(f"center has shape {center.shape}; expected (N, ndim) = {(host.shape[0], nd)}")
+    starts = crop_starts(center, size, host.shape[0])
     out = np.full(host.shape[:2] + size, pad_value, dtype=host.dtype)
     for i in range(host.shape[0]):
         src, dst = [], []
         for d in range(nd):
-            start = int(center[i, d]) - size[d] // 2
+            start = int(starts[i, d])
             lo, hi = max(start, 0), min(start + size[d], host.shape[2 + d])
             if hi <= lo:
                 break
@@ -335,3 +335,46 @@ def crop(x: Any, center: Any, size: tuple[int, ...], pad_value: float = 0.0) -> 
         else:
             out[(i, slice(None), *dst)] = host[(i, slice(None), *src)]
     return wrap(out)
+
+
+def crop_starts(center: Any, size: tuple[int, ...], n: int) -> np.ndarray:
+    """The first input index of every patch, ``center - size // 2`` ``(N, ndim)`` (int64)."""
+    center = np.asarray(center)
+    nd = len(size)
+    if center.shape != (n, nd):
+        raise ValueError(f"center has shape {center.shape}; expected (N, ndim) = {(n, nd)}")
+    return center.astype(np.int64) - np.asarray(size, dtype=np.int64)[None] // 2
+
+
+def _crop_cuda(x: Any, center: Any, size: Any, pad_value: float) -> Any:
+    """crop on the GPU: one kernel reads the strided input in place and writes the padded patches."""
+    from delira.augment._cuda import require_cuda
+
+    a = _arrays.CudaArray.from_array(x, "x")
+    if not 3 <= a.ndim <= 5:
+        raise ValueError(f"x has shape {a.shape}; expected (N, C, *spatial) with 1 to 3 spatial axes")
+    dtype = _arrays.check_dtype(a.dtype, "x")
+    nd = a.ndim - 2
+    size = v.int_tuple(size, nd, "size")
+    starts = crop_starts(center, size, a.shape[0])
+    pad = np.full((), pad_value, dtype=a.dtype).tobytes()  # as the CPU path converts it (np.full)
+    pad_bits = int.from_bytes(pad.ljust(8, b"\0")[:8], "little") if np.little_endian else None
+    if pad_bits is None:  # pragma: no cover - big-endian hosts have no CUDA
+        raise RuntimeError("crop on CUDA arrays needs a little-endian host")
+    out_shape = (*a.shape[:2], *size)
+    module = require_cuda("crop")
+    out = _arrays.cuda_empty_like(a.obj, out_shape)
+    stream, device = _arrays.cuda_stream_and_device(a.obj)
+    with device:
+        module.crop_cuda(
+            a.ptr,
+            _arrays.CudaArray.from_array(out, "out").ptr,
+            dtype,
+            list(a.shape),
+            list(a.strides),
+            list(out_shape),
+            starts,
+            pad_bits,
+            stream,
+        )
+    return _arrays.cuda_wrapper(x)(out)

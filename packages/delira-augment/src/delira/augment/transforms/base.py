@@ -26,9 +26,10 @@ class Transform:
     The batch is a dict with an image array under ``data_key`` ``(N, C, H, W)`` or ``(N, C, D, H, W)``
     float32/float64 and optionally a segmentation under ``seg_key`` ``(N, Cs, *spatial)`` uint8/int16/
     int32/int64 with the same ``N`` and spatial shape; other entries pass through unchanged. Arrays may
-    be numpy arrays or torch/tensorflow CPU tensors, or torch CUDA tensors / cupy arrays, which run on
-    the CUDA executor (every transform except the crops and PercentileClip); outputs keep the type and
-    device. Checked when called (see the package README, "Inputs"): float16 data is computed as float32
+    be numpy arrays, torch/tensorflow CPU tensors or jax CPU arrays, or CUDA arrays (torch CUDA tensors,
+    cupy arrays, tensorflow GPU tensors, jax GPU arrays), which run on the CUDA executor (every
+    transform); outputs keep the type and device. Checked when called (see the package README,
+    "Inputs"): float16 data is computed as float32
     and returned as float32; a bool seg is computed as uint8 and returned as bool; any strides
     (transposed, sliced, negative) are read as they are; torch tensors that require grad are read
     detached (outputs carry no autograd history); integer data, another rank, an empty axis or a seg
@@ -117,9 +118,10 @@ def as_input(x: Any, name: str) -> tuple[Any, Any]:
     """What the engine takes for ``x``, and the wrapper of its result.
 
     Host arrays: a numpy view and the wrapper back to ``x``'s type (:func:`to_numpy`). CUDA arrays
-    (torch CUDA tensors, cupy arrays): their :class:`~delira.augment._arrays.CudaArray` description,
-    so the operation runs on the CUDA executor; its result is already in ``x``'s framework and device.
+    (torch CUDA tensors, cupy arrays, tensorflow GPU tensors, jax GPU arrays): their
+    :class:`~delira.augment._arrays.CudaArray` description, so the operation runs on the CUDA executor,
+    and :func:`~delira.augment._arrays.cuda_wrapper`, which hands the result to ``x``'s framework.
     """
     if _arrays.is_cuda_array(x):
-        return _arrays.CudaArray.from_array(x, name), lambda out: out
+        return _arrays.CudaArray.from_array(x, name), _arrays.cuda_wrapper(x)
     return _arrays.to_host(x, name)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from delira.augment import _arrays, _engine
+from delira.augment import _arrays, _cuda, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment.transforms.base import Transform, as_generator, as_input
@@ -135,6 +135,7 @@ class Compose(Transform):
         if not isinstance(head, SpatialTransform):
             host, wrap = as_input(batch[head.data_key], head.data_key)  # CUDA arrays stay on the GPU
             v.image_dtype(host, head.data_key)
+            _cuda.check_percentile_input(host, program)
             batch[head.data_key] = wrap(_engine.run_program(host, program, head.backend))
             return batch
         if field is not None and flags.any():

@@ -1,4 +1,8 @@
-"""Crops without resampling: centre, random and foreground-biased patch selection."""
+"""Crops without resampling: centre, random and foreground-biased patch selection.
+
+The patch positions are drawn on the host (the same draws for host and CUDA inputs, so a seed gives the
+same crops on either); CUDA inputs are cut on the GPU by one kernel per array (``functional.crop``).
+"""
 
 from __future__ import annotations
 
@@ -36,13 +40,23 @@ class _Crop(Transform):
         raise NotImplementedError
 
     def apply(self, batch, rng):
-        for key in (self.data_key, self.seg_key):
-            if key is not None and _arrays.is_cuda_array(batch.get(key)):
-                raise NotImplementedError(
-                    f"{type(self).__name__}: {key} is a CUDA array, and crops run on the CPU only; crop "
-                    "before moving the batch to the GPU, or use SpatialTransform(patch_size, rotation=0, "
-                    "scale=1, random_crop=True), which crops on the GPU"
-                )
+        present = {
+            key: batch[key]
+            for key in (self.data_key, self.seg_key)
+            if key is not None and batch.get(key) is not None
+        }
+        on_gpu = {key: _arrays.is_cuda_array(x) for key, x in present.items()}
+        if len(set(on_gpu.values())) > 1:
+            gpu = next(k for k, g in on_gpu.items() if g)
+            cpu = next(k for k, g in on_gpu.items() if not g)
+            raise ValueError(
+                f"{type(self).__name__}: {gpu} is a CUDA array but {cpu} is a host array; pass both on the GPU "
+                f"({cpu}.cuda() / cupy.asarray({cpu})) or both on the CPU"
+            )
+        if len(present) == 2 and all(on_gpu.values()):
+            _arrays.check_same_device(
+                {key: _arrays.CudaArray.from_array(x, key) for key, x in present.items()}
+            )
         n, shape = self.batch_size(batch), self.spatial_shape(batch)
         if len(shape) != len(self.size):
             raise ValueError(
@@ -89,7 +103,8 @@ class ForegroundCrop(_Crop):
     Args:
         size: patch size.
         p_foreground: per-sample probability of centring on a random voxel of a random foreground
-            class (nnU-Net uses 0.33).
+            class (nnU-Net uses 0.33). With a CUDA segmentation and no ``class_locations``, the labels of
+            the samples centred on foreground are copied to the host to find their foreground voxels.
         class_locations_key: batch key of precomputed locations: a list (one per sample) of dicts
             ``{label: (K, ndim) voxel indices}``; when absent, locations come from the segmentation.
         background: label(s) not counted as foreground.
@@ -113,8 +128,10 @@ class ForegroundCrop(_Crop):
         forced = rng.random(n) < self.p_foreground
         locations = batch.get(self.class_locations_key)
         seg = None
+        seg_on_gpu = False
         if locations is None and self.has_seg(batch):
-            seg, _ = to_numpy(batch[self.seg_key], self.seg_key)
+            seg_on_gpu = _arrays.is_cuda_array(batch[self.seg_key])
+            seg = batch[self.seg_key] if seg_on_gpu else to_numpy(batch[self.seg_key], self.seg_key)[0]
         for i in np.flatnonzero(forced):
             if locations is not None:
                 per_class = {
@@ -123,8 +140,11 @@ class ForegroundCrop(_Crop):
                     if k not in self.background and len(val)
                 }
             elif seg is not None:
-                labels = [int(u) for u in np.unique(seg[i]) if int(u) not in self.background]
-                per_class = {u: np.argwhere((seg[i] == u).any(axis=0)) for u in labels}
+                # CUDA seg: this sample's labels are copied to the host (only for the samples centred
+                # on foreground; pass class_locations to avoid the copy)
+                seg_i = _arrays.cuda_to_host(seg[i : i + 1])[0] if seg_on_gpu else seg[i]
+                labels = [int(u) for u in np.unique(seg_i) if int(u) not in self.background]
+                per_class = {u: np.argwhere((seg_i == u).any(axis=0)) for u in labels}
             else:
                 raise KeyError(
                     f"ForegroundCrop needs {self.seg_key!r} or {self.class_locations_key!r} in the batch"
