@@ -1,5 +1,6 @@
 """Config-to-objects builders: the dataset, preprocessing, augmentation, network and trainer that a
-configuration (:mod:`delira.training.config`) names, and the soft Dice losses.
+configuration (:mod:`delira.training.config`) names. The losses are built by
+:mod:`delira.training.losses` (``training.loss``, ``training.loss_args``).
 
 Every function takes the resolved configuration (``load_config``) and builds one thing; the
 :class:`~delira.training.experiment.Experiment` and the prediction code
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from delira.training.config import ConfigError
+from delira.training.losses import KerasSoftDice, TorchSoftDice
 
 __all__ = [
     "build_dataset",
@@ -201,40 +203,10 @@ def build_dataset(config: Mapping[str, Any], num_workers: int | None = None) -> 
     return PreprocessedDataset(raw, preprocessor, cache_dir=cache_dir(config), num_workers=workers)
 
 
-class _TorchSoftDice:
-    """Soft Dice loss of the foreground classes (batch Dice, as nnU-Net): ``1 - mean_k D_k`` with
-    ``D_k = (2 sum p_k t_k + 1) / (sum p_k + sum t_k + 1)`` over the batch and all voxels.
-
-    Called as ``loss(logits (N, K, *spatial) float, labels (N, *spatial) int64)`` -> scalar tensor.
-    """
-
-    def __call__(self, logits: Any, labels: Any) -> Any:
-        import torch
-
-        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
-        onehot = (
-            torch.nn.functional.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype)
-        )
-        axes = [0, *range(2, probs.dim())]
-        intersection = (probs * onehot).sum(axes)
-        total = probs.sum(axes) + onehot.sum(axes)
-        return 1.0 - ((2.0 * intersection + 1.0) / (total + 1.0)).mean()
-
-
-class _KerasSoftDice:
-    """The soft Dice loss of :class:`_TorchSoftDice` in Keras' argument order:
-    ``loss(labels (N, *spatial) int, logits (N, K, *spatial) float)`` -> scalar."""
-
-    def __call__(self, labels: Any, logits: Any) -> Any:
-        from keras import ops
-
-        k = logits.shape[1]
-        probs = ops.softmax(ops.cast(logits, "float32"), axis=1)[:, 1:]
-        onehot = ops.moveaxis(ops.one_hot(ops.cast(labels, "int32"), k), -1, 1)[:, 1:]
-        axes = [0, *range(2, len(probs.shape))]
-        intersection = ops.sum(probs * onehot, axis=axes)
-        total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
-        return 1.0 - ops.mean((2.0 * intersection + 1.0) / (total + 1.0))
+# The soft Dice losses moved to delira.training.losses (with cross-entropy, focal and Tversky, and the
+# deep-supervision weighting); these names stay for code that imported them from here.
+_TorchSoftDice = TorchSoftDice
+_KerasSoftDice = KerasSoftDice
 
 
 def build_network(config: Mapping[str, Any]) -> Any:

@@ -1,9 +1,12 @@
 """Callbacks: hooks the trainers call at training, epoch and iteration begin and end.
 
 Order of calls in ``fit``: ``on_train_begin``; per epoch ``on_epoch_begin``, per training
-iteration ``on_iteration_begin`` / ``on_iteration_end``, then (after validation, with the epoch's
-logs) ``on_epoch_end``; finally ``on_train_end``. Callbacks run in list order; the trainer's own
-checkpointing (``save_dir``) runs after the user callbacks of each epoch.
+iteration ``on_iteration_begin`` / ``on_iteration_end``, then ``on_validation_begin`` /
+``on_validation_end`` around the validation (also in ``trainer.evaluate``), then, with the epoch's
+logs, ``on_epoch_end``; finally ``on_train_end``. ``on_checkpoint_begin`` / ``on_checkpoint_end``
+wrap every checkpoint the trainer writes. Callbacks run in list order (the ``_end`` hooks of
+validation and checkpoints in reverse order); the trainer's own checkpointing (``save_dir``) runs
+after the user callbacks of each epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "EarlyStopping",
     "GanSampleGrid",
     "ModelCheckpoint",
+    "ModelEMA",
     "encode_png_gray8",
     "is_improvement",
     "tile_grid",
@@ -63,6 +67,18 @@ class Callback:
 
     def on_iteration_end(self, trainer: Any, iteration: int, logs: dict[str, float]) -> None:
         """Called after training iteration ``iteration`` with its losses."""
+
+    def on_validation_begin(self, trainer: Any) -> None:
+        """Called before the network is evaluated on a validation loader (``fit`` and ``evaluate``)."""
+
+    def on_validation_end(self, trainer: Any) -> None:
+        """Called after the validation (also when it raised)."""
+
+    def on_checkpoint_begin(self, trainer: Any) -> None:
+        """Called before the trainer collects the states of a checkpoint and writes it."""
+
+    def on_checkpoint_end(self, trainer: Any) -> None:
+        """Called after the checkpoint is written (also when writing raised)."""
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-like state saved in checkpoints so that a resumed run continues exactly."""
@@ -167,6 +183,253 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+
+
+class _TorchWeights:
+    """The floating-point ``state_dict`` entries of a torch network (parameters and buffers), as
+    live tensors that share the network's storage."""
+
+    def __init__(self, network: Any) -> None:
+        state = network.state_dict()
+        self.names = [k for k, v in state.items() if v.is_floating_point()]
+        self.live = [state[k] for k in self.names]
+
+    def copy(self) -> list[Any]:
+        return [t.detach().clone() for t in self.live]
+
+    def write(self, values: list[Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            for target, value in zip(self.live, values):
+                target.copy_(value)
+
+    def update(self, shadow: list[Any], decay: float) -> None:
+        import torch
+
+        with torch.no_grad():
+            for average, value in zip(shadow, self.live):
+                average.mul_(decay).add_(value, alpha=1.0 - decay)
+
+    def to_numpy(self, values: list[Any]) -> list[np.ndarray]:
+        return [v.detach().cpu().numpy().copy() for v in values]
+
+    def from_numpy(self, arrays: list[Any]) -> list[Any]:
+        import torch
+
+        return [
+            torch.as_tensor(np.asarray(a)).to(device=t.device, dtype=t.dtype)
+            for a, t in zip(arrays, self.live)
+        ]
+
+
+class _KerasWeights:
+    """The floating-point variables of a Keras network (``network.weights``: weights and statistics;
+    integer seed states left out), named ``<index>/<variable name>`` (layer paths carry numbers that
+    differ between two instances of the same network)."""
+
+    def __init__(self, network: Any) -> None:
+        self.live = [v for v in network.weights if "float" in str(v.dtype)]
+        self.names = [f"{i}/{v.name}" for i, v in enumerate(self.live)]
+
+    def copy(self) -> list[Any]:
+        import tensorflow as tf
+
+        return [tf.Variable(tf.identity(v.value), trainable=False) for v in self.live]
+
+    def write(self, values: list[Any]) -> None:
+        for target, value in zip(self.live, values):
+            target.assign(value)
+
+    def update(self, shadow: list[Any], decay: float) -> None:
+        import tensorflow as tf
+
+        for average, value in zip(shadow, self.live):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(value.value, average.dtype))
+
+    def to_numpy(self, values: list[Any]) -> list[np.ndarray]:
+        return [np.array(v.numpy()) for v in values]
+
+    def from_numpy(self, arrays: list[Any]) -> list[Any]:
+        import tensorflow as tf
+
+        return [
+            tf.Variable(np.asarray(a, dtype=str(t.dtype)), trainable=False) for a, t in zip(arrays, self.live)
+        ]
+
+
+class ModelEMA(Callback):
+    """An exponential moving average of the network's weights, used for validation, saved in the
+    checkpoints and left in the network after ``fit``.
+
+    After every optimizer step (``trainer.global_step`` advanced; with gradient accumulation once
+    per step) each floating-point weight and buffer is averaged: ``ema = decay * ema + (1 - decay) *
+    w``, starting from the weights at the start of the first epoch (torch: the float entries of
+    ``state_dict()``, e.g. BatchNorm statistics too; Keras: the float ``network.weights``; integer
+    ones stay the network's). The average lives on the device, in the weights' dtype.
+
+    - Validation (``fit``'s and ``trainer.evaluate``) runs on the averaged weights, so
+      ``val_loss`` / ``val_<metric>`` and the best checkpoint follow the average.
+    - Checkpoints hold the averaged weights as the model's weights (what ``best.safetensors``,
+      ``Experiment`` and ``delira.training.prediction`` load) and, in this callback's state, the
+      training weights and the step count; resuming from such a checkpoint puts the training
+      weights back at the start of the next epoch, so the run continues exactly (also mid-epoch).
+    - After ``fit`` the network holds the averaged weights; a further ``fit`` of the same trainer
+      restores the training weights first.
+
+    Works with both trainers (``trainer.framework`` ``"torch"`` or ``"keras"``); with DDP every rank
+    keeps the same average.
+
+    Args:
+        decay: the weight of the old average per step, in (0, 1) (e.g. 0.999: an average over about
+            1000 steps).
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+            raise ValueError(f"ModelEMA: decay must be a number in (0, 1), e.g. 0.999; got {decay!r}")
+        self.decay = float(decay)
+        #: the number of averaging updates so far
+        self.updates = 0
+        self._shadow: list[Any] | None = None  # the average (framework tensors)
+        self._held: list[Any] | None = None  # the training weights while the network holds the average
+        self._pending: dict[str, Any] | None = None  # a loaded state, applied when the trainer is known
+        self._last_step: int | None = None
+        self._weights: Any = None
+        self._swapped = {"validation": False, "checkpoint": False}
+        self._trainer: Any = None
+
+    # -- weights ----------------------------------------------------------------------------------
+    def _access(self, trainer: Any, refresh: bool = False) -> Any:
+        if self._weights is None or refresh or self._trainer is not trainer:
+            self._trainer = trainer
+            if trainer.framework == "torch":
+                self._weights = _TorchWeights(trainer.network)
+            elif trainer.framework == "keras":
+                self._weights = _KerasWeights(trainer.network)
+            else:
+                raise TypeError(
+                    f"ModelEMA works with the torch and Keras trainers, not {trainer.framework!r}"
+                )
+        return self._weights
+
+    def averaged_weights(self) -> dict[str, np.ndarray] | None:
+        """The averaged weights by name (torch ``state_dict`` keys, Keras ``<index>/<variable name>``
+        of the float ``network.weights``), as numpy copies; None before the first epoch."""
+        if self._shadow is None or self._weights is None:
+            return None
+        return dict(zip(self._weights.names, self._weights.to_numpy(self._shadow)))
+
+    def _resolve(self, trainer: Any) -> None:
+        """Apply a state loaded by :meth:`load_state_dict` (the network now holds the file's weights)."""
+        self._trainer = trainer
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        access = self._access(trainer, refresh=True)
+        self.updates = int(state.get("updates") or 0)
+        step = state.get("last_step")
+        self._last_step = None if step is None else int(step)
+        names = state.get("names")
+        if names is None:  # saved before the first epoch: no average yet
+            self._shadow, self._held = None, None
+            return
+        if list(names) != access.names:
+            raise ValueError(
+                f"ModelEMA: the checkpoint averages {len(names)} weights ({list(names)[:3]}...) but the network "
+                f"has {len(access.names)} ({access.names[:3]}...); resume with the same network"
+            )
+        if state.get("average") is not None:  # saved while the network held the training weights
+            self._shadow, self._held = access.from_numpy(state["average"]), None
+        else:  # the checkpoint's model weights are the average
+            self._shadow = access.copy()
+            self._held = access.from_numpy(state["training_weights"])
+
+    def _swap_in(self, trainer: Any) -> bool:
+        """Put the average into the network (keeping the training weights); True if it swapped."""
+        if self._shadow is None or self._held is not None:
+            return False
+        access = self._access(trainer, refresh=True)
+        self._held = access.copy()
+        access.write(self._shadow)
+        return True
+
+    def _swap_out(self, trainer: Any) -> None:
+        """Put the training weights back into the network."""
+        if self._held is not None:
+            self._access(trainer).write(self._held)
+            self._held = None
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_train_begin(self, trainer: Any) -> None:
+        self._trainer, self._weights, self._last_step = trainer, None, None
+
+    def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
+        self._resolve(trainer)
+        self._swap_out(trainer)
+        access = self._access(trainer, refresh=True)
+        if self._shadow is None:
+            self._shadow = access.copy()
+        if self._last_step is None:
+            self._last_step = int(trainer.global_step)
+
+    def on_iteration_begin(self, trainer: Any, iteration: int) -> None:
+        self._swap_out(trainer)
+
+    def on_iteration_end(self, trainer: Any, iteration: int, logs: dict[str, float]) -> None:
+        if self._shadow is None or trainer.global_step == self._last_step:
+            return
+        self._access(trainer).update(self._shadow, self.decay)
+        self.updates += 1
+        self._last_step = int(trainer.global_step)
+
+    def on_validation_begin(self, trainer: Any) -> None:
+        self._resolve(trainer)
+        self._swapped["validation"] = self._swap_in(trainer)
+
+    def on_validation_end(self, trainer: Any) -> None:
+        if self._swapped["validation"]:
+            self._swap_out(trainer)
+            self._swapped["validation"] = False
+
+    def on_checkpoint_begin(self, trainer: Any) -> None:
+        self._resolve(trainer)
+        self._swapped["checkpoint"] = self._swap_in(trainer)
+
+    def on_checkpoint_end(self, trainer: Any) -> None:
+        if self._swapped["checkpoint"]:
+            self._swap_out(trainer)
+            self._swapped["checkpoint"] = False
+
+    def on_train_end(self, trainer: Any) -> None:
+        self._resolve(trainer)
+        self._swap_in(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"decay", "updates", "last_step", "names", "training_weights" | "average"}``: inside a
+        checkpoint (the network holding the average) the training weights, otherwise the average."""
+        state: dict[str, Any] = {
+            "decay": self.decay,
+            "updates": self.updates,
+            "last_step": self._last_step,
+            "names": None,
+        }
+        if self._pending is not None:
+            return {**self._pending, "decay": self.decay}
+        if self._shadow is None or self._trainer is None:
+            return state
+        access = self._access(self._trainer)
+        state["names"] = list(access.names)
+        if self._held is not None:
+            state["training_weights"] = access.to_numpy(self._held)
+        else:
+            state["average"] = access.to_numpy(self._shadow)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (applied at the next hook, when the trainer is known)."""
+        self._pending = dict(state)
+        self._shadow, self._held = None, None
 
 
 class GanSampleGrid(Callback):

@@ -252,14 +252,53 @@ SCHEMA: dict[str, Any] = {
         "loss": Field(
             "str",
             "ce+dice",
-            "segmentation loss: cross-entropy and/or soft Dice",
-            choices=("ce+dice", "ce", "dice"),
+            "segmentation loss, the sum of the named ones: ce (cross-entropy), dice (soft Dice), focal "
+            "(focal loss on the softmax), tversky (Tversky loss); definitions in delira.training.losses",
+            choices=(
+                "ce+dice",
+                "ce",
+                "dice",
+                "focal",
+                "tversky",
+                "ce+tversky",
+                "focal+dice",
+                "focal+tversky",
+            ),
+        ),
+        "loss_args": Field(
+            "mapping",
+            {},
+            "arguments per loss of training.loss: ce: {class_weights: [one per class]} (also the "
+            "classification cross-entropy), dice: {smooth}, focal: {gamma, alpha: a number for the "
+            "foreground or one per class}, tversky: {alpha, beta, smooth}; unset ones take the defaults "
+            "(focal gamma 2; tversky alpha 0.3, beta 0.7; smooth 1)",
         ),
         "optimizer": Field("str", "adam", "optimizer name understood by the trainer (adam, adamw, sgd)"),
         "lr": Field("float", 1e-2, "initial learning rate", minimum=0),
         "weight_decay": Field("float", 0.0, "weight decay of the optimizer", minimum=0),
         "schedule": Field(
-            "str", "cosine", "learning-rate schedule", nullable=True, choices=("cosine", "step")
+            "str",
+            "cosine",
+            "learning-rate schedule: cosine (to 0 per epoch), step (x0.1 every third of the epochs), poly "
+            "(lr * (1 - epoch / epochs) ** 0.9 per epoch, nnU-Net's), onecycle (torch's OneCycleLR with "
+            "training.lr the peak, per iteration); null: constant",
+            nullable=True,
+            choices=("cosine", "step", "poly", "onecycle"),
+        ),
+        "warmup_epochs": Field(
+            "float",
+            0,
+            "linear learning-rate warm-up over this many epochs (per iteration, fractions allowed) on top "
+            "of training.schedule; 0: none",
+            minimum=0,
+        ),
+        "ema_decay": Field(
+            "float",
+            None,
+            "keep an exponential moving average of the weights with this decay in (0, 1) per optimizer "
+            "step (e.g. 0.999), used for validation, the checkpoints and prediction; null: none",
+            nullable=True,
+            minimum=0,
         ),
         "epochs": Field("int", 40, "training epochs per fold", minimum=1),
         "batch_size": Field("int", 2, "samples per training batch", minimum=1),
@@ -637,12 +676,46 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                     f"launcher.slurm_options.{key}: {value!r} is not a single value; sbatch options take a "
                     "string or a number (e.g. constraint: a100)"
                 )
+    problems += _check_training(config)
     overlap = config.get("prediction", {}).get("overlap")
     if isinstance(overlap, (int, float)) and not 0 <= overlap < 1:
         problems.append(f"prediction.overlap: {overlap} must be in [0, 1)")
     exp = config.get("experiment", {})
     if isinstance(exp.get("val_fraction"), float) and not 0 < exp["val_fraction"] < 1:
         problems.append(f"experiment.val_fraction: {exp['val_fraction']} must be in (0, 1) or null")
+    return problems
+
+
+def _check_training(config: Mapping[str, Any]) -> list[str]:
+    """``training.loss_args`` fits ``training.loss`` and the task (each loss's arguments checked,
+    per-class lists against ``model.args.num_classes``); ``training.ema_decay`` is in (0, 1)."""
+    from delira.training.losses import check_loss_args
+
+    training = config.get("training", {})
+    problems = []
+    args = training.get("loss_args") or {}
+    task = config.get("task")
+    if task == "segmentation":
+        allowed = [n.strip() for n in str(training.get("loss", "")).split("+")]
+        own = f"training.loss {training.get('loss')!r}"
+    elif task == "classification":
+        allowed, own = ["ce"], "the classification task (cross-entropy)"
+    else:
+        allowed, own = [], f"the {task} task"
+    num_classes = (config.get("model", {}).get("args") or {}).get("num_classes")
+    for name, values in args.items():
+        where = f"training.loss_args.{name}"
+        if name not in allowed:
+            problems.append(
+                f"{where}: {own} has no loss {name!r}; give arguments of {allowed or 'no loss'} only"
+                + (" or add it to training.loss" if task == "segmentation" else "")
+            )
+            continue
+        found = check_loss_args(str(name), values if values is not None else {}, num_classes, where=where)
+        problems += [f"{p}; fix it in the file or with --set {p.split(':')[0]}=..." for p in found]
+    decay = training.get("ema_decay")
+    if decay is not None and not 0 < decay < 1:
+        problems.append(f"training.ema_decay: {decay} must be in (0, 1) (e.g. 0.999) or null")
     return problems
 
 

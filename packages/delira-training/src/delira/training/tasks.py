@@ -25,8 +25,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from delira.training.builders import (
-    _KerasSoftDice,
-    _TorchSoftDice,
     build_transforms,
     check_augment_device,
     slice_axis,
@@ -208,8 +206,27 @@ class Task:
         return []
 
     def callbacks(self, fold_dir: Path | None, fold: int) -> list[Any]:
-        """Per-epoch trainer callbacks of fold ``fold`` writing into ``fold_dir`` (None: no folder)."""
-        return []
+        """Per-epoch trainer callbacks of fold ``fold`` writing into ``fold_dir`` (None: no folder):
+        :class:`~delira.training.schedules.LinearWarmup` for ``training.warmup_epochs`` (first, so
+        that the others see the warmed-up rate) and :class:`~delira.training.callbacks.ModelEMA` for
+        ``training.ema_decay``; subclasses add their own after these."""
+        t = self.config["training"]
+        out: list[Any] = []
+        if t.get("warmup_epochs"):
+            from delira.training.schedules import LinearWarmup
+
+            out.append(LinearWarmup(float(t["warmup_epochs"])))
+        if t.get("ema_decay") is not None:
+            from delira.training.callbacks import ModelEMA
+
+            out.append(ModelEMA(float(t["ema_decay"])))
+        return out
+
+    def class_weights(self) -> list[float] | None:
+        """``training.loss_args.ce.class_weights`` (the cross-entropy's per-class weights), or None."""
+        ce = (self.config["training"].get("loss_args") or {}).get("ce") or {}
+        weights = ce.get("class_weights")
+        return None if weights is None else [float(w) for w in weights]
 
     @property
     def augments_on_device(self) -> bool:
@@ -320,7 +337,9 @@ class Task:
 
 
 class SegmentationTask(Task):
-    """Voxel-wise classes: cross-entropy and/or soft Dice (``training.loss``), Dice per epoch,
+    """Voxel-wise classes: the sum of ``training.loss`` (cross-entropy, soft Dice, focal, Tversky;
+    ``training.loss_args``; with ``model.args.deep_supervision`` weighted over the outputs as
+    nnU-Net), Dice per epoch,
     patch loaders with foreground oversampling (``data.patch_size``), evaluation by Dice, HD95 and
     normalized surface Dice per class on each case's original grid."""
 
@@ -335,21 +354,31 @@ class SegmentationTask(Task):
         self._raw_index: dict[str, int] = {}
 
     def losses(self, backend: str | None = None) -> dict[str, Any]:
-        backend = backend or self.config["backend"]
-        if backend == "torch":
-            import torch
+        """The losses of ``training.loss`` with ``training.loss_args``
+        (:func:`delira.training.losses.segmentation_losses`), in the order named; with
+        ``model.args.deep_supervision`` each is a :class:`~delira.training.losses.DeepSupervisionLoss`
+        over the UNet's outputs (nnU-Net's weights ``1 / 2**k`` normalised, the lowest resolution
+        left out; labels subsampled by the UNet's cumulative strides)."""
+        from delira.training.losses import segmentation_losses
 
-            ce: Any = torch.nn.CrossEntropyLoss()
-            dice: Any = _TorchSoftDice()
-        else:
-            import keras
+        t = self.config["training"]
+        return segmentation_losses(
+            t["loss"],
+            backend or self.config["backend"],
+            self.num_classes,
+            t.get("loss_args") or {},
+            deep_supervision_strides=self._deep_supervision_strides(),
+        )
 
-            from delira.models.tf import channels_first
+    def _deep_supervision_strides(self) -> list[tuple[int, ...]] | None:
+        """Per UNet output, how much smaller than the input it is per axis; None without deep supervision."""
+        model = self.config["model"]
+        args = dict(model["args"])
+        if not args.get("deep_supervision"):
+            return None
+        from delira.models.configs import UNetConfig
 
-            ce = channels_first(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            dice = _KerasSoftDice()
-        choice = self.config["training"]["loss"].split("+")
-        return {name: fn for name, fn in (("ce", ce), ("dice", dice)) if name in choice}
+        return [tuple(s) for s in UNetConfig(**args).cumulative_strides]
 
     def training_metrics(self) -> dict[str, Any] | None:
         from delira.training.metrics import segmentation_metric
@@ -446,22 +475,20 @@ class SegmentationTask(Task):
 
 
 class ClassificationTask(Task):
-    """One label per case: cross-entropy, accuracy per epoch, whole-volume loaders, evaluation by the
-    accuracy of the ensemble's mean logits (per case: label and predicted class)."""
+    """One label per case: cross-entropy (``training.loss_args.ce.class_weights``), accuracy per
+    epoch, whole-volume loaders, evaluation by the accuracy of the ensemble's mean logits (per case:
+    label and predicted class)."""
 
     name = "classification"
     default_monitor = ("val_accuracy", "max")
     phantom_task = "classification"
 
     def losses(self, backend: str | None = None) -> dict[str, Any]:
-        backend = backend or self.config["backend"]
-        if backend == "torch":
-            import torch
+        from delira.training.losses import make_loss
 
-            return {"ce": torch.nn.CrossEntropyLoss()}
-        import keras
-
-        return {"ce": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+        weights = self.class_weights()
+        args = {} if weights is None else {"class_weights": weights}
+        return {"ce": make_loss("ce", backend or self.config["backend"], **args)}
 
     def training_metrics(self) -> dict[str, Any] | None:
         from delira.training.metrics import classification_metric
@@ -522,16 +549,19 @@ class GanTask(Task):
         return [_ScaleToUnit()]
 
     def callbacks(self, fold_dir: Path | None, fold: int) -> list[Any]:
-        """:class:`~delira.training.callbacks.GanSampleGrid` into ``fold_dir/samples`` (seeded by the
-        fold's seed); none without a folder."""
+        """The common ones (:meth:`Task.callbacks`), then
+        :class:`~delira.training.callbacks.GanSampleGrid` into ``fold_dir/samples`` (seeded by the
+        fold's seed; none without a folder)."""
+        common = super().callbacks(fold_dir, fold)
         if fold_dir is None:
-            return []
+            return common
         from delira.training.callbacks import GanSampleGrid
 
         return [
+            *common,
             GanSampleGrid(
                 folder=Path(fold_dir) / "samples", num_samples=self.num_samples, seed=self.fold_seed(fold)
-            )
+            ),
         ]
 
     def _build_loaders(

@@ -34,7 +34,8 @@ class TfNetworkTrainer(BaseNetworkTrainer):
 
     - ``optimizer``: ``"adam"``, ``"adamw"``, ``"sgd"`` (``keras.optimizers``) or a Keras optimizer
       (then ``lr`` and ``optimizer_kwargs`` are ignored);
-    - ``scheduler``: ``"cosine"``, ``"step"``, a ``keras.optimizers.schedules.LearningRateSchedule``
+    - ``scheduler``: ``"cosine"``, ``"step"``, ``"poly"``, ``"onecycle"``
+      (:mod:`delira.training.schedules`), a ``keras.optimizers.schedules.LearningRateSchedule``
       (per optimizer iteration; needs a named optimizer) or a callable ``fn(epoch) -> lr`` applied at
       the start of each epoch;
     - ``precision``: ``"bf16"`` / ``"16"`` need the network built under the matching Keras policy
@@ -66,6 +67,7 @@ class TfNetworkTrainer(BaseNetworkTrainer):
     """
 
     framework = "keras"
+    targets_first = True
 
     def __init__(
         self, network: Any, losses: Mapping[str, Any], *args: Any, strategy: Any = None, **kwargs: Any
@@ -231,7 +233,9 @@ class TfNetworkTrainer(BaseNetworkTrainer):
 
             def replica_step(inputs: Any, targets: Any) -> tuple[dict[str, Any], Any]:
                 values, total, grads = self._gradients(inputs, targets)
-                self.optimizer.apply_gradients(zip(grads, variables))
+                # variables without a gradient (e.g. a deep-supervision head of loss weight 0) are left out
+                pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+                self.optimizer.apply_gradients(pairs)
                 return values, total
 
             if self.replicas == 1:
@@ -250,7 +254,8 @@ class TfNetworkTrainer(BaseNetworkTrainer):
         def accumulate(inputs: Any, targets: Any) -> tuple[dict[str, Any], Any]:
             values, total, grads = self._gradients(inputs, targets)
             for slot, grad in zip(self._accumulated, grads):
-                slot.assign_add(grad)
+                if grad is not None:  # no gradient: nothing to add (a head of loss weight 0)
+                    slot.assign_add(grad)
             return values, total
 
         def apply() -> None:

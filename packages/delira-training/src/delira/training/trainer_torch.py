@@ -25,7 +25,8 @@ class PyTorchNetworkTrainer(BaseNetworkTrainer):
 
     - ``optimizer``: ``"adam"``, ``"adamw"``, ``"sgd"`` (``torch.optim``) or a callable
       ``fn(parameters) -> torch.optim.Optimizer``;
-    - ``scheduler``: ``"cosine"``, ``"step"``, or a callable ``fn(optimizer) -> scheduler`` whose
+    - ``scheduler``: ``"cosine"``, ``"step"``, ``"poly"``, ``"onecycle"``
+      (:mod:`delira.training.schedules`), or a callable ``fn(optimizer) -> scheduler`` whose
       ``step()`` is called at the end of every epoch (``torch.optim.lr_scheduler``; a
       ``ReduceLROnPlateau`` gets the monitored value); its state is saved in checkpoints;
     - ``precision``: ``"bf16"`` / ``"16"`` run the forward pass and the losses under

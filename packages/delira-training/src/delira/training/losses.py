@@ -1,0 +1,551 @@
+"""Segmentation and classification losses with one definition for PyTorch and Keras: cross-entropy
+with class weights, soft Dice, focal and Tversky, and nnU-Net's deep-supervision weighting.
+
+Every loss takes logits ``(N, K, *spatial)`` (``(N, K)`` for classification) and integer labels
+``(N, *spatial)`` (a channel axis of size 1, ``(N, 1, *spatial)``, is dropped). The torch losses are
+called ``loss(logits, labels)``, the Keras ones ``loss(labels, logits)`` (each framework's argument
+order); both compute in float32 and return a scalar. With ``p = softmax(logits)`` over the class
+axis, ``t`` the one-hot labels and sums over the batch and all voxels (batch statistics, as
+nnU-Net's Dice):
+
+- ``ce``: ``sum_i w[y_i] * -log p_i[y_i] / sum_i w[y_i]`` over all voxels ``i`` (``w``:
+  ``class_weights``, default all 1; the weighted mean of ``torch.nn.functional.cross_entropy``).
+- ``dice``: ``1 - mean_k (2 sum p_k t_k + s) / (sum p_k + sum t_k + s)`` over the foreground
+  classes ``k >= 1`` (``smooth`` ``s``, default 1).
+- ``focal``: ``mean_i -a[y_i] * (1 - p_i[y_i]) ** gamma * log p_i[y_i]`` (Lin et al. 2017 on the
+  softmax; ``gamma`` default 2; ``alpha`` None: ``a = 1``; a number ``a``: ``1 - a`` for the
+  background class 0 and ``a`` for every other class; a list: one weight per class). ``gamma=0``
+  without ``alpha`` is the cross-entropy.
+- ``tversky``: ``1 - mean_k (TP_k + s) / (TP_k + alpha FP_k + beta FN_k + s)`` over the foreground
+  classes with ``TP = sum p t``, ``FP = sum p (1 - t)``, ``FN = sum (1 - p) t`` (Salehi et al. 2017;
+  ``alpha`` 0.3, ``beta`` 0.7, ``smooth`` 1 by default; ``alpha = beta = 0.5`` with ``smooth`` s is the
+  soft Dice with ``smooth`` 2s).
+
+Deep supervision (:class:`DeepSupervisionLoss`): a network that returns several outputs, full
+resolution first, is trained on ``sum_k w_k * loss(output_k, labels subsampled to output k)`` with
+nnU-Net's weights (:func:`deep_supervision_weights`: ``1 / 2**k`` normalised to sum 1, the lowest
+resolution's set to 0).
+
+Example::
+
+    losses = segmentation_losses("ce+tversky", "torch", num_classes=3,
+                                 loss_args={"tversky": {"alpha": 0.3, "beta": 0.7}})
+    total = sum(fn(logits, labels) for fn in losses.values())
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "BACKENDS",
+    "LOSSES",
+    "LOSS_ARGUMENTS",
+    "DeepSupervisionLoss",
+    "KerasCrossEntropy",
+    "KerasFocal",
+    "KerasSoftDice",
+    "KerasTversky",
+    "TorchCrossEntropy",
+    "TorchFocal",
+    "TorchSoftDice",
+    "TorchTversky",
+    "check_loss_args",
+    "deep_supervision_weights",
+    "make_loss",
+    "segmentation_losses",
+]
+
+#: the loss names (``training.loss`` joins them with ``+``)
+LOSSES = ("ce", "dice", "focal", "tversky")
+#: the arguments each loss takes (``training.loss_args.<name>``)
+LOSS_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "ce": ("class_weights",),
+    "dice": ("smooth",),
+    "focal": ("gamma", "alpha"),
+    "tversky": ("alpha", "beta", "smooth"),
+}
+#: the smallest ``1 - p`` of the focal factor (keeps its gradient finite for ``gamma < 1``)
+_TINY = 1e-12
+#: the frameworks: ``torch`` (``loss(logits, labels)``) and ``tf`` / ``keras`` (``loss(labels, logits)``)
+BACKENDS = ("torch", "tf", "keras")
+
+
+# --- argument checks (framework-free) ------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _class_list(value: Any, what: str, num_classes: int | None) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_number(v) and v >= 0 for v in value):
+        return [f"{what}: expected a list of non-negative numbers, one per class, got {value!r}"]
+    if num_classes is not None and len(value) != num_classes:
+        return [
+            f"{what}: {len(value)} weights for {num_classes} classes (model.args.num_classes); give one "
+            f"per class, background first"
+        ]
+    if not any(v > 0 for v in value):
+        return [f"{what}: all weights are 0; give at least one positive weight"]
+    return []
+
+
+def check_loss_args(
+    name: str, args: Mapping[str, Any], num_classes: int | None = None, where: str | None = None
+) -> list[str]:
+    """The problems of the arguments ``args`` of loss ``name`` (empty when they are valid).
+
+    Args:
+        name: one of :data:`LOSSES`.
+        args: ``{argument: value}`` (see the module docstring for each loss's arguments).
+        num_classes: the number of classes (checks the length of per-class lists), or None.
+        where: the prefix of each message (default ``loss_args.<name>``).
+
+    Returns:
+        One line per problem, naming the argument, what was expected and the fix.
+    """
+    where = where or f"loss_args.{name}"
+    if name not in LOSS_ARGUMENTS:
+        return [f"{where}: unknown loss {name!r}; use one of {list(LOSSES)}"]
+    if not isinstance(args, Mapping):
+        return [f"{where}: expected a mapping of arguments ({', '.join(LOSS_ARGUMENTS[name])}), got {args!r}"]
+    problems = []
+    for key, value in args.items():
+        what = f"{where}.{key}"
+        if key not in LOSS_ARGUMENTS[name]:
+            problems.append(
+                f"{what}: unknown argument; loss {name!r} takes {', '.join(LOSS_ARGUMENTS[name])}"
+            )
+        elif key == "class_weights":
+            problems += _class_list(value, what, num_classes)
+        elif key == "alpha" and name == "focal":
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                problems += _class_list(value, what, num_classes)
+            elif not (_is_number(value) and 0 <= value <= 1):
+                problems.append(
+                    f"{what}: expected null, a number in [0, 1] (the foreground weight) or one weight per "
+                    f"class, got {value!r}"
+                )
+        elif key == "gamma":
+            if not (_is_number(value) and value >= 0):
+                problems.append(f"{what}: expected a number >= 0 (0: no focusing), got {value!r}")
+        elif key in ("alpha", "beta"):  # tversky
+            if not (_is_number(value) and value >= 0):
+                problems.append(
+                    f"{what}: expected a number >= 0 (the weight of the false {key}), got {value!r}"
+                )
+        elif key == "smooth" and not (_is_number(value) and value >= 0):
+            problems.append(
+                f"{what}: expected a number >= 0 (added to numerator and denominator), got {value!r}"
+            )
+    if name == "tversky" and not problems:
+        alpha, beta = args.get("alpha", 0.3), args.get("beta", 0.7)
+        if alpha + beta == 0 and args.get("smooth", 1.0) == 0:
+            problems.append(f"{where}: alpha + beta and smooth are all 0; the index is undefined")
+    return problems
+
+
+def _checked(name: str, args: Mapping[str, Any], num_classes: int | None = None) -> None:
+    problems = check_loss_args(name, args, num_classes, where=f"{name} loss")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _focal_alpha(alpha: Any, num_classes: int) -> list[float] | None:
+    """The per-class focal weights: None, ``[1 - a, a, a, ...]`` for a number ``a``, or the list."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, (list, tuple)):
+        if len(alpha) != num_classes:
+            raise ValueError(
+                f"focal loss: alpha has {len(alpha)} weights but the logits have {num_classes} classes; "
+                "give one weight per class, background first"
+            )
+        return [float(a) for a in alpha]
+    return [1.0 - float(alpha)] + [float(alpha)] * (num_classes - 1)
+
+
+def _class_weights(weights: Sequence[float] | None, num_classes: int, what: str) -> list[float] | None:
+    if weights is None:
+        return None
+    if len(weights) != num_classes:
+        raise ValueError(
+            f"{what}: {len(weights)} class weights but the logits have {num_classes} classes; give one "
+            "weight per class, background first"
+        )
+    return [float(w) for w in weights]
+
+
+# --- PyTorch --------------------------------------------------------------------------------------
+def _torch_labels(logits: Any, labels: Any) -> Any:
+    if labels.dim() == logits.dim():  # (N, 1, *spatial)
+        labels = labels[:, 0]
+    return labels.long()
+
+
+def _torch_onehot(labels: Any, k: int, dtype: Any) -> Any:
+    import torch
+
+    return torch.nn.functional.one_hot(labels, k).movedim(-1, 1).to(dtype)
+
+
+class TorchCrossEntropy:
+    """Cross-entropy with optional class weights: ``loss(logits (N, K, *spatial) float, labels
+    (N, *spatial) int) -> scalar``; the weighted mean ``sum w[y] * nll / sum w[y]``."""
+
+    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+        if class_weights is not None:
+            _checked("ce", {"class_weights": list(class_weights)})
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        logits = logits.float()
+        labels = _torch_labels(logits, labels)
+        weight = _class_weights(self.class_weights, logits.shape[1], "ce loss")
+        w = None if weight is None else torch.tensor(weight, dtype=logits.dtype, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+
+
+class TorchSoftDice:
+    """Soft Dice loss of the foreground classes (batch Dice, as nnU-Net): ``1 - mean_k D_k`` with
+    ``D_k = (2 sum p_k t_k + smooth) / (sum p_k + sum t_k + smooth)`` over the batch and all voxels.
+
+    Called as ``loss(logits (N, K, *spatial) float, labels (N, *spatial) int64)`` -> scalar tensor.
+    """
+
+    def __init__(self, smooth: float = 1.0) -> None:
+        _checked("dice", {"smooth": smooth})
+        self.smooth = float(smooth)
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        labels = _torch_labels(logits, labels)
+        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+        onehot = _torch_onehot(labels, logits.shape[1], probs.dtype)[:, 1:]
+        axes = [0, *range(2, probs.dim())]
+        intersection = (probs * onehot).sum(axes)
+        total = probs.sum(axes) + onehot.sum(axes)
+        return 1.0 - ((2.0 * intersection + self.smooth) / (total + self.smooth)).mean()
+
+
+class TorchFocal:
+    """Focal loss on the softmax: ``mean -a[y] (1 - p_y) ** gamma log p_y``; arguments as in the
+    module docstring. ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
+        _checked("focal", {"gamma": gamma, "alpha": alpha})
+        self.gamma = float(gamma)
+        self.alpha = list(alpha) if isinstance(alpha, (list, tuple)) else alpha
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        logits = logits.float()
+        labels = _torch_labels(logits, labels)
+        k = logits.shape[1]
+        onehot = _torch_onehot(labels, k, logits.dtype)
+        log_p = (torch.log_softmax(logits, dim=1) * onehot).sum(1)
+        # 1 - p from expm1 (exact near p = 1); clamped so that gamma < 1 has a finite gradient at p = 1
+        factor = (-torch.expm1(log_p)).clamp_min(_TINY) ** self.gamma
+        alpha = _focal_alpha(self.alpha, k)
+        if alpha is not None:
+            shape = (1, k) + (1,) * (logits.dim() - 2)
+            a = torch.tensor(alpha, dtype=logits.dtype, device=logits.device).view(shape)
+            factor = factor * (onehot * a).sum(1)
+        return -(factor * log_p).mean()
+
+
+class TorchTversky:
+    """Tversky loss of the foreground classes (batch statistics): ``1 - mean_k (TP + s) / (TP +
+    alpha FP + beta FN + s)``. ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0) -> None:
+        _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
+        self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        labels = _torch_labels(logits, labels)
+        probs = torch.softmax(logits.float(), dim=1)[:, 1:]
+        onehot = _torch_onehot(labels, logits.shape[1], probs.dtype)[:, 1:]
+        axes = [0, *range(2, probs.dim())]
+        tp = (probs * onehot).sum(axes)
+        fp = probs.sum(axes) - tp
+        fn = onehot.sum(axes) - tp
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        return 1.0 - index.mean()
+
+
+# --- Keras ----------------------------------------------------------------------------------------
+def _keras_inputs(labels: Any, logits: Any) -> tuple[Any, Any, int]:
+    from keras import ops
+
+    logits = ops.cast(logits, "float32")
+    if len(labels.shape) == len(logits.shape):  # (N, 1, *spatial)
+        labels = labels[:, 0]
+    k = int(logits.shape[1])
+    onehot = ops.moveaxis(ops.one_hot(ops.cast(labels, "int32"), k), -1, 1)
+    return logits, ops.cast(onehot, "float32"), k
+
+
+def _keras_class_vector(values: Sequence[float], ndim: int) -> Any:
+    from keras import ops
+
+    return ops.reshape(ops.convert_to_tensor(values, dtype="float32"), (1, len(values)) + (1,) * (ndim - 2))
+
+
+class KerasCrossEntropy:
+    """:class:`TorchCrossEntropy` in Keras' argument order: ``loss(labels (N, *spatial) int, logits
+    (N, K, *spatial) float) -> scalar``."""
+
+    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+        if class_weights is not None:
+            _checked("ce", {"class_weights": list(class_weights)})
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, onehot, k = _keras_inputs(labels, logits)
+        nll = -ops.sum(ops.log_softmax(logits, axis=1) * onehot, axis=1)
+        weight = _class_weights(self.class_weights, k, "ce loss")
+        if weight is None:
+            return ops.mean(nll)
+        w = ops.sum(onehot * _keras_class_vector(weight, len(logits.shape)), axis=1)
+        return ops.sum(w * nll) / ops.sum(w)
+
+
+class KerasSoftDice:
+    """The soft Dice loss of :class:`TorchSoftDice` in Keras' argument order:
+    ``loss(labels (N, *spatial) int, logits (N, K, *spatial) float)`` -> scalar."""
+
+    def __init__(self, smooth: float = 1.0) -> None:
+        _checked("dice", {"smooth": smooth})
+        self.smooth = float(smooth)
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, onehot, _ = _keras_inputs(labels, logits)
+        probs = ops.softmax(logits, axis=1)[:, 1:]
+        onehot = onehot[:, 1:]
+        axes = [0, *range(2, len(probs.shape))]
+        intersection = ops.sum(probs * onehot, axis=axes)
+        total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
+        return 1.0 - ops.mean((2.0 * intersection + self.smooth) / (total + self.smooth))
+
+
+class KerasFocal:
+    """:class:`TorchFocal` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
+        _checked("focal", {"gamma": gamma, "alpha": alpha})
+        self.gamma = float(gamma)
+        self.alpha = list(alpha) if isinstance(alpha, (list, tuple)) else alpha
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, onehot, k = _keras_inputs(labels, logits)
+        log_p = ops.sum(ops.log_softmax(logits, axis=1) * onehot, axis=1)
+        factor = ops.power(ops.maximum(-ops.expm1(log_p), _TINY), self.gamma)
+        alpha = _focal_alpha(self.alpha, k)
+        if alpha is not None:
+            factor = factor * ops.sum(onehot * _keras_class_vector(alpha, len(logits.shape)), axis=1)
+        return -ops.mean(factor * log_p)
+
+
+class KerasTversky:
+    """:class:`TorchTversky` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0) -> None:
+        _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
+        self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, onehot, _ = _keras_inputs(labels, logits)
+        probs = ops.softmax(logits, axis=1)[:, 1:]
+        onehot = onehot[:, 1:]
+        axes = [0, *range(2, len(probs.shape))]
+        tp = ops.sum(probs * onehot, axis=axes)
+        fp = ops.sum(probs, axis=axes) - tp
+        fn = ops.sum(onehot, axis=axes) - tp
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        return 1.0 - ops.mean(index)
+
+
+_CLASSES: dict[str, dict[str, type]] = {
+    "torch": {"ce": TorchCrossEntropy, "dice": TorchSoftDice, "focal": TorchFocal, "tversky": TorchTversky},
+    "keras": {"ce": KerasCrossEntropy, "dice": KerasSoftDice, "focal": KerasFocal, "tversky": KerasTversky},
+}
+
+
+def _framework(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return "torch" if backend == "torch" else "keras"
+
+
+def make_loss(name: str, backend: str = "torch", **args: Any) -> Callable[[Any, Any], Any]:
+    """The loss ``name`` (one of :data:`LOSSES`) for ``backend`` with ``args``
+    (:data:`LOSS_ARGUMENTS`), in the framework's argument order.
+
+    Raises:
+        ValueError: an unknown name or backend, or an invalid argument (the message names it).
+    """
+    if name not in LOSSES:
+        raise ValueError(
+            f"unknown loss {name!r}; use one of {list(LOSSES)} (joined with '+' in training.loss)"
+        )
+    _checked(name, args)
+    return _CLASSES[_framework(backend)][name](**args)
+
+
+# --- deep supervision -----------------------------------------------------------------------------
+def deep_supervision_weights(count: int) -> list[float]:
+    """nnU-Net's loss weights of ``count`` deep-supervision outputs, full resolution first:
+    ``1 / 2**k`` for ``k < count - 1``, 0 for the lowest resolution, normalised to sum 1 (one
+    output: ``[1.0]``). E.g. 4 outputs: ``[4/7, 2/7, 1/7, 0]``."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1 (the number of outputs), got {count!r}")
+    if count == 1:
+        return [1.0]
+    raw = [0.5**k for k in range(count - 1)] + [0.0]
+    return [w / sum(raw) for w in raw]
+
+
+class DeepSupervisionLoss:
+    """A loss over all outputs of a deep-supervision network: ``sum_k w_k * loss(output_k,
+    labels_k)``, ``labels_k`` the labels subsampled with step ``strides[k]`` per spatial axis
+    (``labels[:, ::s_1, ::s_2, ...]``, as ``delira.models`` UNets do), outputs of weight 0 skipped.
+
+    The trainers hand such a loss the whole list of outputs (instead of letting the network weight
+    the per-output losses); given one tensor it is ``loss`` itself.
+
+    Args:
+        loss: the per-output loss, in the framework's argument order.
+        backend: ``"torch"`` (called ``(predictions, labels)``) or ``"tf"``/``"keras"``
+            (``(labels, predictions)``).
+        strides: per output, the subsampling step of each spatial axis (a UNet's
+            ``config.cumulative_strides``); None: ``labels size // output size`` per axis, from the
+            static shapes.
+        weights: per output, or None for :func:`deep_supervision_weights` of the number of outputs.
+    """
+
+    #: the trainers pass this loss every output of the network (see ``BaseNetworkTrainer``)
+    takes_all_outputs = True
+
+    def __init__(
+        self,
+        loss: Callable[[Any, Any], Any],
+        backend: str = "torch",
+        strides: Sequence[Sequence[int]] | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        if not callable(loss):
+            raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+        self.loss = loss
+        self.targets_first = _framework(backend) == "keras"
+        self.strides = None if strides is None else [tuple(int(s) for s in step) for step in strides]
+        if weights is not None and not all(_is_number(w) and w >= 0 for w in weights):
+            raise ValueError(f"weights must be non-negative numbers, one per output, got {weights!r}")
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    def __repr__(self) -> str:
+        return f"DeepSupervisionLoss({self.loss!r})"
+
+    def _steps(self, k: int, prediction: Any, labels: Any) -> tuple[int, ...]:
+        if self.strides is not None:
+            if k >= len(self.strides):
+                raise ValueError(
+                    f"the network returned more than {len(self.strides)} outputs, the number of strides given; "
+                    "pass one stride per output"
+                )
+            return self.strides[k]
+        spatial_pred, spatial_label = tuple(prediction.shape[2:]), tuple(labels.shape[1:])
+        if None in spatial_pred or None in spatial_label or len(spatial_pred) != len(spatial_label):
+            raise ValueError(
+                f"cannot infer the subsampling of output {k} (shape {tuple(prediction.shape)}) from labels of "
+                f"shape {tuple(labels.shape)}; pass strides= (the network's cumulative strides)"
+            )
+        return tuple(int(a) // int(b) for a, b in zip(spatial_label, spatial_pred))
+
+    def _call(self, prediction: Any, labels: Any) -> Any:
+        return self.loss(labels, prediction) if self.targets_first else self.loss(prediction, labels)
+
+    def __call__(self, first: Any, second: Any) -> Any:
+        predictions, labels = (second, first) if self.targets_first else (first, second)
+        if not isinstance(predictions, (list, tuple)):
+            return self._call(predictions, labels)
+        if len(labels.shape) == len(predictions[0].shape):  # (N, 1, *spatial)
+            labels = labels[:, 0]
+        weights = self.weights or deep_supervision_weights(len(predictions))
+        if len(weights) != len(predictions):
+            raise ValueError(
+                f"{len(weights)} weights for {len(predictions)} outputs; give one weight per output"
+            )
+        total: Any = None
+        for k, (prediction, weight) in enumerate(zip(predictions, weights)):
+            if weight == 0:
+                continue
+            steps = self._steps(k, prediction, labels)
+            sub = (
+                labels[(slice(None), *(slice(None, None, s) for s in steps))]
+                if any(s != 1 for s in steps)
+                else labels
+            )
+            value = weight * self._call(prediction, sub)
+            total = value if total is None else total + value
+        if total is None:
+            raise ValueError("every deep-supervision weight is 0; give at least one positive weight")
+        return total
+
+
+# --- what a task trains with ------------------------------------------------------------------------
+def segmentation_losses(
+    spec: str,
+    backend: str = "torch",
+    num_classes: int | None = None,
+    loss_args: Mapping[str, Mapping[str, Any]] | None = None,
+    deep_supervision_strides: Sequence[Sequence[int]] | None = None,
+) -> dict[str, Callable[[Any, Any], Any]]:
+    """The losses of ``training.loss`` (``"ce+dice"``, ``"focal"``, ``"ce+tversky"``, ...): one
+    entry per ``+``-separated name, in that order, built with ``loss_args[name]``; wrapped in
+    :class:`DeepSupervisionLoss` (nnU-Net's weights) when ``deep_supervision_strides`` (the
+    network's per-output strides) is given.
+
+    Raises:
+        ValueError: an unknown or repeated loss name, or invalid arguments (every problem listed).
+    """
+    names = [n.strip() for n in str(spec).split("+")]
+    args = dict(loss_args or {})
+    problems = [
+        f"training.loss: unknown loss {n!r}; join names of {list(LOSSES)} with '+' (e.g. 'ce+dice')"
+        for n in names
+        if n not in LOSSES
+    ]
+    if len(set(names)) != len(names):
+        problems.append(f"training.loss: {spec!r} names a loss twice")
+    for name, values in args.items():
+        if name not in names:
+            problems.append(f"training.loss_args.{name}: loss {name!r} is not in training.loss {spec!r}")
+        else:
+            problems += check_loss_args(name, values, num_classes, where=f"training.loss_args.{name}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    losses = {name: make_loss(name, backend, **dict(args.get(name) or {})) for name in names}
+    if deep_supervision_strides is not None:
+        losses = {
+            name: DeepSupervisionLoss(fn, backend, strides=deep_supervision_strides)
+            for name, fn in losses.items()
+        }
+    return losses
