@@ -279,7 +279,7 @@ def test_plan_arguments_parse_and_exclude_gpu_memory_with_cpu():
 
 
 # -- a real MSD folder: fingerprint (cached), plan, --set overrides, the YAML written ---------------
-def _msd_folder(root):
+def _msd_folder(root, affine=None):
     nib = pytest.importorskip("nibabel", reason="the MSD folder holds NIfTI files")
     import json
 
@@ -291,7 +291,7 @@ def _msd_folder(root):
         image = np.zeros((24, 24, slices), np.float32)
         image[4:20, 4:20, 2:-2] = rng.normal(100.0, 10.0, size=(16, 16, slices - 4))
         label = (image > 100).astype(np.uint8)
-        affine = np.diag([1.0, 1.0, 1.2, 1.0])
+        affine = np.diag([1.0, 1.0, 1.2, 1.0]) if affine is None else affine
         name = f"case_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), str(root / "imagesTr" / name))
         nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / name))
@@ -360,3 +360,20 @@ def test_plan_dataset_names_a_folder_without_dataset_json(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"no dataset\.json"):
         plan_dataset(tmp_path, progress=False)
+
+
+def test_a_reoriented_dataset_is_planned_on_its_reoriented_axes(tmp_path):
+    """data.preprocessing.orientation: the fingerprint (and so the per-axis target spacing) is taken
+    on the reoriented cases. Here voxel axis 2 (1.2 mm) points right, axis 0 anterior, axis 1
+    superior, so in RAS the 1.2 mm axis comes first."""
+    pytest.importorskip("delira.data.fingerprint")
+    from delira.training.planning import plan_dataset
+
+    affine = np.array([[0, 0, 1.2, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])
+    folder = _msd_folder(tmp_path / "Task78_Turned", affine=affine)
+    plain = plan_dataset(folder, progress=False, device="cpu")
+    assert plain.config["data"]["preprocessing"]["target_spacing"] == [1.0, 1.0, 1.2]
+    assert plain.config["data"]["preprocessing"]["orientation"] is None
+    ras = plan_dataset(folder, progress=False, device="cpu", overrides=["data.preprocessing.orientation=RAS"])
+    assert ras.config["data"]["preprocessing"]["target_spacing"] == [1.2, 1.0, 1.0]
+    assert ras.config["data"]["preprocessing"]["orientation"] == "RAS"

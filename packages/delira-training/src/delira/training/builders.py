@@ -140,12 +140,13 @@ def check_augment_device(config: Mapping[str, Any]) -> None:
 
 def build_preprocessor(config: Mapping[str, Any]) -> Any:
     """The :class:`delira.data.Preprocessor` of ``data.preprocessing`` (crop, normalise, resample), or
-    None when the config asks for none of it (no target spacing, normalization ``none``)."""
+    None when the config asks for none of it (no target spacing, normalization ``none``, no
+    orientation)."""
     from delira.data import Preprocessor
 
     pre = config["data"]["preprocessing"]
     spacing = pre["target_spacing"]
-    if spacing is None and pre["normalization"] == "none":
+    if spacing is None and pre["normalization"] == "none" and pre.get("orientation") is None:
         return None
     norm = pre["normalization"]
     kwargs: dict[str, Any] = {
@@ -158,6 +159,8 @@ def build_preprocessor(config: Mapping[str, Any]) -> Any:
         "anisotropy_threshold": pre["anisotropy_threshold"],
         "seed": config["experiment"]["seed"],
     }
+    if pre.get("orientation") is not None:
+        kwargs["orientation"] = pre["orientation"]
     if pre.get("ct_stats"):
         kwargs["ct_stats"] = {int(c): dict(v) for c, v in pre["ct_stats"].items()}
     return Preprocessor(**kwargs)

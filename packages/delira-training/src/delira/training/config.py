@@ -179,6 +179,15 @@ SCHEMA: dict[str, Any] = {
             "anisotropy_threshold": Field(
                 "float", 3.0, "max/min spacing above which the coarse axis is resampled apart", minimum=1
             ),
+            "orientation": Field(
+                "str",
+                None,
+                "reorient every case to this orientation before cropping (RAS: nibabel/MONAI canonical, LPS: "
+                "ITK/DICOM); target_spacing, patch_size and slice_axis then refer to the reoriented axes and "
+                "predictions are put back in each input's own orientation; null: the files' own layout",
+                nullable=True,
+                choices=("RAS", "LPS"),
+            ),
             "cache_dir": Field("str", None, "where preprocessed cases are cached", nullable=True),
         },
         "spatial_dims": Field(

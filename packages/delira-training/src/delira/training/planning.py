@@ -903,7 +903,19 @@ def plan_dataset(
     cache_dir = ((user.get("data") or {}).get("preprocessing") or {}).get("cache_dir")
     cache = Path(cache_dir) / "fingerprint.json" if cache_dir else folder / ".delira" / "fingerprint.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = compute_fingerprint(str(folder), num_workers=num_workers, progress=progress, cache=cache)
+    # A reoriented dataset is planned on its reoriented axes (per-axis spacing, patch, strides).
+    overrides = list(overrides)
+    orientation = ((user.get("data") or {}).get("preprocessing") or {}).get("orientation")
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys == ["data", "preprocessing", "orientation"]:
+            orientation = value
+    source: Any = str(folder)
+    if orientation is not None:
+        from delira.data import DecathlonDataset
+
+        source = DecathlonDataset(folder, orientation=orientation)
+    fingerprint = compute_fingerprint(source, num_workers=num_workers, progress=progress, cache=cache)
     if "backend" not in kw and user.get("backend") in ("torch", "tf"):
         kw["backend"] = user["backend"]
     if "name" not in kw and isinstance(user.get("name"), str):
@@ -918,6 +930,9 @@ def plan_dataset(
         plan.reasons["training.workers"] = "kept from the given config"
     if cache_dir:
         config["data"]["preprocessing"]["cache_dir"] = cache_dir
+    if orientation is not None:
+        config["data"]["preprocessing"]["orientation"] = orientation
+        plan.reasons["data.preprocessing.orientation"] = "kept: the fingerprint was taken on the reoriented cases"
     overrides = list(overrides)
     config = apply_overrides(config, overrides)
     for text in overrides:
