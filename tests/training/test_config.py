@@ -330,3 +330,27 @@ def test_a_files_model_args_are_the_whole_argument_set_and_set_merges_into_them(
     assert load_config(path)["model"]["args"] == {"spatial_dims": 2, "in_channels": 4, "num_classes": 2}
     merged = load_config(path, ["model.args.features=[4, 8]"])["model"]["args"]
     assert merged == {"spatial_dims": 2, "in_channels": 4, "num_classes": 2, "features": [4, 8]}
+
+
+def test_schedule_args_are_checked_against_the_schedule_and_reach_the_trainer(tmp_path):
+    from delira.training.config import ConfigError, load_config
+
+    config = load_config({"training": {"schedule": "poly", "schedule_args": {"exponent": 2.0}}})
+    assert config["training"]["schedule_args"] == {"exponent": 2.0}
+    with pytest.raises(ConfigError, match=r"schedule_args.*gamma.*poly"):
+        load_config({"training": {"schedule": "poly", "schedule_args": {"gamma": 0.5}}})
+    with pytest.raises(ConfigError, match=r"exponent.*> 0"):
+        load_config({"training": {"schedule": "poly", "schedule_args": {"exponent": -1}}})
+    with pytest.raises(ConfigError, match="is null"):
+        load_config({"training": {"schedule": None, "schedule_args": {"exponent": 2}}})
+    pytest.importorskip("torch")
+    from delira.training.experiment import Experiment
+
+    experiment = Experiment(
+        {"training": {"schedule": "step", "schedule_args": {"step_size": 1, "gamma": 0.5}, "lr": 0.1}},
+        run_dir=tmp_path / "run",
+        verbose=False,
+    )
+    trainer = experiment._trainer(None, 0)
+    assert trainer.scheduler_kwargs == {"step_size": 1, "gamma": 0.5}
+    assert [trainer._named_lr(e) for e in range(3)] == pytest.approx([0.1, 0.05, 0.025])

@@ -294,6 +294,12 @@ SCHEMA: dict[str, Any] = {
             nullable=True,
             choices=("cosine", "step", "poly", "onecycle"),
         ),
+        "schedule_args": Field(
+            "mapping",
+            {},
+            "arguments of training.schedule: step: step_size, gamma; poly: exponent; onecycle: pct_start, "
+            "div_factor, final_div_factor (cosine takes none)",
+        ),
         "warmup_epochs": Field(
             "float",
             0,
@@ -686,6 +692,19 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                     "string or a number (e.g. constraint: a100)"
                 )
     problems += _check_training(config)
+    training = config.get("training", {})
+    args = training.get("schedule_args")
+    if isinstance(args, Mapping) and args:
+        from delira.training.schedules import check_schedule_args
+
+        schedule = training.get("schedule", DEFAULTS["training"]["schedule"])
+        if schedule is None:
+            problems.append("training.schedule_args: set, but training.schedule is null (constant); remove them")
+        else:
+            try:
+                check_schedule_args(schedule, args)
+            except ValueError as exc:
+                problems.append(f"training.schedule_args: {exc}".replace("scheduler_kwargs", "schedule_args"))
     overlap = config.get("prediction", {}).get("overlap")
     if isinstance(overlap, (int, float)) and not 0 <= overlap < 1:
         problems.append(f"prediction.overlap: {overlap} must be in [0, 1)")

@@ -308,6 +308,7 @@ class Experiment:
             lr=t["lr"],
             optimizer_kwargs=kwargs,
             scheduler=t["schedule"],
+            scheduler_kwargs=dict(t["schedule_args"]) or None,
             metrics=self.task.training_metrics(),
             callbacks=[
                 *self.task.callbacks(save_dir, fold),
