@@ -699,7 +699,9 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
 
         schedule = training.get("schedule", DEFAULTS["training"]["schedule"])
         if schedule is None:
-            problems.append("training.schedule_args: set, but training.schedule is null (constant); remove them")
+            problems.append(
+                "training.schedule_args: set, but training.schedule is null (constant); remove them"
+            )
         else:
             try:
                 check_schedule_args(schedule, args)

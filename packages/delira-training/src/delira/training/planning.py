@@ -932,7 +932,9 @@ def plan_dataset(
         config["data"]["preprocessing"]["cache_dir"] = cache_dir
     if orientation is not None:
         config["data"]["preprocessing"]["orientation"] = orientation
-        plan.reasons["data.preprocessing.orientation"] = "kept: the fingerprint was taken on the reoriented cases"
+        plan.reasons["data.preprocessing.orientation"] = (
+            "kept: the fingerprint was taken on the reoriented cases"
+        )
     overrides = list(overrides)
     config = apply_overrides(config, overrides)
     for text in overrides:
