@@ -10,7 +10,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from delira.data.checks import DatasetError, check_case, check_dataset
-from delira.data.datasets import CacheDataset, ConcatDataset, Dataset, LazyDataset, Subset, case_ids_of
+from delira.data.datasets import (
+    CacheDataset,
+    ConcatDataset,
+    Dataset,
+    LazyDataset,
+    SmartCacheDataset,
+    SmartCacheSampler,
+    Subset,
+    case_ids_of,
+)
 from delira.data.fingerprint import CaseFingerprint, Fingerprint, compute_fingerprint
 from delira.data.formats import CaseReader, DecathlonDataset, ManifestDataset
 from delira.data.loader import (
@@ -89,6 +98,8 @@ __all__ = [
     "Sampler",
     "SequentialSampler",
     "ShardedSampler",
+    "SmartCacheDataset",
+    "SmartCacheSampler",
     "Splits",
     "Subset",
     "SyntheticPhantomDataset",
