@@ -27,6 +27,11 @@ class OpKind(IntEnum):
     ZSCORE = 7  # p0 = epsilon
     PERCENTILE_CLIP = 8  # p0 = lower percentile, p1 = upper percentile
 
+    @property
+    def needs_stats(self) -> bool:
+        """Whether the op needs statistics of its input (it starts a new pass; ``needs_stats`` in C++)."""
+        return self >= OpKind.CONTRAST
+
 
 @dataclass
 class Op:

@@ -14,6 +14,11 @@ batchgenerators and batchgeneratorsv2 (when installed), single-threaded. The com
 with ``OMP_NUM_THREADS=1`` (and the BLAS equivalents) so that the peers run on one thread; Delira's
 own thread count is set explicitly. Reported: median ms/sample, output voxels/s, and the ratio
 (peer time / Delira time, i.e. how many times faster Delira is).
+
+``--profile`` times Delira's stages instead (parameter drawing, spec building, resampling of the
+data, the elastic field, resampling of the segmentation, each intensity op and the statistics it
+needs), each by difference between stage-restricted calls of the fused kernel with the same drawn
+parameters, on one thread and on ``--threads`` threads; the next optimisation is chosen from it.
 """
 
 from __future__ import annotations
@@ -240,6 +245,202 @@ def run(size: int, patch: int, batch: int, repeats: int, peers: bool, threads: i
     }
 
 
+# --- --profile: time per stage --------------------------------------------------------------------
+#
+# The fused pass runs every stage in one kernel call, so the stages are timed by difference: the
+# kernel is called with the same drawn parameters and stage-restricted specs (affine only; + elastic
+# field; + seg; + each intensity op in turn), and each stage's time is the median over rounds of the
+# difference to the configuration before it. A stats op (gamma, restore-stats, ...) is split into
+# "statistics for <op>" (the op present but inactive: the pass before it accumulates the moments it
+# would need, and the op's own pass runs without touching voxels) and the op itself. The
+# configurations are timed in interleaved rounds, so load from other processes hits them alike.
+
+_OP_NAMES = {
+    "NOISE": "noise",
+    "MULTIPLY": "brightness (multiply)",
+    "ADD": "brightness (add)",
+    "CLIP": "clip",
+    "CONTRAST": "contrast",
+    "GAMMA": "gamma",
+    "RESTORE_STATS": "restore stats",
+    "ZSCORE": "z-score",
+    "PERCENTILE_CLIP": "percentile clip",
+}
+
+
+def _draw_fused(pipe, rng, n: int, shape: tuple[int, ...]):
+    """Parameters of the fused group of ``pipe`` (spatial transform, intensity ops, mirroring), as Compose draws them."""
+    import numpy as np
+
+    from delira.augment._program import Program
+    from delira.augment.transforms.compose import _flip_affine, _flip_field
+    from delira.augment.transforms.spatial import Mirror
+
+    spatial, *rest = pipe.members()
+    affine, linear, field, patch = spatial.draw(rng, n, shape, None)
+    program = Program(n)
+    flags = np.zeros((n, len(shape)), dtype=bool)
+    for t in rest:
+        if isinstance(t, Mirror):
+            flags ^= t.draw_flags(rng, n, len(shape))
+        else:
+            program.extend(t.program(rng, n))
+    if field is not None and flags.any():
+        field = _flip_field(field, flags, patch)
+    return _flip_affine(affine, flags, patch), linear, field, patch, program
+
+
+def _fused_spec(spatial, affine, linear, field, patch, program, elastic: bool = True):
+    """The ResampleSpec that ``functional.spatial_transform`` builds for these parameters."""
+    import numpy as np
+
+    from delira.augment._spec import ResampleSpec
+    from delira.augment.functional.elastic import ElasticField
+
+    if field is not None and elastic:
+        values = np.einsum(
+            "nij,nj...->ni...", np.asarray(linear, np.float64), field.values.astype(np.float64)
+        )
+        field = ElasticField(values.astype(np.float32), field.origin, field.spacing)
+    else:
+        field = None
+    return ResampleSpec.from_field(
+        patch,
+        affine,
+        field,
+        order_data=spatial.order_data,
+        mode_data=spatial.mode_data,
+        cval_data=spatial.cval_data,
+        order_seg=spatial.order_seg,
+        mode_seg=spatial.mode_seg,
+        cval_seg=spatial.cval_seg,
+        program=program,
+    )
+
+
+def _profile_configs(
+    pipe, data, seg, rng
+) -> tuple[list[tuple[str, str, Callable[[], Any]]], Callable[[], Any]]:
+    """``[(stage, base, fn)]``: the stage's time is ``time(fn) - time(base's fn)`` (base "" for none)."""
+    import copy
+
+    import numpy as np
+
+    from delira.augment import _engine
+    from delira.augment._program import Op, Program
+
+    n, shape = data.shape[0], tuple(data.shape[2:])
+    spatial = pipe.members()[0]
+    affine, linear, field, patch, program = _draw_fused(pipe, rng, n, shape)
+
+    def call(spec, with_seg: bool = True):
+        return lambda: _engine.resample(data, seg if with_seg else None, spec, "cpu")
+
+    def restricted(ops) -> Program:
+        return Program(n, list(ops), program.seeds)
+
+    empty = Program(n, [], program.seeds)
+    configs = [
+        ("parameter drawing", "", lambda: _draw_fused(pipe, rng, n, shape)),
+        ("spec building", "", lambda: _fused_spec(spatial, affine, linear, field, patch, program)),
+        (
+            "resample data (affine)",
+            "",
+            call(_fused_spec(spatial, affine, linear, field, patch, empty, False), False),
+        ),
+    ]
+    last = "resample data (affine)"
+    if field is not None:
+        configs.append(
+            ("elastic field", last, call(_fused_spec(spatial, affine, linear, field, patch, empty), False))
+        )
+        last = "elastic field"
+    configs.append(("resample seg", last, call(_fused_spec(spatial, affine, linear, field, patch, empty))))
+    last = "resample seg"
+    ops: list[Op] = []
+    for op in program.ops:
+        name = _OP_NAMES.get(op.kind.name, op.kind.name.lower())
+        if op.kind.needs_stats:
+            idle = copy.copy(op)
+            idle.active = np.zeros_like(op.active)
+            stage = f"statistics for {name}"
+            spec = _fused_spec(spatial, affine, linear, field, patch, restricted([*ops, idle]))
+            configs.append((stage, last, call(spec)))
+            last = stage
+        ops.append(op)
+        spec = _fused_spec(spatial, affine, linear, field, patch, restricted(ops))
+        configs.append((name, last, call(spec)))
+        last = name
+    return configs, call(_fused_spec(spatial, affine, linear, field, patch, program))
+
+
+def profile(size: int, patch: int, batch: int, repeats: int, threads: int) -> dict[str, Any]:
+    """Median ms/sample of every stage of the canonical workload, on 1 thread (and ``threads``)."""
+    import numpy as np
+
+    import delira.augment as da
+
+    data, seg = _inputs(batch, size)
+    pipe = delira_pipeline((patch,) * 3)
+    configs, kernel = _profile_configs(pipe, data, seg, np.random.default_rng(1))
+    whole = lambda: pipe(data=data, seg=seg)  # noqa: E731
+    timed = [(name, fn) for name, _, fn in configs] + [
+        ("fused kernel call", kernel),
+        ("whole pipeline", whole),
+    ]
+    columns: dict[str, dict[str, float]] = {}
+    saved = da.get_num_threads()
+    try:
+        for t in sorted({1, threads}):
+            da.set_num_threads(t)
+            samples: dict[str, list[float]] = {name: [] for name, _ in timed}
+            for _, fn in timed:
+                fn()  # warm-up
+            for _ in range(repeats):  # interleaved rounds
+                for name, fn in timed:
+                    start = time.perf_counter()
+                    fn()
+                    samples[name].append((time.perf_counter() - start) * 1000.0 / batch)
+            col: dict[str, float] = {}
+            for name, base, _ in configs:
+                own = samples[name]
+                diffs = own if not base else [a - b for a, b in zip(own, samples[base])]
+                col[name] = statistics.median(diffs)
+            col["sum of stages"] = sum(col.values())
+            col["fused kernel call"] = statistics.median(samples["fused kernel call"])
+            col["whole pipeline"] = statistics.median(samples["whole pipeline"])
+            columns[f"{t} thread{'s' if t > 1 else ''}"] = col
+    finally:
+        da.set_num_threads(saved)
+    return {
+        "workload": {
+            "input": [1, size, size, size],
+            "patch": [patch] * 3,
+            "batch": batch,
+            "repeats": repeats,
+        },
+        "build_info": da.build_info(),
+        "stages_ms_per_sample": columns,
+    }
+
+
+def _print_profile(results: dict[str, Any]) -> None:
+    w = results["workload"]
+    info = results["build_info"]
+    cols = results["stages_ms_per_sample"]
+    print(
+        f"profile of the canonical workload: input 1x{w['input'][1]}^3 -> patch {w['patch'][0]}^3, batch "
+        f"{w['batch']}, median of {w['repeats']} interleaved rounds; delira-augment {info['version']} "
+        f"({info.get('cpu_isa', '?')}); ms/sample, each stage timed by difference to the one before"
+    )
+    names = list(next(iter(cols.values())))
+    print(f"  {'stage':<34}" + "".join(f"{c:>12}" for c in cols))
+    for name in names:
+        if name == "sum of stages":
+            print("  " + "-" * (34 + 12 * len(cols)))
+        print(f"  {name:<34}" + "".join(f"{col[name]:>12.2f}" for col in cols.values()))
+
+
 def _print(results: dict[str, Any]) -> None:
     w = results["workload"]
     info = results["build_info"]
@@ -276,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         help="threads for Delira's multi-thread figure (default: all cores)",
     )
     parser.add_argument("--no-peers", action="store_true", help="time Delira only")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="time each stage of Delira's pipeline (parameter drawing, elastic field, resampling of data "
+        "and seg, each intensity op and the statistics it needs) on 1 thread and --threads threads",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     if args.batch < 1 or (args.repeats is not None and args.repeats < 1) or args.threads < 1:
@@ -288,8 +495,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     size, patch = (96, 64) if args.quick else (160, 128)
     repeats = args.repeats or (2 if args.quick else 5)
-    results = run(size, patch, args.batch, repeats, not args.no_peers, args.threads)
-    _print(results)
+    if args.profile:
+        results = profile(size, patch, args.batch, args.repeats or (3 if args.quick else 9), args.threads)
+        _print_profile(results)
+    else:
+        results = run(size, patch, args.batch, repeats, not args.no_peers, args.threads)
+        _print(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
