@@ -15,6 +15,8 @@ with ``OMP_NUM_THREADS=1`` (and the BLAS equivalents) so that the peers run on o
 own thread count is set explicitly. Reported: median ms/sample, output voxels/s, and the ratio
 (peer time / Delira time, i.e. how many times faster Delira is).
 
+``--ops`` times each op of the catalogue beside its peers (:mod:`delira.augment.bench_catalogue`).
+
 ``--profile`` times Delira's stages instead (parameter drawing, spec building, resampling of the
 data, the elastic field, resampling of the segmentation, each intensity op and the statistics it
 needs), each by difference between stage-restricted calls of the fused kernel with the same drawn
@@ -483,6 +485,14 @@ def main(argv: list[str] | None = None) -> int:
         help="time each stage of Delira's pipeline (parameter drawing, elastic field, resampling of data "
         "and seg, each intensity op and the statistics it needs) on 1 thread and --threads threads",
     )
+    parser.add_argument(
+        "--ops",
+        nargs="*",
+        metavar="NAME",
+        default=None,
+        help="time each op of the augmentation catalogue (or the named ones) beside its peers "
+        "(batchgeneratorsv2, batchgenerators, TorchIO) on one thread; see delira.augment.bench_catalogue",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     if args.batch < 1 or (args.repeats is not None and args.repeats < 1) or args.threads < 1:
@@ -495,7 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     size, patch = (96, 64) if args.quick else (160, 128)
     repeats = args.repeats or (2 if args.quick else 5)
-    if args.profile:
+    if args.ops is not None:
+        from delira.augment import bench_catalogue
+
+        results = bench_catalogue.run_ops(
+            args.ops, 64 if args.quick else 128, args.batch, repeats, not args.no_peers
+        )
+        bench_catalogue.print_ops(results)
+    elif args.profile:
         results = profile(size, patch, args.batch, args.repeats or (3 if args.quick else 9), args.threads)
         _print_profile(results)
     else:
