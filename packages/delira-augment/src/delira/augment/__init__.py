@@ -14,6 +14,7 @@ from delira.augment._build_info import build_info, package_version
 from delira.augment._threads import _check_env, get_num_threads, set_num_threads
 from delira.augment.functional import flip
 from delira.augment.transforms import (
+    BlankRectangles,
     BrightnessAdditive,
     BrightnessMultiplicative,
     CenterCrop,
@@ -28,9 +29,11 @@ from delira.augment.transforms import (
     PercentileClip,
     RandomApply,
     RandomCrop,
+    Rot90,
     SimulateLowResolution,
     SpatialTransform,
     Transform,
+    TransposeAxes,
     ZScoreNormalize,
 )
 
@@ -47,6 +50,7 @@ def preview(batch, transform, path, *, rng=0, data_key="data", seg_key="seg"):
 
 
 __all__ = [
+    "BlankRectangles",
     "BrightnessAdditive",
     "BrightnessMultiplicative",
     "CenterCrop",
@@ -61,9 +65,11 @@ __all__ = [
     "PercentileClip",
     "RandomApply",
     "RandomCrop",
+    "Rot90",
     "SimulateLowResolution",
     "SpatialTransform",
     "Transform",
+    "TransposeAxes",
     "ZScoreNormalize",
     "__version__",
     "build_info",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from delira.augment.transforms.base import Transform
 from delira.augment.transforms.compose import Compose, OneOf, RandomApply
 from delira.augment.transforms.crop import CenterCrop, ForegroundCrop, RandomCrop
+from delira.augment.transforms.discrete import BlankRectangles, Rot90, TransposeAxes
 from delira.augment.transforms.intensity import (
     BrightnessAdditive,
     BrightnessMultiplicative,
@@ -20,6 +21,7 @@ from delira.augment.transforms.intensity import (
 from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
 __all__ = [
+    "BlankRectangles",
     "BrightnessAdditive",
     "BrightnessMultiplicative",
     "CenterCrop",
@@ -35,8 +37,10 @@ __all__ = [
     "PercentileClip",
     "RandomApply",
     "RandomCrop",
+    "Rot90",
     "SimulateLowResolution",
     "SpatialTransform",
     "Transform",
+    "TransposeAxes",
     "ZScoreNormalize",
 ]
