@@ -70,11 +70,14 @@ def softmax_ce(logits, target):
 
 def test_deep_supervision_loss_is_the_weighted_sum(fw):
     fw.seed(0)
-    model = tiny_unet(fw, deep_supervision=True)  # 3 stages: outputs at 16 and 8
+    model = fw.build(
+        "unet", in_channels=2, num_classes=3, base_features=2, num_stages=4, deep_supervision=True
+    )
     batch = seg_batch()
     outputs = fw.forward(model, batch["data"].astype(np.float32), training=False)
-    assert [o.shape for o in outputs] == [(2, 3, 16, 16), (2, 3, 8, 8)]
+    assert [o.shape for o in outputs] == [(2, 3, 16, 16), (2, 3, 8, 8), (2, 3, 4, 4)]
     seg = batch["seg"][:, 0].astype(np.int64)
+    # nnU-Net's weights: 1, 1/2 and 0 for the lowest resolution, normalised
     expected = (1.0 * softmax_ce(outputs[0], seg) + 0.5 * softmax_ce(outputs[1], seg[:, ::2, ::2])) / 1.5
     prepared = model.prepare_batch(batch)
     _, targets = model.split_batch(prepared)

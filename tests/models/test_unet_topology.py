@@ -286,18 +286,19 @@ def test_keras_linear_upsampling_matches_torch_per_axis():
 
 
 def test_deep_supervision_losses_subsample_targets_per_axis(fw):
-    kwargs, patch, stage_sizes = SHAPE_CASES["3d_aniso"]
+    kwargs, patch, stage_sizes = SHAPE_CASES["2d_unpooled_stage"]
     fw.seed(0)
     model = fw.build("unet", in_channels=1, num_classes=3, deep_supervision=True, **kwargs)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 1, *patch)).astype(np.float32)
     seg = rng.integers(0, 3, (2, *patch))
     predictions = model(x if fw.name == "tf" else fw.torch.from_numpy(x))
+    assert len(predictions) == 3
     losses = fw.losses("ce")
     targets = seg if fw.name == "tf" else fw.torch.from_numpy(seg)
     got = float(np.asarray(_numpy(model.compute_losses(predictions, targets, losses)["ce"])))
-    # by hand: level 1 is (8, 8, 4), so the targets are taken every 2nd voxel on the first two axes
-    sub = seg[:, ::2, ::2, ::1]
+    # by hand: level 1 is (4, 4), so the targets are taken every 2nd voxel on the first axis only
+    sub = seg[:, ::2, ::1]
     assert sub.shape[1:] == stage_sizes[1]
     fn = losses["ce"]
     if fw.name == "torch":
@@ -305,7 +306,20 @@ def test_deep_supervision_losses_subsample_targets_per_axis(fw):
         parts = [_numpy(fn(predictions[0], t.from_numpy(seg))), _numpy(fn(predictions[1], t.from_numpy(sub)))]
     else:
         parts = [_numpy(fn(seg, predictions[0])), _numpy(fn(sub, predictions[1]))]
+    # nnU-Net's weights for 3 outputs: 1, 1/2 and 0 for the lowest resolution, normalised: 2/3, 1/3, 0
     assert got == pytest.approx((2 / 3) * float(parts[0]) + (1 / 3) * float(parts[1]), rel=1e-5)
+
+
+def test_deep_supervision_weights_are_nnunets():
+    from delira.models import deep_supervision_weights
+
+    # nnU-Net v2 (nnUNetTrainer._build_loss): 1 / 2**k per output, the lowest resolution 0, sum 1
+    assert deep_supervision_weights(1) == [1.0]
+    assert deep_supervision_weights(2) == [1.0, 0.0]
+    assert deep_supervision_weights(4) == pytest.approx([4 / 7, 2 / 7, 1 / 7, 0.0])
+    for bad in (0, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="count must be an int >= 1"):
+            deep_supervision_weights(bad)
 
 
 # ---------------------------------------------------------------- the default network is unchanged
@@ -487,7 +501,9 @@ def test_memory_errors():
 
 def test_anisotropic_training_step_moves_every_weight(fw):
     """The framework's own step (a traced ``tf.function`` in TF) on an anisotropic deep-supervised
-    UNet: finite losses, full-resolution predictions, every weight updated."""
+    UNet: finite losses, full-resolution predictions, every weight updated but the head of the
+    lowest-resolution output, which nnU-Net's weights give 0 (a 1x1 conv from 6 features to 3
+    classes, and its bias)."""
     kwargs, patch, _ = SHAPE_CASES["3d_aniso"]
     fw.seed(0)
     model = fw.build("unet", in_channels=1, num_classes=3, deep_supervision=True, **kwargs)
@@ -499,7 +515,9 @@ def test_anisotropic_training_step_moves_every_weight(fw):
     before = fw.weights(model)
     values, predictions = fw.step(model, batch, fw.optimizers(model, 1e-2), fw.losses("ce"))
     assert np.isfinite(values["ce"]) and tuple(predictions.shape) == (2, 3, *patch)
-    assert all(not np.array_equal(a, b) for a, b in zip(before, fw.weights(model)))
+    unchanged = [a.shape for a, b in zip(before, fw.weights(model)) if np.array_equal(a, b)]
+    head = (3, 6, 1, 1, 1) if fw.name == "torch" else (1, 1, 1, 6, 3)
+    assert sorted(unchanged) == sorted([head, (3,)])
 
 
 def test_models_rebuild_from_their_config_with_strides(fw):

@@ -21,6 +21,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from delira.models._steps import deep_supervision_weights
 from delira.models.configs import (
     DCGANConfig,
     DCGANDiscriminatorConfig,
@@ -87,6 +88,7 @@ __all__ = [
     "canonical_name",
     "check_input_size",
     "check_model_args",
+    "deep_supervision_weights",
     "estimate_unet_memory_bytes",
     "get_model",
     "input_size_rule",

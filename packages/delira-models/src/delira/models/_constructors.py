@@ -22,7 +22,7 @@ from delira.models._plans import (
     resnet_plan,
     unet_plan,
 )
-from delira.models._steps import deep_supervision_weights
+from delira.models._steps import compute_zero_weight_outputs, deep_supervision_weights
 from delira.models.input_size import InputSizeRule, check_input_shape
 
 __all__ = [
@@ -125,22 +125,27 @@ class UNetConstructor(NetworkConstructor):
 
     def compute_losses(self, predictions: Any, targets: Any, losses: Mapping[str, Callable[..., Any]]) -> Any:
         """Each loss on the logits (called in the framework's order); with deep supervision, the
-        weighted sum over the outputs (``deep_supervision_weights``) against targets subsampled
+        weighted sum over the outputs (nnU-Net's ``deep_supervision_weights``: the lowest resolution
+        has weight 0 and is skipped) against targets subsampled
         with step ``config.cumulative_strides[k]`` per axis (``2**k`` by default)."""
         compute = super().compute_losses  # type: ignore[misc]
         if not self._config.deep_supervision:
             return compute(predictions, targets, losses)
         weights = deep_supervision_weights(len(predictions))
         steps = self._config.cumulative_strides
-        per_output = [
+        keep = compute_zero_weight_outputs()  # under DDP every head must take part in the loss
+        per_output = [  # outputs of weight 0 (nnU-Net's lowest resolution) are not computed
             compute(pred, targets[(slice(None), *(slice(None, None, s) for s in step))], losses)
-            for pred, step in zip(predictions, steps)
+            if w > 0 or keep
+            else None
+            for pred, step, w in zip(predictions, steps, weights)
         ]
         values = {}
         for name in losses:
             total = 0.0
             for w, output in zip(weights, per_output):
-                total = total + w * output[name]
+                if output is not None:
+                    total = total + w * output[name]
             values[name] = total
         return values
 

@@ -39,17 +39,27 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from delira.models import deep_supervision_weights
+from delira.models._steps import compute_zero_weight_outputs
+
 __all__ = [
     "BACKENDS",
     "LOSSES",
     "LOSS_ARGUMENTS",
+    "REGION_LOSSES",
     "DeepSupervisionLoss",
     "KerasCrossEntropy",
     "KerasFocal",
+    "KerasRegionBCE",
+    "KerasRegionDice",
+    "KerasRegionTversky",
     "KerasSoftDice",
     "KerasTversky",
     "TorchCrossEntropy",
     "TorchFocal",
+    "TorchRegionBCE",
+    "TorchRegionDice",
+    "TorchRegionTversky",
     "TorchSoftDice",
     "TorchTversky",
     "check_loss_args",
@@ -154,6 +164,28 @@ def _checked(name: str, args: Mapping[str, Any], num_classes: int | None = None)
         raise ValueError("; ".join(problems))
 
 
+def _checked_ignore(ignore_label: Any) -> int | None:
+    """``ignore_label`` as an int (or None); a ValueError unless it is None or an int > 0."""
+    if ignore_label is None:
+        return None
+    if isinstance(ignore_label, bool) or not isinstance(ignore_label, int) or ignore_label <= 0:
+        raise ValueError(
+            f"ignore_label must be None or a label value > 0 that marks unannotated voxels, got {ignore_label!r}"
+        )
+    return int(ignore_label)
+
+
+def _checked_regions(regions: Any) -> list[tuple[int, ...]]:
+    """``regions`` as tuples of ints; a ValueError naming the fix unless it is a non-empty list of
+    non-empty lists of labels > 0 (:func:`delira.training.regions.check_regions`)."""
+    from delira.training.regions import check_regions
+
+    problems = check_regions(regions, where="regions", check_order=False)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [tuple(int(v) for v in r) for r in regions]
+
+
 def _focal_alpha(alpha: Any, num_classes: int) -> list[float] | None:
     """The per-class focal weights: None, ``[1 - a, a, a, ...]`` for a number ``a``, or the list."""
     if alpha is None:
@@ -192,14 +224,35 @@ def _torch_onehot(labels: Any, k: int, dtype: Any) -> Any:
     return torch.nn.functional.one_hot(labels, k).movedim(-1, 1).to(dtype)
 
 
+def _torch_valid(labels: Any, ignore_label: int | None) -> tuple[Any, Any]:
+    """``(labels with the ignored voxels set to 0, valid mask (N, *spatial) float32)``; the mask is
+    None without an ignore label."""
+    import torch
+
+    if ignore_label is None:
+        return labels, None
+    valid = labels != int(ignore_label)
+    return torch.where(valid, labels, torch.zeros_like(labels)), valid.float()
+
+
+def _torch_masked_probs(probs: Any, onehot: Any, valid: Any) -> tuple[Any, Any]:
+    """``probs`` and ``onehot`` ``(N, K, *spatial)`` zeroed where ``valid`` ``(N, *spatial)`` is 0."""
+    if valid is None:
+        return probs, onehot
+    m = valid.unsqueeze(1)
+    return probs * m, onehot * m
+
+
 class TorchCrossEntropy:
     """Cross-entropy with optional class weights: ``loss(logits (N, K, *spatial) float, labels
-    (N, *spatial) int) -> scalar``; the weighted mean ``sum w[y] * nll / sum w[y]``."""
+    (N, *spatial) int) -> scalar``; the weighted mean ``sum w[y] * nll / sum w[y]`` (over the voxels
+    whose label is not ``ignore_label``; 0 when every voxel is ignored)."""
 
-    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, class_weights: Sequence[float] | None = None, ignore_label: int | None = None) -> None:
         if class_weights is not None:
             _checked("ce", {"class_weights": list(class_weights)})
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, logits: Any, labels: Any) -> Any:
         import torch
@@ -208,7 +261,12 @@ class TorchCrossEntropy:
         labels = _torch_labels(logits, labels)
         weight = _class_weights(self.class_weights, logits.shape[1], "ce loss")
         w = None if weight is None else torch.tensor(weight, dtype=logits.dtype, device=logits.device)
-        return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+        if self.ignore_label is None:
+            return torch.nn.functional.cross_entropy(logits, labels, weight=w)
+        labels, valid = _torch_valid(labels, self.ignore_label)
+        nll = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        per_voxel = valid if w is None else valid * w[labels]
+        return (per_voxel * nll).sum() / per_voxel.sum().clamp_min(_TINY)
 
 
 class TorchSoftDice:
@@ -216,18 +274,21 @@ class TorchSoftDice:
     ``D_k = (2 sum p_k t_k + smooth) / (sum p_k + sum t_k + smooth)`` over the batch and all voxels.
 
     Called as ``loss(logits (N, K, *spatial) float, labels (N, *spatial) int64)`` -> scalar tensor.
+    Voxels labelled ``ignore_label`` are left out of every sum.
     """
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, ignore_label: int | None = None) -> None:
         _checked("dice", {"smooth": smooth})
         self.smooth = float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, logits: Any, labels: Any) -> Any:
         import torch
 
-        labels = _torch_labels(logits, labels)
+        labels, valid = _torch_valid(_torch_labels(logits, labels), self.ignore_label)
         probs = torch.softmax(logits.float(), dim=1)[:, 1:]
         onehot = _torch_onehot(labels, logits.shape[1], probs.dtype)[:, 1:]
+        probs, onehot = _torch_masked_probs(probs, onehot, valid)
         axes = [0, *range(2, probs.dim())]
         intersection = (probs * onehot).sum(axes)
         total = probs.sum(axes) + onehot.sum(axes)
@@ -236,18 +297,25 @@ class TorchSoftDice:
 
 class TorchFocal:
     """Focal loss on the softmax: ``mean -a[y] (1 - p_y) ** gamma log p_y``; arguments as in the
-    module docstring. ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
+    module docstring (the mean over the voxels not labelled ``ignore_label``).
+    ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
 
-    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | None = None,
+        ignore_label: int | None = None,
+    ) -> None:
         _checked("focal", {"gamma": gamma, "alpha": alpha})
         self.gamma = float(gamma)
         self.alpha = list(alpha) if isinstance(alpha, (list, tuple)) else alpha
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, logits: Any, labels: Any) -> Any:
         import torch
 
         logits = logits.float()
-        labels = _torch_labels(logits, labels)
+        labels, valid = _torch_valid(_torch_labels(logits, labels), self.ignore_label)
         k = logits.shape[1]
         onehot = _torch_onehot(labels, k, logits.dtype)
         log_p = (torch.log_softmax(logits, dim=1) * onehot).sum(1)
@@ -258,23 +326,30 @@ class TorchFocal:
             shape = (1, k) + (1,) * (logits.dim() - 2)
             a = torch.tensor(alpha, dtype=logits.dtype, device=logits.device).view(shape)
             factor = factor * (onehot * a).sum(1)
+        if valid is not None:
+            return -(factor * log_p * valid).sum() / valid.sum().clamp_min(1.0)
         return -(factor * log_p).mean()
 
 
 class TorchTversky:
     """Tversky loss of the foreground classes (batch statistics): ``1 - mean_k (TP + s) / (TP +
-    alpha FP + beta FN + s)``. ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
+    alpha FP + beta FN + s)`` (voxels labelled ``ignore_label`` left out).
+    ``loss(logits (N, K, *spatial), labels (N, *spatial) int) -> scalar``."""
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0) -> None:
+    def __init__(
+        self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, ignore_label: int | None = None
+    ) -> None:
         _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
         self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, logits: Any, labels: Any) -> Any:
         import torch
 
-        labels = _torch_labels(logits, labels)
+        labels, valid = _torch_valid(_torch_labels(logits, labels), self.ignore_label)
         probs = torch.softmax(logits.float(), dim=1)[:, 1:]
         onehot = _torch_onehot(labels, logits.shape[1], probs.dtype)[:, 1:]
+        probs, onehot = _torch_masked_probs(probs, onehot, valid)
         axes = [0, *range(2, probs.dim())]
         tp = (probs * onehot).sum(axes)
         fp = probs.sum(axes) - tp
@@ -283,16 +358,138 @@ class TorchTversky:
         return 1.0 - index.mean()
 
 
+def _torch_regions(
+    logits: Any, labels: Any, regions: Sequence[tuple[int, ...]], ignore_label: int | None
+) -> Any:
+    """``(float32 logits (N, R, *spatial), region targets (N, R, *spatial) float32, valid mask
+    (N, 1, *spatial) float32 or None)``."""
+    import torch
+
+    logits = logits.float()
+    if logits.shape[1] != len(regions):
+        raise ValueError(
+            f"the network has {logits.shape[1]} output channels but there are {len(regions)} regions; a "
+            f"region model has one output per region: set model.args.num_classes to {len(regions)}"
+        )
+    labels = _torch_labels(logits, labels)
+    targets = torch.stack(
+        [torch.isin(labels, torch.tensor(r, dtype=labels.dtype, device=labels.device)) for r in regions], 1
+    ).to(logits.dtype)
+    valid = None if ignore_label is None else (labels != ignore_label).unsqueeze(1).to(logits.dtype)
+    return logits, targets, valid
+
+
+class TorchRegionBCE:
+    """Binary cross-entropy with logits of each region (nnU-Net's region training):
+    ``loss(logits (N, R, *spatial) float, labels (N, *spatial) int) -> scalar``, the targets the masks
+    ``isin(labels, regions[r])``; the mean over regions and voxels (those labelled ``ignore_label``
+    left out: ``sum m * bce / (R * sum m)``)."""
+
+    def __init__(self, regions: Sequence[Sequence[int]], ignore_label: int | None = None) -> None:
+        self.regions = _checked_regions(regions)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        logits, targets, valid = _torch_regions(logits, labels, self.regions, self.ignore_label)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if valid is None:
+            return bce.mean()
+        return (bce * valid).sum() / (valid.sum() * len(self.regions)).clamp_min(_TINY)
+
+
+class TorchRegionDice:
+    """Soft Dice of every region on the sigmoid of its logit (batch Dice, no background channel):
+    ``1 - mean_r (2 sum s_r t_r + smooth) / (sum s_r + sum t_r + smooth)``, ``s = sigmoid(logits)``,
+    ``t`` the region masks; voxels labelled ``ignore_label`` left out.
+    ``loss(logits (N, R, *spatial), labels (N, *spatial) int) -> scalar``."""
+
+    def __init__(
+        self, regions: Sequence[Sequence[int]], smooth: float = 1.0, ignore_label: int | None = None
+    ) -> None:
+        _checked("dice", {"smooth": smooth})
+        self.regions = _checked_regions(regions)
+        self.smooth = float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        logits, targets, valid = _torch_regions(logits, labels, self.regions, self.ignore_label)
+        probs = torch.sigmoid(logits)
+        if valid is not None:
+            probs, targets = probs * valid, targets * valid
+        axes = [0, *range(2, probs.dim())]
+        intersection = (probs * targets).sum(axes)
+        total = probs.sum(axes) + targets.sum(axes)
+        return 1.0 - ((2.0 * intersection + self.smooth) / (total + self.smooth)).mean()
+
+
+class TorchRegionTversky:
+    """The Tversky loss of :class:`TorchTversky` on the regions' sigmoids (as :class:`TorchRegionDice`)."""
+
+    def __init__(
+        self,
+        regions: Sequence[Sequence[int]],
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        smooth: float = 1.0,
+        ignore_label: int | None = None,
+    ) -> None:
+        _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
+        self.regions = _checked_regions(regions)
+        self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        import torch
+
+        logits, targets, valid = _torch_regions(logits, labels, self.regions, self.ignore_label)
+        probs = torch.sigmoid(logits)
+        if valid is not None:
+            probs, targets = probs * valid, targets * valid
+        axes = [0, *range(2, probs.dim())]
+        tp = (probs * targets).sum(axes)
+        fp = probs.sum(axes) - tp
+        fn = targets.sum(axes) - tp
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        return 1.0 - index.mean()
+
+
 # --- Keras ----------------------------------------------------------------------------------------
-def _keras_inputs(labels: Any, logits: Any) -> tuple[Any, Any, int]:
+def _keras_labels(labels: Any, logits: Any) -> Any:
+    from keras import ops
+
+    if len(labels.shape) == len(logits.shape):  # (N, 1, *spatial)
+        labels = labels[:, 0]
+    return ops.cast(labels, "int32")
+
+
+def _keras_inputs(labels: Any, logits: Any, ignore_label: int | None = None) -> tuple[Any, Any, int, Any]:
+    """``(float32 logits, one-hot labels (N, K, *spatial) float32, K, valid (N, *spatial) float32 or
+    None)``; ignored voxels have the one-hot of class 0 (and valid 0)."""
     from keras import ops
 
     logits = ops.cast(logits, "float32")
-    if len(labels.shape) == len(logits.shape):  # (N, 1, *spatial)
-        labels = labels[:, 0]
+    labels = _keras_labels(labels, logits)
+    valid = None
+    if ignore_label is not None:
+        keep = ops.not_equal(labels, int(ignore_label))
+        labels = ops.where(keep, labels, ops.zeros_like(labels))
+        valid = ops.cast(keep, "float32")
     k = int(logits.shape[1])
-    onehot = ops.moveaxis(ops.one_hot(ops.cast(labels, "int32"), k), -1, 1)
-    return logits, ops.cast(onehot, "float32"), k
+    onehot = ops.moveaxis(ops.one_hot(labels, k), -1, 1)
+    return logits, ops.cast(onehot, "float32"), k, valid
+
+
+def _keras_masked(probs: Any, onehot: Any, valid: Any) -> tuple[Any, Any]:
+    from keras import ops
+
+    if valid is None:
+        return probs, onehot
+    m = ops.expand_dims(valid, 1)
+    return probs * m, onehot * m
 
 
 def _keras_class_vector(values: Sequence[float], ndim: int) -> Any:
@@ -305,20 +502,28 @@ class KerasCrossEntropy:
     """:class:`TorchCrossEntropy` in Keras' argument order: ``loss(labels (N, *spatial) int, logits
     (N, K, *spatial) float) -> scalar``."""
 
-    def __init__(self, class_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, class_weights: Sequence[float] | None = None, ignore_label: int | None = None) -> None:
         if class_weights is not None:
             _checked("ce", {"class_weights": list(class_weights)})
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, labels: Any, logits: Any) -> Any:
         from keras import ops
 
-        logits, onehot, k = _keras_inputs(labels, logits)
+        logits, onehot, k, valid = _keras_inputs(labels, logits, self.ignore_label)
         nll = -ops.sum(ops.log_softmax(logits, axis=1) * onehot, axis=1)
         weight = _class_weights(self.class_weights, k, "ce loss")
-        if weight is None:
+        if weight is None and valid is None:
             return ops.mean(nll)
-        w = ops.sum(onehot * _keras_class_vector(weight, len(logits.shape)), axis=1)
+        w = (
+            ops.ones_like(nll)
+            if weight is None
+            else ops.sum(onehot * _keras_class_vector(weight, len(logits.shape)), axis=1)
+        )
+        if valid is not None:
+            w = w * valid
+            return ops.sum(w * nll) / ops.maximum(ops.sum(w), _TINY)
         return ops.sum(w * nll) / ops.sum(w)
 
 
@@ -326,16 +531,16 @@ class KerasSoftDice:
     """The soft Dice loss of :class:`TorchSoftDice` in Keras' argument order:
     ``loss(labels (N, *spatial) int, logits (N, K, *spatial) float)`` -> scalar."""
 
-    def __init__(self, smooth: float = 1.0) -> None:
+    def __init__(self, smooth: float = 1.0, ignore_label: int | None = None) -> None:
         _checked("dice", {"smooth": smooth})
         self.smooth = float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, labels: Any, logits: Any) -> Any:
         from keras import ops
 
-        logits, onehot, _ = _keras_inputs(labels, logits)
-        probs = ops.softmax(logits, axis=1)[:, 1:]
-        onehot = onehot[:, 1:]
+        logits, onehot, _, valid = _keras_inputs(labels, logits, self.ignore_label)
+        probs, onehot = _keras_masked(ops.softmax(logits, axis=1)[:, 1:], onehot[:, 1:], valid)
         axes = [0, *range(2, len(probs.shape))]
         intersection = ops.sum(probs * onehot, axis=axes)
         total = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
@@ -345,36 +550,46 @@ class KerasSoftDice:
 class KerasFocal:
     """:class:`TorchFocal` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
 
-    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | None = None,
+        ignore_label: int | None = None,
+    ) -> None:
         _checked("focal", {"gamma": gamma, "alpha": alpha})
         self.gamma = float(gamma)
         self.alpha = list(alpha) if isinstance(alpha, (list, tuple)) else alpha
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, labels: Any, logits: Any) -> Any:
         from keras import ops
 
-        logits, onehot, k = _keras_inputs(labels, logits)
+        logits, onehot, k, valid = _keras_inputs(labels, logits, self.ignore_label)
         log_p = ops.sum(ops.log_softmax(logits, axis=1) * onehot, axis=1)
         factor = ops.power(ops.maximum(-ops.expm1(log_p), _TINY), self.gamma)
         alpha = _focal_alpha(self.alpha, k)
         if alpha is not None:
             factor = factor * ops.sum(onehot * _keras_class_vector(alpha, len(logits.shape)), axis=1)
+        if valid is not None:
+            return -ops.sum(factor * log_p * valid) / ops.maximum(ops.sum(valid), 1.0)
         return -ops.mean(factor * log_p)
 
 
 class KerasTversky:
     """:class:`TorchTversky` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0) -> None:
+    def __init__(
+        self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1.0, ignore_label: int | None = None
+    ) -> None:
         _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
         self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
 
     def __call__(self, labels: Any, logits: Any) -> Any:
         from keras import ops
 
-        logits, onehot, _ = _keras_inputs(labels, logits)
-        probs = ops.softmax(logits, axis=1)[:, 1:]
-        onehot = onehot[:, 1:]
+        logits, onehot, _, valid = _keras_inputs(labels, logits, self.ignore_label)
+        probs, onehot = _keras_masked(ops.softmax(logits, axis=1)[:, 1:], onehot[:, 1:], valid)
         axes = [0, *range(2, len(probs.shape))]
         tp = ops.sum(probs * onehot, axis=axes)
         fp = ops.sum(probs, axis=axes) - tp
@@ -383,9 +598,114 @@ class KerasTversky:
         return 1.0 - ops.mean(index)
 
 
+def _keras_regions(
+    labels: Any, logits: Any, regions: Sequence[tuple[int, ...]], ignore_label: int | None
+) -> Any:
+    """As :func:`_torch_regions`, in Keras ops: ``(logits, targets, valid)``."""
+    from keras import ops
+
+    logits = ops.cast(logits, "float32")
+    if int(logits.shape[1]) != len(regions):
+        raise ValueError(
+            f"the network has {int(logits.shape[1])} output channels but there are {len(regions)} regions; "
+            f"a region model has one output per region: set model.args.num_classes to {len(regions)}"
+        )
+    labels = _keras_labels(labels, logits)
+    masks = []
+    for region in regions:
+        mask = ops.cast(ops.equal(labels, region[0]), "float32")
+        for value in region[1:]:  # a voxel has one label: the indicators of a region's labels add up
+            mask = mask + ops.cast(ops.equal(labels, value), "float32")
+        masks.append(mask)
+    targets = ops.stack(masks, axis=1)
+    valid = None
+    if ignore_label is not None:
+        valid = ops.expand_dims(ops.cast(ops.not_equal(labels, int(ignore_label)), "float32"), 1)
+    return logits, targets, valid
+
+
+class KerasRegionBCE:
+    """:class:`TorchRegionBCE` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
+
+    def __init__(self, regions: Sequence[Sequence[int]], ignore_label: int | None = None) -> None:
+        self.regions = _checked_regions(regions)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, targets, valid = _keras_regions(labels, logits, self.regions, self.ignore_label)
+        # max(z, 0) - z t + log(1 + exp(-|z|)): the stable binary cross-entropy of a logit z
+        bce = ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+        if valid is None:
+            return ops.mean(bce)
+        return ops.sum(bce * valid) / ops.maximum(ops.sum(valid) * len(self.regions), _TINY)
+
+
+class KerasRegionDice:
+    """:class:`TorchRegionDice` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
+
+    def __init__(
+        self, regions: Sequence[Sequence[int]], smooth: float = 1.0, ignore_label: int | None = None
+    ) -> None:
+        _checked("dice", {"smooth": smooth})
+        self.regions = _checked_regions(regions)
+        self.smooth = float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, targets, valid = _keras_regions(labels, logits, self.regions, self.ignore_label)
+        probs = ops.sigmoid(logits)
+        if valid is not None:
+            probs, targets = probs * valid, targets * valid
+        axes = [0, *range(2, len(probs.shape))]
+        intersection = ops.sum(probs * targets, axis=axes)
+        total = ops.sum(probs, axis=axes) + ops.sum(targets, axis=axes)
+        return 1.0 - ops.mean((2.0 * intersection + self.smooth) / (total + self.smooth))
+
+
+class KerasRegionTversky:
+    """:class:`TorchRegionTversky` in Keras' argument order: ``loss(labels, logits) -> scalar``."""
+
+    def __init__(
+        self,
+        regions: Sequence[Sequence[int]],
+        alpha: float = 0.3,
+        beta: float = 0.7,
+        smooth: float = 1.0,
+        ignore_label: int | None = None,
+    ) -> None:
+        _checked("tversky", {"alpha": alpha, "beta": beta, "smooth": smooth})
+        self.regions = _checked_regions(regions)
+        self.alpha, self.beta, self.smooth = float(alpha), float(beta), float(smooth)
+        self.ignore_label = _checked_ignore(ignore_label)
+
+    def __call__(self, labels: Any, logits: Any) -> Any:
+        from keras import ops
+
+        logits, targets, valid = _keras_regions(labels, logits, self.regions, self.ignore_label)
+        probs = ops.sigmoid(logits)
+        if valid is not None:
+            probs, targets = probs * valid, targets * valid
+        axes = [0, *range(2, len(probs.shape))]
+        tp = ops.sum(probs * targets, axis=axes)
+        fp = ops.sum(probs, axis=axes) - tp
+        fn = ops.sum(targets, axis=axes) - tp
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        return 1.0 - ops.mean(index)
+
+
 _CLASSES: dict[str, dict[str, type]] = {
     "torch": {"ce": TorchCrossEntropy, "dice": TorchSoftDice, "focal": TorchFocal, "tversky": TorchTversky},
     "keras": {"ce": KerasCrossEntropy, "dice": KerasSoftDice, "focal": KerasFocal, "tversky": KerasTversky},
+}
+#: the losses of region training (``ce`` is the binary cross-entropy of each region's logit)
+REGION_LOSSES = ("ce", "dice", "tversky")
+_REGION_CLASSES: dict[str, dict[str, type]] = {
+    "torch": {"ce": TorchRegionBCE, "dice": TorchRegionDice, "tversky": TorchRegionTversky},
+    "keras": {"ce": KerasRegionBCE, "dice": KerasRegionDice, "tversky": KerasRegionTversky},
 }
 
 
@@ -395,9 +715,21 @@ def _framework(backend: str) -> str:
     return "torch" if backend == "torch" else "keras"
 
 
-def make_loss(name: str, backend: str = "torch", **args: Any) -> Callable[[Any, Any], Any]:
+def make_loss(
+    name: str,
+    backend: str = "torch",
+    *,
+    regions: Sequence[Sequence[int]] | None = None,
+    ignore_label: int | None = None,
+    **args: Any,
+) -> Callable[[Any, Any], Any]:
     """The loss ``name`` (one of :data:`LOSSES`) for ``backend`` with ``args``
     (:data:`LOSS_ARGUMENTS`), in the framework's argument order.
+
+    Args:
+        regions: region training (``data.regions``): one sigmoid output per region, ``ce`` the binary
+            cross-entropy and ``dice``/``tversky`` on the sigmoids (:data:`REGION_LOSSES`).
+        ignore_label: voxels with this label add nothing to the loss (``data.ignore_label``).
 
     Raises:
         ValueError: an unknown name or backend, or an invalid argument (the message names it).
@@ -407,26 +739,36 @@ def make_loss(name: str, backend: str = "torch", **args: Any) -> Callable[[Any, 
             f"unknown loss {name!r}; use one of {list(LOSSES)} (joined with '+' in training.loss)"
         )
     _checked(name, args)
-    return _CLASSES[_framework(backend)][name](**args)
+    if regions is None:
+        return _CLASSES[_framework(backend)][name](**args, ignore_label=ignore_label)
+    problems = _region_problems(name, args, "loss")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return _REGION_CLASSES[_framework(backend)][name](regions, **args, ignore_label=ignore_label)
+
+
+def _region_problems(name: str, args: Mapping[str, Any], where: str) -> list[str]:
+    if name not in REGION_LOSSES:
+        return [
+            f"{where} {name!r}: not defined for region training (data.regions); use "
+            f"{' / '.join(REGION_LOSSES)} (e.g. 'ce+dice', nnU-Net's BCE + Dice)"
+        ]
+    if args.get("class_weights") is not None:
+        return [
+            f"{where} {name!r}: class_weights do not apply to region training (one binary output per "
+            "region); remove training.loss_args.ce.class_weights"
+        ]
+    return []
 
 
 # --- deep supervision -----------------------------------------------------------------------------
-def deep_supervision_weights(count: int) -> list[float]:
-    """nnU-Net's loss weights of ``count`` deep-supervision outputs, full resolution first:
-    ``1 / 2**k`` for ``k < count - 1``, 0 for the lowest resolution, normalised to sum 1 (one
-    output: ``[1.0]``). E.g. 4 outputs: ``[4/7, 2/7, 1/7, 0]``."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ValueError(f"count must be an int >= 1 (the number of outputs), got {count!r}")
-    if count == 1:
-        return [1.0]
-    raw = [0.5**k for k in range(count - 1)] + [0.0]
-    return [w / sum(raw) for w in raw]
 
 
 class DeepSupervisionLoss:
     """A loss over all outputs of a deep-supervision network: ``sum_k w_k * loss(output_k,
     labels_k)``, ``labels_k`` the labels subsampled with step ``strides[k]`` per spatial axis
-    (``labels[:, ::s_1, ::s_2, ...]``, as ``delira.models`` UNets do), outputs of weight 0 skipped.
+    (``labels[:, ::s_1, ::s_2, ...]``, as ``delira.models`` UNets do), outputs of weight 0 skipped
+    (computed times 0 under torch DDP with several processes, which needs every head in the graph).
 
     The trainers hand such a loss the whole list of outputs (instead of letting the network weight
     the per-output losses); given one tensor it is ``loss`` itself.
@@ -494,8 +836,9 @@ class DeepSupervisionLoss:
                 f"{len(weights)} weights for {len(predictions)} outputs; give one weight per output"
             )
         total: Any = None
+        keep = compute_zero_weight_outputs()  # under DDP every head must take part (times 0)
         for k, (prediction, weight) in enumerate(zip(predictions, weights)):
-            if weight == 0:
+            if weight == 0 and not keep:
                 continue
             steps = self._steps(k, prediction, labels)
             sub = (
@@ -505,7 +848,7 @@ class DeepSupervisionLoss:
             )
             value = weight * self._call(prediction, sub)
             total = value if total is None else total + value
-        if total is None:
+        if total is None or not any(w > 0 for w in weights):
             raise ValueError("every deep-supervision weight is 0; give at least one positive weight")
         return total
 
@@ -517,11 +860,18 @@ def segmentation_losses(
     num_classes: int | None = None,
     loss_args: Mapping[str, Mapping[str, Any]] | None = None,
     deep_supervision_strides: Sequence[Sequence[int]] | None = None,
+    *,
+    regions: Sequence[Sequence[int]] | None = None,
+    ignore_label: int | None = None,
 ) -> dict[str, Callable[[Any, Any], Any]]:
     """The losses of ``training.loss`` (``"ce+dice"``, ``"focal"``, ``"ce+tversky"``, ...): one
     entry per ``+``-separated name, in that order, built with ``loss_args[name]``; wrapped in
     :class:`DeepSupervisionLoss` (nnU-Net's weights) when ``deep_supervision_strides`` (the
-    network's per-output strides) is given.
+    network's per-output strides) is given. With ``regions`` (``data.regions``) the losses are the
+    region losses (:data:`REGION_LOSSES`: ``ce`` the binary cross-entropy of each region's logit,
+    ``dice``/``tversky`` on the sigmoids; ``"ce+dice"`` is nnU-Net's ``DC_and_BCE_loss``); with
+    ``ignore_label`` (``data.ignore_label``) the voxels of that label add nothing to any loss (also
+    under deep supervision: the labels are subsampled by picking voxels, so they keep their label).
 
     Raises:
         ValueError: an unknown or repeated loss name, or invalid arguments (every problem listed).
@@ -540,9 +890,17 @@ def segmentation_losses(
             problems.append(f"training.loss_args.{name}: loss {name!r} is not in training.loss {spec!r}")
         else:
             problems += check_loss_args(name, values, num_classes, where=f"training.loss_args.{name}")
+    if regions is not None:
+        for name in names:
+            problems += _region_problems(name, dict(args.get(name) or {}), "training.loss:")
     if problems:
         raise ValueError("; ".join(problems))
-    losses = {name: make_loss(name, backend, **dict(args.get(name) or {})) for name in names}
+    losses = {
+        name: make_loss(
+            name, backend, regions=regions, ignore_label=ignore_label, **dict(args.get(name) or {})
+        )
+        for name in names
+    }
     if deep_supervision_strides is not None:
         losses = {
             name: DeepSupervisionLoss(fn, backend, strides=deep_supervision_strides)
