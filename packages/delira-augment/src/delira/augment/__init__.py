@@ -14,6 +14,7 @@ from delira.augment._build_info import build_info, package_version
 from delira.augment._threads import _check_env, get_num_threads, set_num_threads
 from delira.augment.functional import flip
 from delira.augment.transforms import (
+    BiasField,
     BlankRectangles,
     BrightnessAdditive,
     BrightnessMultiplicative,
@@ -24,7 +25,9 @@ from delira.augment.transforms import (
     Gamma,
     GaussianBlur,
     GaussianNoise,
+    Ghosting,
     Mirror,
+    Motion,
     OneOf,
     PercentileClip,
     RandomApply,
@@ -32,6 +35,7 @@ from delira.augment.transforms import (
     Rot90,
     SimulateLowResolution,
     SpatialTransform,
+    Spike,
     Transform,
     TransposeAxes,
     ZScoreNormalize,
@@ -50,6 +54,7 @@ def preview(batch, transform, path, *, rng=0, data_key="data", seg_key="seg"):
 
 
 __all__ = [
+    "BiasField",
     "BlankRectangles",
     "BrightnessAdditive",
     "BrightnessMultiplicative",
@@ -60,7 +65,9 @@ __all__ = [
     "Gamma",
     "GaussianBlur",
     "GaussianNoise",
+    "Ghosting",
     "Mirror",
+    "Motion",
     "OneOf",
     "PercentileClip",
     "RandomApply",
@@ -68,6 +75,7 @@ __all__ = [
     "Rot90",
     "SimulateLowResolution",
     "SpatialTransform",
+    "Spike",
     "Transform",
     "TransposeAxes",
     "ZScoreNormalize",

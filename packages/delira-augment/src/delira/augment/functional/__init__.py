@@ -21,6 +21,14 @@ from delira.augment.functional.intensity import (
     simulate_low_resolution,
     zscore_normalize,
 )
+from delira.augment.functional.mr import (
+    bias_field,
+    bias_field_exponents,
+    ghosting,
+    motion,
+    motion_matrices,
+    spike,
+)
 from delira.augment.functional.spatial import (
     affine_resample,
     crop,
@@ -33,6 +41,8 @@ from delira.augment.functional.spatial import (
 __all__ = [
     "ElasticField",
     "affine_resample",
+    "bias_field",
+    "bias_field_exponents",
     "brightness_additive",
     "brightness_multiplicative",
     "clip",
@@ -43,11 +53,15 @@ __all__ = [
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
+    "ghosting",
     "mirror",
+    "motion",
+    "motion_matrices",
     "percentile_clip",
     "rotation_matrix",
     "simulate_low_resolution",
     "spatial_transform",
+    "spike",
     "transform_matrix",
     "zscore_normalize",
 ]

@@ -58,13 +58,24 @@ def _run(x: Any, build, seed: Any = None, backend: str = "auto") -> Any:
 
 
 def program_ops(kind: str, n: int, **params: Any) -> Program:
-    """A one-operation (two for retained gamma) program; the transforms and Compose build on this."""
+    """A one-operation program (two for retained gamma, three for retained Rician noise); the
+    transforms and Compose build on this."""
     prog = Program(n)
     if kind == "noise":
         std = _per_sample(params["std"], n, "std")
         if np.any(std < 0):
             raise ValueError(f"noise std must be >= 0, got {params['std']}")
         prog.add(OpKind.NOISE, std)
+    elif kind == "rician":
+        std = _per_sample(params["std"], n, "std")
+        if np.any(std < 0):
+            raise ValueError(f"Rician noise std must be >= 0, got {params['std']}")
+        if params.get("retain_stats", True):
+            j = prog.add(OpKind.SHIFT_MIN)
+            prog.add(OpKind.RICIAN, std)
+            prog.add(OpKind.RESTORE_STATS, 0.0, ref=j)
+        else:
+            prog.add(OpKind.RICIAN, std)
     elif kind == "multiply":
         prog.add(OpKind.MULTIPLY, _per_sample(params["factor"], n, "factor"))
     elif kind == "add":
@@ -107,6 +118,26 @@ def gaussian_noise(x: Any, std: Any, seed: Any = None, *, backend: str = "auto")
     standard deviation; pass the same numbers here as ``std`` to reproduce it.
     """
     return _op("noise", x, seed, backend, std=std)
+
+
+def rician_noise(
+    x: Any, std: Any, retain_stats: bool = True, seed: Any = None, *, backend: str = "auto"
+) -> Any:
+    """Rician noise: the magnitude of ``x`` with gaussian noise on a real and an imaginary part.
+
+    With ``retain_stats=False``: ``sqrt((x + std z0)^2 + (std z1)^2)``, ``z0, z1`` independent standard
+    normal values per voxel; pointwise, so it fuses into the pass that produces ``x`` (for ``x >= 0``, a
+    magnitude image, the textbook Rician distribution). With ``retain_stats=True`` (default) as
+    batchgeneratorsv2's ``RicianNoiseTransform``: computed on ``x - min`` and rescaled to the input's
+    mean and std per sample and channel (so the output keeps the input's mean and std); the minimum and
+    the statistics start new passes. batchgeneratorsv2 calls its value ``noise_variance`` but uses it as
+    the standard deviation; pass the same numbers as ``std``.
+
+    Args:
+        std: standard deviation, >= 0; scalar or per sample ``(N,)``.
+        seed: seed of the noise; the same seed gives the same noise on the same executor.
+    """
+    return _op("rician", x, seed, backend, std=std, retain_stats=retain_stats)
 
 
 def brightness_multiplicative(x: Any, factor: Any, *, backend: str = "auto") -> Any:
@@ -175,26 +206,151 @@ def gaussian_blur(x: Any, sigma: Any, truncate: float = 4.0, *, backend: str = "
     return wrap(_engine.gaussian_blur(host, s, v.finite(truncate, "truncate"), backend))
 
 
+def _to_device_of(out: np.ndarray, like: Any) -> Any:
+    """The host array ``out`` copied onto the device and into the framework of the CUDA array ``like``."""
+    fw = _arrays.namespace(like)
+    if fw == "torch":
+        import torch
+
+        return torch.from_numpy(out).to(like.device)
+    if fw == "cupy":
+        import cupy
+
+        with cupy.cuda.Device(like.device.id):
+            return cupy.asarray(out)
+    if fw == "tensorflow":
+        import tensorflow as tf
+
+        with tf.device(like.device):
+            return tf.identity(tf.constant(out))
+    import jax
+
+    return jax.device_put(out, next(iter(like.devices())))
+
+
+def _on_host(x: Any, fn) -> Any:
+    """``fn`` (a numpy ``(N, C, *spatial)`` -> same function) on ``x``; CUDA arrays round-trip the host."""
+    host, wrap = _image(x)
+    if isinstance(host, _arrays.CudaArray):
+        return _to_device_of(np.ascontiguousarray(fn(_arrays.cuda_to_host(host.obj))), x)
+    return wrap(fn(host))
+
+
+def _per_channel(value: Any, n: int, c: int, name: str) -> np.ndarray:
+    """A scalar, per-sample ``(N,)`` or per-(sample, channel) ``(N, C)`` value as ``(N, C)``."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 1 and arr.shape[0] == n:
+        arr = arr[:, None]
+    return v.finite_array(arr, name, (n, c))
+
+
+def sharpen(x: Any, strength: Any, clamp: Any = False, *, backend: str = "auto") -> Any:
+    """Laplacian sharpening as batchgeneratorsv2's ``SharpeningTransform``: ``x + strength * L(x)``.
+
+    ``L(x) = 2 d x - (sum of the 2 d face neighbours)`` over the ``d`` spatial axes (2D: the kernel
+    ``[[0, -1, 0], [-1, 4, -1], [0, -1, 0]]``, 3D: its 6-neighbour analogue with centre 6), with the
+    border replicated; computed in the input's dtype.
+
+    Args:
+        x: ``(N, C, H, W)`` or ``(N, C, D, H, W)`` float32/float64.
+        strength: scalar, per sample ``(N,)`` or per (sample, channel) ``(N, C)``; 0 leaves it unchanged.
+        clamp: clip the result to the input's [min, max] of that sample and channel; bool, ``(N,)`` or
+            ``(N, C)``.
+
+    Runs on the host (numpy); CUDA arrays are copied to the host and the result back to their device.
+    """
+    del backend  # one host implementation for every backend
+
+    def run(h: np.ndarray) -> np.ndarray:
+        n, c, nd = h.shape[0], h.shape[1], h.ndim - 2
+        if nd not in (2, 3):
+            raise ValueError(f"sharpen needs 2 or 3 spatial axes; x has shape {h.shape}")
+        k = _per_channel(strength, n, c, "strength").astype(h.dtype).reshape((n, c) + (1,) * nd)
+        clip = _per_channel(clamp, n, c, "clamp") != 0
+        padded = np.pad(h, [(0, 0), (0, 0)] + [(1, 1)] * nd, mode="edge")
+        inner = (slice(None), slice(None)) + (slice(1, -1),) * nd
+        lap = h * h.dtype.type(2 * nd)
+        for a in range(nd):
+            for lo in (0, 2):
+                sl = list(inner)
+                sl[2 + a] = slice(lo, lo + h.shape[2 + a])
+                lap = lap - padded[tuple(sl)]
+        out = (h + k * lap).astype(h.dtype, copy=False)
+        for i, ch in zip(*np.nonzero(clip)):
+            np.clip(out[i, ch], h[i, ch].min(), h[i, ch].max(), out=out[i, ch])
+        return out
+
+    return _on_host(x, run)
+
+
+def median_filter(x: Any, size: Any, *, backend: str = "auto") -> Any:
+    """Median filter of every sample and channel, ``scipy.ndimage.median_filter(x[i, c], size)``.
+
+    As batchgeneratorsv2's ``MedianFilterTransform`` (a cube of edge ``size`` over the spatial axes,
+    scipy's default border mode 'reflect').
+
+    Args:
+        x: ``(N, C, *spatial)`` float32/float64.
+        size: int >= 1; scalar, per sample ``(N,)`` or per (sample, channel) ``(N, C)``; 0 or 1 leaves
+            that sample and channel unchanged.
+
+    Runs on the host (scipy); CUDA arrays are copied to the host and the result back to their device.
+    """
+    from scipy.ndimage import median_filter as _median
+
+    del backend  # one host implementation for every backend
+
+    def run(h: np.ndarray) -> np.ndarray:
+        n, c = h.shape[:2]
+        sizes = _per_channel(size, n, c, "size")
+        if np.any(sizes < 0) or np.any(sizes != np.round(sizes)):
+            raise ValueError(f"median filter size must be a non-negative integer, got {size!r}")
+        out = np.array(h, copy=True)
+        for i in range(n):
+            for ch in range(c):
+                if sizes[i, ch] > 1:
+                    out[i, ch] = _median(h[i, ch], size=int(sizes[i, ch]))
+        return out
+
+    return _on_host(x, run)
+
+
 def simulate_low_resolution(
     x: Any, zoom: Any, order_down: int = 0, order_up: int = 3, *, backend: str = "auto"
 ) -> Any:
     """Downsample by ``zoom`` (< 1) and upsample back to the original shape, as batchgenerators.
 
-    The spatial axes are resized to ``round(shape * zoom)`` with ``order_down`` and back with
-    ``order_up``, pixel centres aligned (mode 'nearest').
+    The spatial axes are resized to ``round(shape * zoom)`` (at least 1) with ``order_down`` and back
+    with ``order_up``, pixel centres aligned (mode 'nearest'). Nearest down (``order_down=0``) and
+    linear up (``order_up=1``) are torch's ``interpolate(mode='nearest-exact')`` and
+    ``mode='(bi/tri)linear', align_corners=False``, which batchgeneratorsv2's
+    ``SimulateLowResolutionTransform`` uses; ``order_up=3`` is a cubic B-spline (batchgenerators v1's
+    ``order_upsample=3``). A channel whose zoom is 1 on every axis is returned unchanged.
 
     Args:
-        zoom: in (0, 1]; scalar or per sample ``(N,)``.
+        x: ``(N, C, *spatial)`` float32/float64.
+        zoom: in (0, 1]; a scalar, per sample ``(N,)``, per sample and axis ``(N, ndim)`` or per sample,
+            channel and axis ``(N, C, ndim)`` (a 1-D array is always per sample).
 
     CUDA inputs (torch CUDA tensors, cupy arrays, tensorflow GPU tensors, jax GPU arrays) are resized
-    on the GPU (two ``affine_resample`` calls per sample on the CUDA executor) and returned on their
-    device, in their framework.
+    on the GPU (two ``affine_resample`` calls per sample, or per channel where the channels' zooms
+    differ, on the CUDA executor) and returned on their device, in their framework.
     """
     from delira.augment.functional.spatial import affine_resample
 
     host, wrap = _image(x)
-    n, nd = host.shape[0], host.ndim - 2
-    zooms = _per_sample(zoom, n, "zoom")
+    n, c, nd = host.shape[0], host.shape[1], host.ndim - 2
+    z = np.asarray(zoom, dtype=np.float64)
+    if z.ndim == 1:
+        z = z[:, None, None]  # per sample
+    elif z.ndim == 2:
+        z = z[:, None, :]  # per sample and axis
+    if z.ndim not in (0, 3):
+        raise ValueError(
+            f"zoom has shape {np.shape(zoom)}; expected a scalar, (N,), (N, ndim) or (N, C, ndim) "
+            f"with N={n}, C={c}, ndim={nd}"
+        )
+    zooms = v.finite_array(z, "zoom", (n, c, nd))
     if np.any((zooms <= 0) | (zooms > 1)):
         raise ValueError(f"zoom must be in (0, 1], got {zoom}")
     spatial = tuple(int(s) for s in host.shape[2:])
@@ -207,15 +363,27 @@ def simulate_low_resolution(
         m[:nd, nd] = 0.5 * scale - 0.5
         return m
 
-    def resize(sample: Any, i: int) -> Any:
-        small = tuple(int(s) for s in np.maximum(np.round(shape * zooms[i]), 1))
-        low = affine_resample(sample, matrix(spatial, small), small, order_down, "nearest", backend=backend)
+    def resize(part: Any, z: np.ndarray) -> Any:  # part: (C', *spatial), z: (ndim,)
+        if np.all(z == 1.0):
+            return part
+        small = tuple(int(s) for s in np.maximum(np.round(shape * z), 1))
+        low = affine_resample(part, matrix(spatial, small), small, order_down, "nearest", backend=backend)
         return affine_resample(low, matrix(small, spatial), spatial, order_up, "nearest", backend=backend)
+
+    def channel_groups(i: int) -> list[tuple[slice, np.ndarray]]:
+        if np.all(zooms[i] == zooms[i, :1]):
+            return [(slice(0, c), zooms[i, 0])]  # one call for every channel of the sample
+        return [(slice(k, k + 1), zooms[i, k]) for k in range(c)]
 
     if isinstance(host, _arrays.CudaArray):
         device = host.obj  # the framework array (torch: detached)
-        return _arrays.concat([resize(device[i], i)[None] for i in range(n)], device)
+        samples = []
+        for i in range(n):
+            parts = [resize(device[i][sl], z) for sl, z in channel_groups(i)]
+            samples.append((parts[0] if len(parts) == 1 else _arrays.concat(parts, device))[None])
+        return _arrays.concat(samples, device)
     out = np.empty_like(host)
     for i in range(n):
-        out[i] = resize(host[i], i)
+        for sl, z in channel_groups(i):
+            out[i, sl] = resize(host[i, sl], z)
     return wrap(out)

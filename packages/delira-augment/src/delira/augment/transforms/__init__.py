@@ -18,9 +18,11 @@ from delira.augment.transforms.intensity import (
     SimulateLowResolution,
     ZScoreNormalize,
 )
+from delira.augment.transforms.mr import BiasField, Ghosting, Motion, Spike
 from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
 __all__ = [
+    "BiasField",
     "BlankRectangles",
     "BrightnessAdditive",
     "BrightnessMultiplicative",
@@ -31,8 +33,10 @@ __all__ = [
     "Gamma",
     "GaussianBlur",
     "GaussianNoise",
+    "Ghosting",
     "IntensityTransform",
     "Mirror",
+    "Motion",
     "OneOf",
     "PercentileClip",
     "RandomApply",
@@ -40,6 +44,7 @@ __all__ = [
     "Rot90",
     "SimulateLowResolution",
     "SpatialTransform",
+    "Spike",
     "Transform",
     "TransposeAxes",
     "ZScoreNormalize",

@@ -59,6 +59,35 @@ class GaussianNoise(IntensityTransform):
         return self._with_active(prog, active)
 
 
+class RicianNoise(IntensityTransform):
+    """Rician noise with a standard deviation drawn per sample from ``std`` (batchgeneratorsv2's).
+
+    ``sqrt((x + std z0)^2 + (std z1)^2)`` with independent standard normal ``z0, z1`` per voxel (the
+    magnitude of an MR signal whose real and imaginary channels get gaussian noise). With
+    ``retain_stats=True`` (default) it follows batchgeneratorsv2's ``RicianNoiseTransform``: computed on
+    ``x - min`` and rescaled to the input's mean and std per sample and channel (the minimum and the
+    statistics start new passes of the program). With ``retain_stats=False`` it is a single pointwise op
+    (meant for magnitude images, ``x >= 0``). Either way it fuses into a preceding
+    :class:`SpatialTransform`'s kernel pass inside :class:`~delira.augment.Compose`, on CPU and CUDA.
+
+    ``RicianNoiseTransform(noise_variance=(a, b))`` uses its drawn value as the standard deviation:
+    ``RicianNoise(std=(a, b))`` reproduces its distribution (the random numbers differ).
+    """
+
+    def __init__(
+        self, std: Any = (0.0, 0.1), retain_stats: bool = True, p: float = 1.0, **kwargs: Any
+    ) -> None:
+        super().__init__(p, **kwargs)
+        self.std = v.value_range(std, "std", low=0.0)
+        self.retain_stats = bool(retain_stats)
+
+    def program(self, rng, n):
+        active = self.draw_active(rng, n)
+        prog = F.program_ops("rician", n, std=uniform(rng, self.std, n), retain_stats=self.retain_stats)
+        prog.seeds = rng.integers(0, 2**63, size=n, dtype=np.uint64)
+        return self._with_active(prog, active)
+
+
 class BrightnessMultiplicative(IntensityTransform):
     """Multiply by a factor drawn per sample from ``factor`` (batchgenerators' multiplier_range)."""
 
@@ -108,7 +137,8 @@ class Gamma(IntensityTransform):
     """Gamma correction with gamma drawn per sample as batchgenerators does.
 
     When ``gamma[0] < 1``, half the samples draw from ``(gamma[0], 1)`` and half from
-    ``(max(gamma[0], 1), gamma[1])``, so darkening and brightening are equally likely.
+    ``(max(gamma[0], 1), gamma[1])``, so darkening and brightening are equally likely. A fixed value
+    ``gamma=(g, g)`` (or ``g``) is used as it is.
     """
 
     def __init__(
@@ -128,7 +158,7 @@ class Gamma(IntensityTransform):
 
     def draw_gamma(self, rng: np.random.Generator, n: int) -> np.ndarray:
         lo, hi = self.gamma
-        if lo >= 1:
+        if lo >= 1 or lo == hi:
             return uniform(rng, (lo, hi), n)
         below = rng.random(n) < 0.5
         return np.where(below, uniform(rng, (lo, 1.0), n), uniform(rng, (max(lo, 1.0), hi), n))
@@ -169,49 +199,224 @@ class PercentileClip(IntensityTransform):
 
 
 class GaussianBlur(Transform):
-    """Gaussian blur with sigma drawn per sample (and per axis when ``per_axis``) from ``sigma``."""
+    """Gaussian blur with sigma drawn per sample (and per axis when ``per_axis``) from ``sigma``.
+
+    ``per_channel=True`` draws a sigma per channel, ``p_per_channel`` blurs each channel of a transformed
+    sample with that probability: batchgeneratorsv2's ``GaussianBlurTransform(blur_sigma=sigma,
+    synchronize_channels=not per_channel, synchronize_axes=not per_axis, p_per_channel=p_per_channel)``.
+    The defaults (one sigma for all channels, every channel) are batchgenerators v1's.
+    """
 
     def __init__(
-        self, sigma: Any = (0.5, 1.0), per_axis: bool = False, p: float = 1.0, **kwargs: Any
+        self,
+        sigma: Any = (0.5, 1.0),
+        per_axis: bool = False,
+        p: float = 1.0,
+        *,
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(p, **kwargs)
         self.sigma = v.value_range(sigma, "sigma", low=0.0)
         self.per_axis = bool(per_axis)
+        self.per_channel = bool(per_channel)
+        self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
 
     def apply(self, batch, rng):
         if batch.get(self.data_key) is None:
             return batch
         x = batch[self.data_key]
-        n, nd = int(x.shape[0]), len(x.shape) - 2
+        n, c, nd = int(x.shape[0]), int(x.shape[1]), len(x.shape) - 2
         active = self.draw_active(rng, n)
-        sigma = uniform(rng, self.sigma, (n, nd if self.per_axis else 1)) * np.ones((1, nd))
-        sigma[~active] = 0.0
-        batch[self.data_key] = F.gaussian_blur(x, sigma, backend=self.backend)
+        if not self.per_channel and self.p_per_channel == 1.0:
+            sigma = uniform(rng, self.sigma, (n, nd if self.per_axis else 1)) * np.ones((1, nd))
+            sigma[~active] = 0.0
+            batch[self.data_key] = F.gaussian_blur(x, sigma, backend=self.backend)
+            return batch
+        # A sigma per (sample, channel): the channels become samples of a (N * C, 1, *spatial) batch.
+        draws = (n, c if self.per_channel else 1, nd if self.per_axis else 1)
+        sigma = np.array(np.broadcast_to(uniform(rng, self.sigma, draws), (n, c, nd)))
+        keep = active[:, None] & (rng.random((n, c)) < self.p_per_channel)
+        sigma[~keep] = 0.0
+        spatial = tuple(int(s) for s in x.shape[2:])
+        flat = _arrays.reshape(x, (n * c, 1, *spatial))
+        out = F.gaussian_blur(flat, sigma.reshape(n * c, nd), backend=self.backend)
+        batch[self.data_key] = _arrays.reshape(out, (n, c, *spatial))
+        return batch
+
+
+class Sharpen(Transform):
+    """Laplacian sharpening ``x + strength * L(x)`` as batchgeneratorsv2's ``SharpeningTransform``.
+
+    ``L`` is the 4-neighbour (2D) or 6-neighbour (3D) discrete Laplacian with the sign that sharpens
+    and the border replicated (:func:`delira.augment.functional.sharpen`). ``strength`` is drawn per
+    channel (``per_channel=True``, batchgeneratorsv2's ``p_same_for_each_channel=0``) or once per
+    sample; each channel of a transformed sample is sharpened with probability ``p_per_channel`` and
+    clipped to its input range with probability ``p_clamp`` (``p_clamp_intensities``).
+
+    Runs on the host (numpy); CUDA inputs are copied to the host and back.
+    """
+
+    def __init__(
+        self,
+        strength: Any = (0.1, 0.3),
+        p: float = 1.0,
+        *,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        p_clamp: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(p, **kwargs)
+        self.strength = v.value_range(strength, "strength")
+        self.per_channel = bool(per_channel)
+        self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
+        self.p_clamp = v.probability(p_clamp, "p_clamp")
+
+    def apply(self, batch, rng):
+        if batch.get(self.data_key) is None:
+            return batch
+        x = batch[self.data_key]
+        n, c = int(x.shape[0]), int(x.shape[1])
+        active = self.draw_active(rng, n)
+        cols = c if self.per_channel else 1
+        strength = np.array(np.broadcast_to(uniform(rng, self.strength, (n, cols)), (n, c)))
+        clamp = np.broadcast_to(rng.random((n, cols)) < self.p_clamp, (n, c)) if self.p_clamp > 0 else False
+        keep = active[:, None] & (rng.random((n, c)) < self.p_per_channel)
+        strength[~keep] = 0.0
+        batch[self.data_key] = F.sharpen(x, strength, clamp, backend=self.backend)
+        return batch
+
+
+class MedianFilter(Transform):
+    """Median filter with a cube size drawn per channel from ``size`` (both ends included).
+
+    As batchgeneratorsv2's ``MedianFilterTransform`` (``scipy.ndimage.median_filter`` per channel), with
+    one difference: ``size=(a, b)`` draws integers in ``[a, b]``; batchgeneratorsv2's
+    ``filter_size=(a, b)`` draws ``numpy.random.randint(a, b)``, i.e. ``[a, b - 1]``, so
+    ``MedianFilter(size=(a, b - 1))`` reproduces it. ``per_channel=False`` draws one size per sample
+    (``p_same_for_each_channel=1``); each channel is filtered with probability ``p_per_channel``.
+
+    Runs on the host (scipy); CUDA inputs are copied to the host and back.
+    """
+
+    def __init__(
+        self,
+        size: Any = (3, 5),
+        p: float = 1.0,
+        *,
+        per_channel: bool = True,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(p, **kwargs)
+        lo, hi = v.value_range(size, "size", low=1)
+        if lo != int(lo) or hi != int(hi):
+            raise ValueError(f"size={size!r} must be an int or a (min, max) pair of ints >= 1")
+        self.size = (int(lo), int(hi))
+        self.per_channel = bool(per_channel)
+        self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
+
+    def apply(self, batch, rng):
+        if batch.get(self.data_key) is None:
+            return batch
+        x = batch[self.data_key]
+        n, c = int(x.shape[0]), int(x.shape[1])
+        active = self.draw_active(rng, n)
+        cols = c if self.per_channel else 1
+        size = np.array(np.broadcast_to(rng.integers(self.size[0], self.size[1] + 1, (n, cols)), (n, c)))
+        keep = active[:, None] & (rng.random((n, c)) < self.p_per_channel)
+        size[~keep] = 0
+        batch[self.data_key] = F.median_filter(x, size, backend=self.backend)
         return batch
 
 
 class SimulateLowResolution(Transform):
-    """Downsample by a zoom drawn per sample from ``zoom`` and upsample back (nearest down, cubic up)."""
+    """Downsample by a zoom drawn per sample from ``zoom`` and upsample back (nearest down, cubic up).
+
+    As batchgeneratorsv2's ``SimulateLowResolutionTransform`` (``scale=zoom``,
+    ``synchronize_axes=not per_axis``, ``synchronize_channels=not per_channel``, ``ignore_axes``,
+    ``allowed_channels``, ``p_per_channel``); nnU-Net v2 trains with ``zoom=(0.5, 1), per_channel=True,
+    p_per_channel=0.5, p=0.25`` (and ``ignore_axes=(0,)`` for its dummy-2D setting). batchgeneratorsv2
+    upsamples (bi/tri)linearly: ``order_up=1`` reproduces it; the default ``order_up=3`` (cubic
+    B-spline) is batchgenerators v1's.
+
+    Args:
+        zoom: (min, max) in (0, 1] of the zoom factor (1 = unchanged).
+        order_down, order_up: interpolation orders of the two resizes (0 nearest, 1 linear, 3 cubic).
+        per_axis: draw one zoom per spatial axis instead of one for all axes.
+        per_channel: draw the zoom independently per channel instead of one for all channels.
+        p_per_channel: probability that a channel (of a transformed sample) is resized.
+        ignore_axes: spatial axes (0-based, after N and C) kept at full resolution (zoom 1).
+        allowed_channels: the only channels that may be resized (default: all).
+
+    The resizing runs on the compiled resampler (:func:`delira.augment.functional.simulate_low_resolution`);
+    CUDA inputs stay on the GPU.
+    """
 
     def __init__(
-        self, zoom: Any = (0.5, 1.0), order_down: int = 0, order_up: int = 3, p: float = 1.0, **kwargs: Any
+        self,
+        zoom: Any = (0.5, 1.0),
+        order_down: int = 0,
+        order_up: int = 3,
+        p: float = 1.0,
+        *,
+        per_axis: bool = False,
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        ignore_axes: Any = None,
+        allowed_channels: Any = None,
+        **kwargs: Any,
     ):
         super().__init__(p, **kwargs)
         self.zoom = v.value_range(zoom, "zoom", low=1e-6, high=1.0)
+        for name, order in (("order_down", order_down), ("order_up", order_up)):
+            if order not in (0, 1, 3) or isinstance(order, bool):
+                raise ValueError(f"{name}={order!r}; use 0 (nearest), 1 (linear) or 3 (cubic B-spline)")
         self.order_down, self.order_up = order_down, order_up
+        self.per_axis, self.per_channel = bool(per_axis), bool(per_channel)
+        self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
+        self.ignore_axes = _index_tuple(ignore_axes, "ignore_axes", high=3)
+        self.allowed_channels = _index_tuple(allowed_channels, "allowed_channels")
+
+    def draw_zoom(self, rng: np.random.Generator, n: int, c: int, nd: int) -> np.ndarray:
+        """Zooms ``(n, c, nd)``: 1 on the ignored axes and on the channels left out."""
+        zoom = uniform(rng, self.zoom, (n, c if self.per_channel else 1, nd if self.per_axis else 1))
+        zoom = np.array(np.broadcast_to(zoom, (n, c, nd)))
+        if self.ignore_axes is not None:
+            bad = [a for a in self.ignore_axes if a >= nd]
+            if bad:
+                raise ValueError(
+                    f"ignore_axes={self.ignore_axes} names axis {bad[0]}, but the data has {nd} spatial axes"
+                )
+            zoom[:, :, list(self.ignore_axes)] = 1.0
+        keep = np.ones((n, c), dtype=bool)
+        if self.allowed_channels is not None:
+            bad = [k for k in self.allowed_channels if k >= c]
+            if bad:
+                raise ValueError(
+                    f"allowed_channels={self.allowed_channels} names channel {bad[0]}, but the data has {c} channels"
+                )
+            keep[:] = False
+            keep[:, list(self.allowed_channels)] = True
+        if self.p_per_channel < 1.0:
+            keep &= rng.random((n, c)) < self.p_per_channel
+        zoom[~keep] = 1.0
+        return zoom
 
     def apply(self, batch, rng):
         if batch.get(self.data_key) is None:
             return batch
         x = batch[self.data_key]
+        n, c, nd = int(x.shape[0]), int(x.shape[1]), len(x.shape) - 2
         if _arrays.is_cuda_array(x):  # on the GPU: the active samples resized there, the others copied
             x = _arrays.detach(x)
-            n = int(x.shape[0])
             active = self.draw_active(rng, n)
-            zoom = uniform(rng, self.zoom, n)
+            zoom = self.draw_zoom(rng, n, c, nd)
             parts = [
                 F.simulate_low_resolution(
-                    x[i : i + 1], zoom[i], self.order_down, self.order_up, backend=self.backend
+                    x[i : i + 1], zoom[i : i + 1], self.order_down, self.order_up, backend=self.backend
                 )
                 if active[i]
                 else x[i : i + 1]
@@ -220,9 +425,8 @@ class SimulateLowResolution(Transform):
             batch[self.data_key] = _arrays.concat(parts, x)
             return batch
         host, wrap = to_numpy(x, self.data_key)
-        n = host.shape[0]
         active = self.draw_active(rng, n)
-        zoom = uniform(rng, self.zoom, n)
+        zoom = self.draw_zoom(rng, n, c, nd)
         out = np.array(host, copy=True)
         idx = np.flatnonzero(active)
         if idx.size:
@@ -231,3 +435,23 @@ class SimulateLowResolution(Transform):
             )
         batch[self.data_key] = wrap(out)
         return batch
+
+
+def _index_tuple(value: Any, name: str, high: int | None = None) -> tuple[int, ...] | None:
+    """None, or a tuple of distinct non-negative ints (below ``high`` when given)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name}={value!r} must be None, an int or a sequence of ints") from None
+    for k in items:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"{name}={value!r} must contain ints (axis or channel indices)")
+        if k < 0 or (high is not None and k >= high):
+            raise ValueError(f"{name}={value!r}: every index must be in [0, {high if high else 'C'})")
+    if len(set(items)) != len(items):
+        raise ValueError(f"{name}={value!r} names an index twice; list each once")
+    return tuple(int(k) for k in items)
