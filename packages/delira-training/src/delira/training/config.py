@@ -205,6 +205,20 @@ SCHEMA: dict[str, Any] = {
         "batches_per_epoch": Field(
             "int", None, "patch training: batches per epoch", nullable=True, minimum=1
         ),
+        "cache_rate": Field(
+            "float",
+            None,
+            "share of the fold's training cases kept in memory, in (0, 1]; the cache rotates through all "
+            "of them epoch by epoch (delira.data.SmartCacheDataset, for datasets larger than memory); "
+            "null: no cache, every case read when drawn",
+            nullable=True,
+        ),
+        "cache_replace_rate": Field(
+            "float",
+            0.1,
+            "with data.cache_rate: share of the cache replaced by the next cases each epoch, in [0, 1] "
+            "(0: a fixed partial cache)",
+        ),
         "transforms": Field(
             "str", "canonical", "the training augmentation", choices=("canonical", "mirror", "none")
         ),
@@ -676,6 +690,7 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
         )
     if dims == 2 and isinstance(patch, list) and len(patch) != 2:
         problems.append(f"data.patch_size: {patch} must have 2 sizes for data.spatial_dims: 2")
+    problems += _check_cache(data)
     device = str(config.get("training", {}).get("device", "cpu"))
     if data.get("augment_device") == "cuda" and not _is_gpu_device(device, config.get("backend")):
         problems.append(
@@ -713,6 +728,29 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
     exp = config.get("experiment", {})
     if isinstance(exp.get("val_fraction"), float) and not 0 < exp["val_fraction"] < 1:
         problems.append(f"experiment.val_fraction: {exp['val_fraction']} must be in (0, 1) or null")
+    return problems
+
+
+def _check_cache(data: Mapping[str, Any]) -> list[str]:
+    """``data.cache_rate`` in (0, 1] or null, ``data.cache_replace_rate`` in [0, 1]."""
+    problems = []
+    rate, replace = data.get("cache_rate"), data.get("cache_replace_rate")
+    if isinstance(rate, (int, float)) and not 0 < rate <= 1:
+        problems.append(
+            f"data.cache_rate: {rate} must be in (0, 1] (the share of the training cases kept in memory, "
+            "e.g. 0.25) or null (no cache)"
+        )
+    if isinstance(replace, (int, float)) and not 0 <= replace <= 1:
+        problems.append(
+            f"data.cache_replace_rate: {replace} must be in [0, 1] (the share of the cache replaced per "
+            "epoch, e.g. 0.1; 0: a fixed partial cache)"
+        )
+    default = SCHEMA["data"]["cache_replace_rate"].default
+    if rate is None and isinstance(replace, (int, float)) and replace != default:
+        problems.append(
+            f"data.cache_replace_rate: {replace} is set but data.cache_rate is null (no cache); set "
+            "data.cache_rate (e.g. 0.25) or remove data.cache_replace_rate"
+        )
     return problems
 
 

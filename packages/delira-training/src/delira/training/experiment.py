@@ -436,9 +436,12 @@ class Experiment:
             self._log(f"{save_dir.name}: resuming after epoch {read_checkpoint_info(last).epoch}")
         trainer = self._trainer(save_dir, fold, self.task.device_transforms(train, fold))
         train_loader, val_loader = self._loaders(train, val, fold)
-        history = trainer.fit(
-            train_loader, val_loader, epochs=self.config["training"]["epochs"], resume_from="last"
-        )
+        try:
+            history = trainer.fit(
+                train_loader, val_loader, epochs=self.config["training"]["epochs"], resume_from="last"
+            )
+        finally:  # persistent workers and the training cache (data.cache_rate) end with the training
+            self.task.close_loaders(train_loader, val_loader)
         from delira.training.distributed import barrier
 
         if not trainer.is_main_process:  # DDP: rank 0 evaluates and writes result.json

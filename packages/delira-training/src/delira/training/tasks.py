@@ -164,6 +164,7 @@ class Task:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
+        self._caches: list[Any] = []  # the SmartCacheDatasets of loaders() not closed yet
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -291,6 +292,59 @@ class Task:
             patch.insert(axis, 1)  # a slice: 1 voxel thick along the slice axis
         return self._build_loaders(train, val, transforms, val_tf, patch, seed)
 
+    # -- the partial rotating cache (data.cache_rate) ----------------------------------------------
+    def _training_cache(self, train: Any, seed: int) -> Any:
+        """``data.cache_rate``: the fold's training cases ``train`` behind a
+        :class:`~delira.data.SmartCacheDataset` (``cache_rate`` of them in shared memory, rotated by
+        ``data.cache_replace_rate`` per epoch in a ring seeded by the fold seed ``seed``); None
+        without a cache. Validation is never cached. The cache is closed by :meth:`close_loaders`.
+
+        Raises:
+            ConfigError: a distributed job (more than one rank), which the cache does not support.
+        """
+        data = self.config["data"]
+        if data.get("cache_rate") is None:
+            return None
+        from delira.training.distributed import get_world_size
+
+        world = get_world_size()
+        if world > 1:
+            from delira.training.config import ConfigError
+
+            raise ConfigError(
+                [
+                    f"data.cache_rate: {data['cache_rate']} is not supported in distributed training (this job "
+                    f"has {world} ranks: each would hold its own copy of the cache and the ranks' windows "
+                    "are not coordinated); set data.cache_rate: null, or train on one process"
+                ]
+            )
+        from delira.data import SmartCacheDataset
+
+        workers = int(self.config["training"]["workers"])
+        cache = SmartCacheDataset(
+            train,
+            cache_rate=float(data["cache_rate"]),
+            replace_rate=float(data.get("cache_replace_rate", 0.1)),
+            seed=seed,
+            num_init_workers=min(workers, 4),
+            num_replace_workers=1,
+        )
+        self._caches.append(cache)
+        return cache
+
+    def close_loaders(self, *loaders: Any) -> None:
+        """Stop the workers of ``loaders`` (those of :meth:`loaders`; None skipped) and close the
+        training caches (``data.cache_rate``) made since the last call, freeing their shared memory.
+        Idempotent; call it when the fold's training ends, also on an error or an interrupt."""
+        try:
+            for loader in loaders:
+                if loader is not None and hasattr(loader, "close"):
+                    loader.close()
+        finally:
+            caches, self._caches = self._caches, []
+            for cache in caches:
+                cache.close()
+
     def _build_loaders(
         self,
         train: Any,
@@ -300,19 +354,38 @@ class Task:
         patch: Any,
         seed: int,
     ) -> tuple[Any, Any]:
-        """Whole-volume loaders: shuffled training batches, validation batches of one case."""
+        """Whole-volume loaders: shuffled training batches, validation batches of one case.
+
+        With ``data.cache_rate`` the training batches come from the cache
+        (:meth:`_training_cache`): an epoch still has ``len(train)`` samples, drawn from the cases
+        cached that epoch (the cache's permutations repeated), and the workers are persistent
+        (started once; they read each epoch's replacements from shared memory).
+        """
         from delira.data import DataLoader
 
         t = self.config["training"]
-        train_loader = DataLoader(
-            train,
-            t["batch_size"],
-            transforms=transforms or None,
-            num_workers=t["workers"],
-            seed=seed,
-            shuffle=True,
-            drop_last=len(train) > t["batch_size"],
-        )
+        cache = self._training_cache(train, seed)
+        if cache is not None:
+            train_loader = DataLoader(
+                cache,
+                t["batch_size"],
+                sampler=cache.sampler(shuffle=True, num_samples=len(train), seed=seed),
+                transforms=transforms or None,
+                num_workers=t["workers"],
+                seed=seed,
+                drop_last=len(train) > t["batch_size"],
+                persistent_workers=t["workers"] > 0,
+            )
+        else:
+            train_loader = DataLoader(
+                train,
+                t["batch_size"],
+                transforms=transforms or None,
+                num_workers=t["workers"],
+                seed=seed,
+                shuffle=True,
+                drop_last=len(train) > t["batch_size"],
+            )
         val_loader = (
             DataLoader(val, 1, transforms=None, num_workers=0, seed=seed) if val is not None else None
         )
@@ -394,27 +467,40 @@ class SegmentationTask(Task):
         patch: Any,
         seed: int,
     ) -> tuple[Any, Any]:
-        """Patches with foreground oversampling (``data.patch_size``), else whole volumes."""
+        """Patches with foreground oversampling (``data.patch_size``), else whole volumes.
+
+        With ``data.cache_rate`` the cases of the patches are drawn uniformly with replacement from
+        the cases cached that epoch (:meth:`Task._training_cache`'s sampler as the base of the
+        :class:`~delira.data.ForegroundOversamplingSampler`) instead of from all training cases; the
+        foreground share of each batch and the number of batches per epoch are unchanged.
+        """
         if not patch:
             return super()._build_loaders(train, val, transforms, val_tf, patch, seed)
         from delira.data import DataLoader, ForegroundOversamplingSampler, PatchDataset
 
         cfg, t = self.config, self.config["training"]
         per_epoch = cfg["data"]["batches_per_epoch"] or max(len(train) // t["batch_size"], 1)
+        cache = self._training_cache(train, seed)
+        base = train
+        if cache is not None:
+            base = cache.sampler(
+                shuffle=True, replacement=True, num_samples=per_epoch * t["batch_size"], seed=seed
+            )
         sampler = ForegroundOversamplingSampler(
-            train,
+            base,
             t["batch_size"],
             cfg["data"]["foreground_fraction"],
             num_samples=per_epoch * t["batch_size"],
             seed=seed,
         )
         train_loader = DataLoader(
-            PatchDataset(train, patch),
+            PatchDataset(train if cache is None else cache, patch),
             t["batch_size"],
             sampler=sampler,
             transforms=transforms or None,
             num_workers=t["workers"],
             seed=seed,
+            persistent_workers=cache is not None and t["workers"] > 0,
         )
         val_loader = (
             DataLoader(PatchDataset(val, patch), 1, transforms=val_tf, num_workers=0, seed=seed)
