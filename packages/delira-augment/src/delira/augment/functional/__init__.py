@@ -21,6 +21,13 @@ from delira.augment.functional.intensity import (
     simulate_low_resolution,
     zscore_normalize,
 )
+from delira.augment.functional.local import (
+    brightness_gradient,
+    gaussian_weights,
+    local_contrast,
+    local_gamma,
+    local_smoothing,
+)
 from delira.augment.functional.mr import (
     bias_field,
     bias_field_exponents,
@@ -44,6 +51,7 @@ __all__ = [
     "bias_field",
     "bias_field_exponents",
     "brightness_additive",
+    "brightness_gradient",
     "brightness_multiplicative",
     "clip",
     "contrast",
@@ -53,7 +61,11 @@ __all__ = [
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
+    "gaussian_weights",
     "ghosting",
+    "local_contrast",
+    "local_gamma",
+    "local_smoothing",
     "mirror",
     "motion",
     "motion_matrices",

@@ -18,6 +18,7 @@ from delira.augment.transforms.intensity import (
     SimulateLowResolution,
     ZScoreNormalize,
 )
+from delira.augment.transforms.local import BrightnessGradient, LocalContrast, LocalGamma, LocalSmoothing
 from delira.augment.transforms.mr import BiasField, Ghosting, Motion, Spike
 from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
@@ -25,6 +26,7 @@ __all__ = [
     "BiasField",
     "BlankRectangles",
     "BrightnessAdditive",
+    "BrightnessGradient",
     "BrightnessMultiplicative",
     "CenterCrop",
     "Compose",
@@ -35,6 +37,9 @@ __all__ = [
     "GaussianNoise",
     "Ghosting",
     "IntensityTransform",
+    "LocalContrast",
+    "LocalGamma",
+    "LocalSmoothing",
     "Mirror",
     "Motion",
     "OneOf",
