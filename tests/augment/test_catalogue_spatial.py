@@ -332,3 +332,112 @@ def test_cuda_arrays_stay_on_the_gpu_and_match_the_host():
         assert isinstance(out["data"], cupy.ndarray)
         np.testing.assert_allclose(cupy.asnumpy(out["data"]), ref["data"], rtol=1e-6)
         np.testing.assert_array_equal(cupy.asnumpy(out["seg"]), ref["seg"])
+
+
+# --- dummy 2D ------------------------------------------------------------------------------------------
+def _slice_by_slice(batch, axis, patch, seed, **kw):
+    """Reference: a 2D SpatialTransform of the in-plane shape on every slice, each with the same draws."""
+    plane_patch = tuple(p for d, p in enumerate(patch) if d != axis)
+    outs = {"data": [], "seg": []}
+    for j in range(batch["data"].shape[2 + axis]):
+        sl = {k: np.ascontiguousarray(np.take(x, j, axis=2 + axis)) for k, x in batch.items()}
+        out = da.SpatialTransform(plane_patch, **kw)(rng=seed, **sl)
+        for k in outs:
+            outs[k].append(out[k])
+    return {k: np.stack(v, axis=2 + axis) for k, v in outs.items()}
+
+
+@pytest.mark.parametrize(
+    "axis, shape, patch, kw",
+    [
+        (0, (5, 16, 14), (5, 12, 12), dict(rotation=(-60, 60), scale=(0.8, 1.25))),
+        (0, (4, 14, 14), (4, 14, 14), dict(elastic_magnitude=(1, 2), elastic_scale=(4, 6), order_seg=1)),
+        (1, (12, 3, 12), (10, 3, 10), dict(scale_per_axis=True, shear=(-0.1, 0.1), order_data=3)),
+        (2, (12, 13, 4), (12, 12, 4), dict(translation=(-2, 2), elastic_magnitude=(0, 2), random_crop=True)),
+    ],
+)
+def test_dummy_2d_is_the_2d_transform_on_every_slice(axis, shape, patch, kw):
+    b = _batch(shape, n=3)
+    out = da.SpatialTransform(patch, dummy_2d_axis=axis, **kw)(rng=11, **b)
+    ref = _slice_by_slice(b, axis, patch, 11, **kw)
+    assert out["data"].shape == (3, 2, *patch)
+    np.testing.assert_allclose(out["data"], ref["data"], atol=2e-5, rtol=1e-5)
+    np.testing.assert_array_equal(out["seg"], ref["seg"])
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_dummy_2d_keeps_every_slice_in_place(axis):
+    shape = [12, 12, 12]
+    shape[axis] = 6
+    index = np.arange(6, dtype=np.float32).reshape([-1 if d == axis else 1 for d in range(3)])
+    data = np.broadcast_to(index, shape)[None, None].repeat(4, axis=0).copy()
+    kw = dict(rotation=(-180, 180), scale=(0.7, 1.4), elastic_magnitude=(1, 3), elastic_scale=(4, 6))
+    t = da.SpatialTransform(None, dummy_2d_axis=axis, mode_data="nearest", **kw)
+    out = t(rng=0, data=data)["data"]
+    np.testing.assert_allclose(
+        out, data, atol=1e-5
+    )  # slice j holds j everywhere: nothing moved along the axis
+    # and the drawn map is the identity along the axis (rows and columns), compared with scipy
+    import scipy.ndimage as ndi
+
+    affine, _, _, patch = t.draw(np.random.default_rng(0), 4, tuple(shape), None)
+    other = [d for d in range(3) if d != axis]
+    np.testing.assert_array_equal(affine[:, axis, :3], np.eye(3)[axis][None].repeat(4, 0))
+    np.testing.assert_array_equal(affine[:, other, axis], 0.0)
+    rigid = da.SpatialTransform(None, dummy_2d_axis=axis, rotation=(-180, 180), scale=(0.7, 1.4))
+    vol = _batch(tuple(shape), n=2, c=1)["data"]
+    got = rigid(rng=1, data=vol)["data"]
+    aff, *_ = rigid.draw(np.random.default_rng(1), 2, tuple(shape), None)
+    for i in range(2):
+        ref = ndi.affine_transform(vol[i, 0], aff[i, :, :3], aff[i, :, 3], output_shape=patch, order=1)
+        np.testing.assert_allclose(got[i, 0], ref, atol=2e-5)
+
+
+def test_dummy_2d_random_crop_along_the_axis_is_an_integer_shift():
+    index = np.arange(10, dtype=np.float32).reshape(-1, 1, 1)
+    data = np.broadcast_to(index, (10, 8, 8))[None, None].repeat(20, axis=0).copy()
+    t = da.SpatialTransform((4, 8, 8), dummy_2d_axis=0, random_crop=True, mode_data="nearest")
+    out = t(rng=3, data=data)["data"]
+    starts = out[:, 0, :, 3, 3][:, 0]
+    np.testing.assert_allclose(out[:, 0, :, 3, 3], starts[:, None] + np.arange(4), atol=1e-5)
+    assert set(np.round(starts).astype(int)) <= set(range(7)) and len(set(np.round(starts))) > 2
+
+
+def test_dummy_2d_fuses_in_compose_with_mirror_and_intensity():
+    b = _batch((4, 12, 12), n=4)
+    members = lambda: [  # noqa: E731
+        da.SpatialTransform((4, 10, 10), dummy_2d_axis=0, elastic_magnitude=(1, 2), elastic_scale=(4, 5)),
+        da.BrightnessMultiplicative((0.5, 2.0)),
+        da.Mirror(axes=(0, 1, 2)),
+    ]
+    fused = da.Compose(members())(rng=2, **b)
+    plain = da.Compose(members(), fuse=False)(rng=2, **b)
+    # float32 rounding of the mirrored field: the 2e-5 of test_fused_compose_equals_unfused_without_noise
+    # times the brightness factor (up to 2), relative for the large values
+    np.testing.assert_allclose(fused["data"], plain["data"], atol=4e-5, rtol=2e-5)
+    np.testing.assert_array_equal(fused["seg"], plain["seg"])
+
+
+def test_dummy_2d_bad_arguments():
+    for bad in (3, -1, True, 1.5):
+        with pytest.raises(ValueError, match="dummy_2d_axis"):
+            da.SpatialTransform(dummy_2d_axis=bad)
+    with pytest.raises(ValueError, match="3D patch_size"):
+        da.SpatialTransform((12, 12), dummy_2d_axis=0)
+    with pytest.raises(ValueError, match="one in-plane range"):
+        da.SpatialTransform(rotation=[(-10, 10), (0, 0), (0, 0)], dummy_2d_axis=0)
+    with pytest.raises(ValueError, match="needs 3D data"):
+        da.SpatialTransform(dummy_2d_axis=0)(**_batch((8, 8)))
+
+
+@pytest.mark.cuda
+def test_dummy_2d_on_cuda_matches_the_host():
+    import torch
+
+    b = _batch((4, 12, 12))
+    make = lambda: da.SpatialTransform((4, 10, 10), dummy_2d_axis=0, elastic_magnitude=(1, 2))  # noqa: E731
+    out = make()(rng=5, data=torch.from_numpy(b["data"]).cuda(), seg=torch.from_numpy(b["seg"]).cuda())
+    ref = make()(rng=5, **b)
+    assert out["data"].is_cuda
+    np.testing.assert_allclose(out["data"].cpu().numpy(), ref["data"], atol=1e-4)
+    assert (out["seg"].cpu().numpy() != ref["seg"]).mean() < 1e-3  # nearest-label ties within FMA rounding

@@ -50,11 +50,12 @@ __version__ = package_version()
 _check_env()
 
 
-def preview(batch, transform, path, *, rng=0, data_key="data", seg_key="seg"):
-    """Write a PNG of central slices before and after ``transform`` (see :mod:`delira.augment.preview`)."""
+def preview(batch, transform, path, *, rng=0, data_key="data", seg_key="seg", title=None):
+    """Write a PNG of central slices before and after ``transform``, titled ``title`` when given (see
+    :func:`delira.augment._preview.preview`)."""
     from delira.augment._preview import preview as _preview
 
-    return _preview(batch, transform, path, rng=rng, data_key=data_key, seg_key=seg_key)
+    return _preview(batch, transform, path, rng=rng, data_key=data_key, seg_key=seg_key, title=title)
 
 
 __all__ = [

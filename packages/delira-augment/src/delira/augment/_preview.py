@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,14 @@ def preview(
     data_key: str = "data",
     seg_key: str = "seg",
     max_samples: int = 4,
+    title: str | None = None,
 ) -> Path:
     """Write a grid of central slices of ``batch`` before and after ``transform`` to ``path`` (PNG).
 
     Rows are samples (at most ``max_samples``); columns show the image before and after, with the
-    segmentation drawn as a coloured overlay where present. ``rng`` seeds the transform.
+    segmentation drawn as a coloured overlay where present. ``rng`` seeds the transform. ``title``
+    (e.g. the names of the transforms) is drawn above the grid and stored as the PNG's ``Title``
+    text chunk.
 
     Returns:
         The path written.
@@ -50,17 +54,19 @@ def preview(
     n = min(before_d.shape[0], max_samples)
     fig, axes = plt.subplots(n, 2, figsize=(6, 3 * n), squeeze=False)
     for i in range(n):
-        for col, (d, s, title) in enumerate([(before_d, before_s, "before"), (after_d, after_s, "after")]):
+        for col, (d, s, label) in enumerate([(before_d, before_s, "before"), (after_d, after_s, "after")]):
             ax = axes[i, col]
             ax.imshow(_central(d[i]), cmap="gray")
             if s is not None:
                 mask = np.ma.masked_equal(_central(s[i]), 0)
                 ax.imshow(mask, cmap="autumn", alpha=0.4, interpolation="nearest")
-            ax.set_title(f"sample {i}: {title}", fontsize=8)
+            ax.set_title(f"sample {i}: {label}", fontsize=8)
             ax.axis("off")
+    if title:
+        fig.suptitle(textwrap.fill(title, 60), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, metadata={"Title": title} if title else None)
     plt.close(fig)
     return path

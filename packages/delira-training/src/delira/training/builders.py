@@ -28,9 +28,6 @@ __all__ = [
     "spatial_dims",
 ]
 
-_ELASTIC_ALPHA = (0.0, 200.0)
-_ELASTIC_SIGMA = (9.0, 13.0)
-
 
 def spatial_dims(config: Mapping[str, Any]) -> int:
     """The number of spatial axes the network sees: ``data.spatial_dims``, else the model's, else 3."""
@@ -51,18 +48,19 @@ def slice_axis(config: Mapping[str, Any]) -> int | None:
 
 
 def mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
-    """The spatial axes mirrored in training (``data.augmentation.mirror_axes``, default all), or ``()``
-    when the training augmentation does not mirror (``data.transforms: none``)."""
-    if config["data"]["transforms"] == "none":
-        return ()
-    axes = config["data"].get("augmentation", {}).get("mirror_axes")
-    return tuple(range(spatial_dims(config))) if axes is None else tuple(int(a) for a in axes)
+    """The spatial axes mirrored in training, or ``()`` when the training augmentation does not mirror:
+    for a preset ``data.augmentation.mirror_axes`` (default all; ``none``: ``()``), for a
+    ``data.transforms`` list the axes of its ``Mirror`` entries (see :mod:`delira.training.augmentation`)."""
+    from delira.training import augmentation
+
+    return augmentation.mirror_axes(config)
 
 
 def build_transforms(
     config: Mapping[str, Any], spatial_shape: Sequence[int], seed: int = 0, backend: str | None = None
 ) -> Any:
-    """The training augmentation named by ``data.transforms`` with the ranges of ``data.augmentation``.
+    """The training augmentation of ``data.transforms`` (a preset with the ranges of
+    ``data.augmentation``, or the list form): see :func:`delira.training.augmentation.build_transforms`.
 
     Args:
         config: the resolved configuration.
@@ -75,56 +73,16 @@ def build_transforms(
         A ``delira.augment`` transform called as ``t(**batch, rng=...)`` on batches
         ``{"data": (N, C, *spatial) float32, "seg": (N, 1, *spatial) int}``, or None.
     """
-    kind = config["data"]["transforms"]
-    if kind == "none":
-        return None
-    import delira.augment as da
+    from delira.training import augmentation
 
-    aug = config["data"]["augmentation"]
-    axes = tuple(a for a in mirror_axes(config) if a < len(spatial_shape))
-    mirror = da.Mirror(axes, p_per_axis=0.5) if axes else None
-    if kind == "mirror":
-        return da.Compose([mirror], seed=seed, backend=backend) if mirror is not None else None
-    rotation = aug["rotation"]
-    if rotation is not None and isinstance(rotation[0], (list, tuple)):
-        rotation = tuple(tuple(float(v) for v in r) for r in rotation)
-        need = 3 if len(spatial_shape) == 3 else 1
-        if len(rotation) != need:
-            raise ValueError(
-                f"data.augmentation.rotation lists {len(rotation)} ranges but a {len(spatial_shape)}D patch "
-                f"has {need} rotation axes; give {need} [low, high] ranges or one for all"
-            )
-    elif rotation is not None:
-        rotation = tuple(float(v) for v in rotation)
-    scale = tuple(float(v) for v in aug["scale"]) if aug["scale"] is not None else (1.0, 1.0)
-    spatial = da.SpatialTransform(
-        tuple(int(s) for s in spatial_shape),
-        rotation=rotation if rotation is not None else (0.0, 0.0),
-        scale=scale,
-        elastic_alpha=_ELASTIC_ALPHA,
-        elastic_sigma=_ELASTIC_SIGMA,
-        p_rotation=float(aug["p_rotation"]) if rotation is not None else 0.0,
-        p_scale=float(aug["p_scale"]) if aug["scale"] is not None else 0.0,
-        p_elastic=float(aug["p_elastic"]),
-        order_data=1,
-        order_seg=0,
-        mode_data="constant",
-        mode_seg="constant",
-    )
-    intensity = [
-        da.GaussianNoise(std=(0.0, 0.01)),
-        da.BrightnessMultiplicative((0.9, 1.1)),
-        da.Gamma((0.8, 1.25), retain_stats=True),
-    ]
-    return da.Compose(
-        [spatial, *intensity, *([mirror] if mirror is not None else [])], seed=seed, backend=backend
-    )
+    return augmentation.build_transforms(config, spatial_shape, seed=seed, backend=backend)
 
 
 def check_augment_device(config: Mapping[str, Any]) -> None:
     """Raise :class:`~delira.training.config.ConfigError` unless ``data.augment_device`` can run here:
     ``cuda`` needs delira-augment built with CUDA and a visible GPU (checked before any training)."""
-    if config["data"].get("augment_device", "cpu") != "cuda" or config["data"]["transforms"] == "none":
+    transforms = config["data"]["transforms"]
+    if config["data"].get("augment_device", "cpu") != "cuda" or transforms in ("none", []):
         return
     from delira.augment._cuda import require_cuda
 

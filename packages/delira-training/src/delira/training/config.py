@@ -77,7 +77,8 @@ class Field:
     Attributes:
         kind: ``"int"``, ``"float"`` (ints accepted), ``"str"``, ``"bool"``, ``"ints"`` (a list of ints),
             ``"strs"`` (a list of strings), ``"str|strs"`` (either), ``"ranges"`` (a ``[low, high]``
-            pair or a list of pairs) or ``"mapping"`` (any dict, checked by its consumer).
+            pair or a list of pairs), ``"mapping"`` (any dict, checked by its consumer) or
+            ``"str|mappings"`` (a string among ``choices`` or a list of mappings, checked by its consumer).
         default: the value of the built-in job (:data:`DEFAULTS` is built from these).
         doc: what the key means, shown in errors and in the configuration reference.
         nullable: ``null`` is allowed.
@@ -109,6 +110,7 @@ _KIND_NAMES = {
     "mapping": "a mapping (key: value pairs)",
     "str|strs": "a string or a list of strings (one per channel)",
     "ranges": "a [low, high] pair or a list of such pairs (one per axis)",
+    "str|mappings": "a preset name or a list of mappings",
 }
 
 
@@ -220,7 +222,11 @@ SCHEMA: dict[str, Any] = {
             "(0: a fixed partial cache)",
         ),
         "transforms": Field(
-            "str", "canonical", "the training augmentation", choices=("canonical", "mirror", "none")
+            "str|mappings",
+            "canonical",
+            "the training augmentation: a preset name (see 'Augmentation presets' below) or a list of "
+            "{name: <delira.augment transform>, <argument>: <value>, ...} entries applied in order",
+            choices=("canonical", "mirror", "light", "nnunet", "none"),
         ),
         "augment_device": Field(
             "str",
@@ -566,6 +572,10 @@ def _check_leaf(path: str, value: Any, spec: Field) -> list[str]:
         if ok and not isinstance(value, str) and spec.choices is not None:
             bad = [v for v in value if v not in spec.choices]
             return [f"{path}: {bad} not among {list(spec.choices)}"] if bad else []
+    elif kind == "str|mappings":
+        ok = isinstance(value, (str, list, tuple))
+        if ok and not isinstance(value, str):
+            return []  # each entry is checked by its consumer, with its position (see _check_semantics)
     elif kind == "ranges":
         pairs = [value] if isinstance(value, (list, tuple)) and value and _is_number(value[0]) else value
         ok = isinstance(pairs, (list, tuple)) and len(pairs) > 0
@@ -707,6 +717,10 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                     "string or a number (e.g. constraint: a100)"
                 )
     problems += _check_training(config)
+    if isinstance(data.get("transforms"), list):
+        from delira.training.augmentation import check_transforms
+
+        problems += check_transforms(config)
     training = config.get("training", {})
     args = training.get("schedule_args")
     if isinstance(args, Mapping) and args:

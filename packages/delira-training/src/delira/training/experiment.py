@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from delira.io import atomic_write
+from delira.training.augmentation import describe_transforms
 from delira.training.builders import (
     _eval_mode,
     _trainer_class,
@@ -711,9 +712,11 @@ class Experiment:
         return predict(self.run_dir, input_path, output_path, folds, **kwargs)
 
     def _preview(self, data: Any) -> None:
-        """``augmentation.png``: a few training samples before and after the augmentation (needs matplotlib)."""
+        """``augmentation.png``: a few training samples before and after the augmentation (needs
+        matplotlib), titled with the preset or the list of transforms (``data.transforms``)."""
         path = self.run_dir / "augmentation.png"
-        if path.exists() or self.config["data"]["transforms"] == "none" or self.config["data"]["patch_size"]:
+        transforms = self.config["data"]["transforms"]
+        if path.exists() or transforms in ("none", []) or self.config["data"]["patch_size"]:
             return
         try:
             import matplotlib  # noqa: F401
@@ -725,7 +728,11 @@ class Experiment:
         batch = collate([data[i] for i in range(min(2, len(data)))])
         batch = {k: v for k, v in batch.items() if k in ("data", "seg")}
         try:
-            da.preview(batch, build_transforms(self.config, batch["data"].shape[2:]), path)
+            transform = build_transforms(self.config, batch["data"].shape[2:])
+            if transform is None:  # e.g. mirror with no mirror axes
+                return
+            title = f"data.transforms: {describe_transforms(self.config, transform)}"
+            da.preview(batch, transform, path, title=title)
         except Exception as exc:  # a preview must never stop a run
             print(f"note: no augmentation preview ({exc})", file=sys.stderr)
 

@@ -49,6 +49,16 @@ class SpatialTransform(Transform):
             the centre from the border when given).
         order_data: 0, 1 or 3. order_seg: 0 (nearest) or 1 (per-label linear + argmax, as nnU-Net v2).
         mode_data, cval_data, mode_seg, cval_seg: border handling.
+        dummy_2d_axis: None, or a spatial axis (0, 1 or 2) of 3D data along which nothing is
+            transformed: nnU-Net's "dummy 2D" augmentation for anisotropic patches
+            (``do_dummy_2d_data_aug``, used when the patch's first axis is much coarser than the
+            others). Rotation, scaling, shear, translation and the elastic field are drawn as for 2D
+            data of the in-plane shape (the same draws as a 2D SpatialTransform of that shape) and
+            applied to every slice alike; along the axis the slices keep their positions (a centred
+            or, with ``random_crop``, random integer crop to ``patch_size``; ``crop_margin`` acts
+            in-plane). ``rotation`` is then one range (the in-plane angle).
+            Unlike nnU-Net's Convert3DTo2DTransform (slices folded into channels) the volume stays
+            3D, so the pass still fuses with the intensity transforms and Mirror of a Compose.
     """
 
     def __init__(
@@ -77,12 +87,26 @@ class SpatialTransform(Transform):
         cval_data: float = 0.0,
         mode_seg: str = "constant",
         cval_seg: float = 0.0,
+        dummy_2d_axis: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(1.0, **kwargs)
         self.patch_size = None if patch_size is None else tuple(int(p) for p in patch_size)
         if self.patch_size is not None and (len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1):
             raise ValueError(f"patch_size={patch_size!r} must have 2 or 3 positive entries")
+        if dummy_2d_axis is not None:
+            if isinstance(dummy_2d_axis, bool) or dummy_2d_axis not in (0, 1, 2):
+                raise ValueError(
+                    f"dummy_2d_axis={dummy_2d_axis!r} must be None or a spatial axis of 3D data: 0, 1 or 2 "
+                    "(nnU-Net uses 0, the coarse axis of an anisotropic patch)"
+                )
+            if self.patch_size is not None and len(self.patch_size) != 3:
+                raise ValueError(
+                    f"dummy_2d_axis needs a 3D patch_size (D, H, W), got {patch_size!r}; include the size along "
+                    f"axis {dummy_2d_axis} (the input's size there keeps every slice)"
+                )
+            _per_axis_ranges(rotation, 1, "rotation with dummy_2d_axis (one in-plane range)")
+        self.dummy_2d_axis = None if dummy_2d_axis is None else int(dummy_2d_axis)
         self.rotation = rotation
         self.scale = v.value_range(scale, "scale", low=1e-6)
         self.scale_per_axis = bool(scale_per_axis)
@@ -131,6 +155,15 @@ class SpatialTransform(Transform):
                 f"patch_size {patch} has {len(patch)} axes but the data has {nd} spatial axes {shape}; "
                 f"pass data as (N, C, *spatial) with {len(patch)} spatial axes, or a patch_size with {nd} entries"
             )
+        if self.dummy_2d_axis is not None:
+            affine, linear, field = self._draw_dummy_2d(rng, n, tuple(shape), tuple(patch), mirror_flags)
+        else:
+            affine, linear, field = self._draw_nd(rng, n, tuple(shape), tuple(patch), mirror_flags)
+        return affine, linear, field, tuple(patch)
+
+    def _draw_nd(self, rng, n, shape, patch, mirror_flags, margin: Any = None):
+        """Affine maps, linear parts and elastic field of 2D or 3D transforms of ``shape`` to ``patch``."""
+        nd = len(shape)
         n_angles = 3 if nd == 3 else 1
         ranges = _per_axis_ranges(self.rotation, n_angles, "rotation")
         angles = np.stack([uniform(rng, r, n) for r in ranges], axis=1) * (math.pi / 180.0)
@@ -145,7 +178,7 @@ class SpatialTransform(Transform):
         if self.translation is not None:
             trans = uniform(rng, self.translation, (n, nd))
             trans[rng.random(n) >= self.p_translation] = 0.0
-        centers = self._centers(rng, n, shape, patch)
+        centers = self._centers(rng, n, shape, patch, margin)
         affine = np.empty((n, nd, nd + 1))
         linear = np.empty((n, nd, nd))
         for i in range(n):
@@ -173,9 +206,58 @@ class SpatialTransform(Transform):
             magnitude[rng.random(n) >= self.p_elastic] = 0.0
             if np.any(magnitude > 0):
                 field = E.random_field(rng, tuple(patch), magnitude, scale)
-        return affine, linear, field, tuple(patch)
+        return affine, linear, field
 
-    def _centers(self, rng, n, shape, patch) -> np.ndarray:
+    def _draw_dummy_2d(self, rng, n, shape, patch, mirror_flags):
+        """The 2D draws of the in-plane shape, embedded in 3D: identity (and an integer crop) along the axis."""
+        ax = self.dummy_2d_axis
+        if len(shape) != 3:
+            raise ValueError(
+                f"dummy_2d_axis={ax} needs 3D data (N, C, D, H, W) but the spatial shape is {shape}; "
+                "for 2D data leave dummy_2d_axis=None"
+            )
+        plane = [d for d in range(3) if d != ax]
+        margin = None
+        if self.crop_margin is not None:
+            margin = np.broadcast_to(np.asarray(self.crop_margin, dtype=np.float64), (3,))[plane]
+        a2, l2, f2 = self._draw_nd(
+            rng,
+            n,
+            tuple(shape[d] for d in plane),
+            tuple(patch[d] for d in plane),
+            None if mirror_flags is None else np.asarray(mirror_flags)[:, plane],
+            margin,
+        )
+        size, length = int(shape[ax]), int(patch[ax])
+        if self.random_crop and size > length:
+            start = rng.integers(0, size - length + 1, size=n).astype(np.float64)
+        else:
+            start = np.full(n, float(size // 2 - length // 2))
+        flip = np.zeros(n, bool) if mirror_flags is None else np.asarray(mirror_flags, bool)[:, ax]
+        affine = np.zeros((n, 3, 4))
+        linear = np.zeros((n, 3, 3))
+        for r, dr in enumerate(plane):
+            affine[:, dr, 3] = a2[:, r, 2]
+            for c, dc in enumerate(plane):
+                affine[:, dr, dc] = a2[:, r, c]
+                linear[:, dr, dc] = l2[:, r, c]
+        affine[:, ax, ax] = np.where(flip, -1.0, 1.0)
+        affine[:, ax, 3] = start + np.where(flip, length - 1.0, 0.0)
+        linear[:, ax, ax] = 1.0
+        field = None
+        if f2 is not None:
+            # constant along the axis (B-spline weights sum to 1) and no displacement along it
+            spacing_ax = float(max(length - 1, 1))
+            count = E.grid_shape((length,), spacing_ax)[0]
+            values = np.zeros((n, 3, *f2.values.shape[2:]), np.float32)
+            values[:, plane] = f2.values
+            values = np.repeat(np.expand_dims(values, 2 + ax), count, axis=2 + ax)
+            origin = np.insert(f2.origin, ax, -spacing_ax, axis=1).astype(np.float32)
+            spacing = np.insert(f2.spacing, ax, spacing_ax, axis=1).astype(np.float32)
+            field = E.ElasticField(values, origin, spacing)
+        return affine, linear, field
+
+    def _centers(self, rng, n, shape, patch, margin: Any = None) -> np.ndarray:
         """Patch centres in input coordinates, chosen so that the patch lies on the voxel grid.
 
         Without rotation and scaling the patch is then an exact crop: its first voxel is
@@ -188,7 +270,9 @@ class SpatialTransform(Transform):
             start = shape_a // 2 - patch_a // 2
             return np.repeat((start + half)[None], n, axis=0)
         if self.crop_margin is not None:
-            margin = np.broadcast_to(np.asarray(self.crop_margin, dtype=np.float64), (len(shape),))
+            margin = np.broadcast_to(
+                np.asarray(self.crop_margin if margin is None else margin, dtype=np.float64), (len(shape),)
+            )
             lo = np.ceil(margin - half).astype(np.int64)
             hi = np.floor(shape_a - 1 - margin - half).astype(np.int64)
             if np.any(hi < lo):
