@@ -129,7 +129,91 @@ def _cases_intensity() -> None:
 
 # --- group: filters (blur per sample, sharpening, median, low resolution per axis, local ops) -------
 def _cases_filters() -> None:
-    pass
+    # Delira: the op on the whole batch; batchgeneratorsv2: its transform on every sample (C, *spatial)
+    # as torch tensors, as its loaders call it. Same parameter ranges on both sides.
+    import delira.augment as da
+
+    def delira(make):
+        def factory(shape):
+            t = make()
+
+            def fn(data, seg):
+                t(rng=0, data=data)
+
+            return fn
+
+        return factory
+
+    def bgv2(module, name, **kwargs):
+        def factory(shape):
+            import importlib
+
+            try:
+                import torch
+
+                cls = getattr(importlib.import_module(f"batchgeneratorsv2.transforms.{module}"), name)
+            except ImportError as exc:
+                raise ImportError(f"batchgeneratorsv2 is not installed ({exc})") from None
+            torch.set_num_threads(1)
+            t = cls(**kwargs)
+
+            def fn(data, seg):
+                for i in range(data.shape[0]):
+                    t(image=torch.from_numpy(data[i]))
+
+            return fn
+
+        return factory
+
+    local = {"scale": (20.0, 60.0), "loc": (-0.5, 1.5)}  # weight maps of a few tens of voxels
+    case(
+        "lowres_per_axis",
+        delira(lambda: da.SimulateLowResolution((0.5, 1.0), order_up=1, per_axis=True, per_channel=True)),
+        note="zoom (0.5, 1) per axis and channel, nearest down, linear up (bgv2's modes)",
+        bgv2=bgv2(
+            "spatial.low_resolution",
+            "SimulateLowResolutionTransform",
+            scale=(0.5, 1.0),
+            synchronize_channels=False,
+            synchronize_axes=False,
+            ignore_axes=None,
+        ),
+    )
+    case(
+        "local_gamma",
+        delira(lambda: da.LocalGamma(gamma=(0.5, 1.0), **local)),
+        note="Gaussian weight map (sigma 20-60 voxels), gamma (0.5, 1)",
+        bgv2=bgv2("local.local_gamma", "LocalGammaTransform", gamma=(0.5, 1.0), **local),
+    )
+    case(
+        "local_contrast",
+        delira(lambda: da.LocalContrast(factor=(0.5, 1.5), **local)),
+        note="Gaussian weight map (sigma 20-60 voxels), contrast (0.5, 1.5)",
+        bgv2=bgv2("local.local_contrast", "LocalContrastTransform", new_contrast=(0.5, 1.5), **local),
+    )
+    case(
+        "local_smoothing",
+        delira(lambda: da.LocalSmoothing(sigma=(0.5, 1.5), strength=(0.5, 1.0), **local)),
+        note="Gaussian weight map (sigma 20-60 voxels), blur sigma (0.5, 1.5), strength (0.5, 1)",
+        bgv2=bgv2(
+            "local.local_smoothing",
+            "LocalSmoothingTransform",
+            smoothing_strength=(0.5, 1.0),
+            kernel_size=(0.5, 1.5),
+            **local,
+        ),
+    )
+    case(
+        "brightness_gradient",
+        delira(lambda: da.BrightnessGradient(max_strength=(0.5, 1.0), **local)),
+        note="Gaussian weight map (sigma 20-60 voxels), mean-centred, strength (0.5, 1)",
+        bgv2=bgv2(
+            "local.brightness_gradient",
+            "BrightnessGradientAdditiveTransform",
+            max_strength=(0.5, 1.0),
+            **local,
+        ),
+    )
 
 
 # --- group: spatial (90-degree rotations, transposes, blank rectangles, dummy 2D) -------------------
