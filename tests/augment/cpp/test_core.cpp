@@ -9,6 +9,8 @@
 #include "core/boundary.h"
 #include "core/bspline.h"
 #include "core/fastmath.h"
+#include "core/intensity.h"
+#include "core/program.h"
 #include "core/rng.h"
 #include "cpu/engine.h"
 #include "cpu/parallel.h"
@@ -175,4 +177,72 @@ DELIRA_TEST(engine_rejects_inconsistent_specs) {
   spec.affine = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0};
   spec.order_data = 2;
   CHECK_THROWS(call(), std::invalid_argument);
+}
+
+DELIRA_TEST(rician_noise_is_pointwise_and_has_rayleigh_moments_at_zero) {
+  // Which kinds start a stage: an explicit set, Rician (pointwise) after the stats kinds.
+  CHECK(!needs_stats(OpKind::Noise) && !needs_stats(OpKind::Clip) && !needs_stats(OpKind::Rician));
+  CHECK(needs_stats(OpKind::Contrast) && needs_stats(OpKind::PercentileClip) && needs_stats(OpKind::ShiftMin));
+  const int kinds[] = {static_cast<int>(OpKind::Rician), static_cast<int>(OpKind::ShiftMin),
+                       static_cast<int>(OpKind::Rician), static_cast<int>(OpKind::RestoreStats)};
+  CHECK(stage_count(kinds, 4) == 3);
+  CHECK(program_stage(kinds, 4, 0).end == 1);
+  CHECK(program_stage(kinds, 4, 1).head == 1 && program_stage(kinds, 4, 1).end == 3);
+
+  // Hand-computed: both normal values of Box-Muller pair `counter` (a whole pair per voxel).
+  const std::uint64_t key = stream_key(99, 3);
+  OpParams q{{0.5f, 0.0f, 0.0f}, true};
+  float z0, z1;
+  random_normal_pair(key, 41, &z0, &z1);
+  const double re = 2.0 + 0.5 * z0, im = 0.5 * z1;
+  CHECK(std::fabs(apply_pointwise<double>(OpKind::Rician, q, 2.0, key, 41) - std::sqrt(re * re + im * im)) < 1e-6);
+  OpParams zero{{0.0f, 0.0f, 0.0f}, true};
+  CHECK(apply_pointwise<float>(OpKind::Rician, zero, -1.5f, key, 7) == 1.5f);  // sigma 0: |v|
+
+  // v = 0: Rayleigh(sigma), mean sigma sqrt(pi / 2), second moment 2 sigma^2.
+  const int n = 1 << 20;
+  const double sigma = 0.5;
+  double s1 = 0, s2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const double y = apply_pointwise<float>(OpKind::Rician, q, 0.0f, key, static_cast<std::uint64_t>(i));
+    s1 += y;
+    s2 += y * y;
+  }
+  CHECK(std::fabs(s1 / n - sigma * std::sqrt(M_PI / 2)) < 2e-3);
+  CHECK(std::fabs(s2 / n - 2 * sigma * sigma) < 2e-3);
+}
+
+DELIRA_TEST(shift_min_subtracts_the_channel_minimum) {
+  Stats s;
+  s.min = -3.0f;
+  s.max = 4.0f;
+  OpParams q{{0.0f, 0.0f, 0.0f}, true};
+  CHECK(apply_with_stats<float>(OpKind::ShiftMin, q, 1.5f, s, s) == 4.5f);
+  CHECK(apply_with_stats<double>(OpKind::ShiftMin, q, -3.0, s, s) == 0.0);
+}
+
+DELIRA_TEST(engine_rician_rows_match_the_per_voxel_definition) {
+  // apply_program's vectorised row loop gives what apply_pointwise gives voxel by voxel.
+  const std::int64_t d = 3, h = 4, w = 9;
+  std::vector<float> in(d * h * w);
+  for (std::size_t i = 0; i < in.size(); ++i) in[i] = 0.1f * static_cast<float>(i % 17);
+  std::vector<float> out(in.size(), -1.0f);
+  cpu::OutRef o;
+  o.data = out.data();
+  o.ndim = 5;
+  const std::int64_t oshape[5] = {1, 1, d, h, w};
+  for (int i = 0; i < 5; ++i) o.shape[i] = oshape[i];
+  cpu::Program p;
+  p.seeds = {1234};
+  p.kinds = {OpKind::Multiply, OpKind::Rician};
+  p.refs = {-1, -1};
+  p.params = {OpParams{{1.0f, 0.0f, 0.0f}, true}, OpParams{{0.3f, 0.0f, 0.0f}, true}};
+  cpu::apply_program(volume_ref(in, d, h, w), o, p);
+  const std::uint64_t key = op_stream_key(p.seeds.data(), 1, 0, 1);
+  double worst = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const float expected = apply_pointwise<float>(OpKind::Rician, p.params[1], in[i], key, noise_counter(0, d * h * w, i));
+    worst = std::fmax(worst, std::fabs(out[i] - expected));
+  }
+  CHECK(worst < 1e-6);
 }

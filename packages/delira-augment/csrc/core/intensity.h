@@ -1,8 +1,9 @@
 // Intensity operations of the fused pipeline, written once for both executors.
 //
 // A program is a list of operations applied in order to every voxel of a sample. Pointwise ops
-// (noise, multiply, add, clip) are fused into the pass that produces the voxel. Ops that need
-// statistics of their input (contrast, gamma, restore-stats, z-score, percentile clip) start a new
+// (noise, Rician noise, multiply, add, clip) are fused into the pass that produces the voxel. Ops that
+// need statistics of their input (contrast, gamma, restore-stats, z-score, percentile clip, shift by the
+// minimum) start a new
 // pass: the previous pass accumulates the statistics per (sample, channel) in a fixed order, so the
 // result does not depend on the number of threads (see program.h and moments.h).
 //
@@ -30,11 +31,26 @@ enum class OpKind : int {
   RestoreStats = 6,    // p0 = negate afterwards (0/1); target = stats of op `ref`  [needs stats]
   ZScore = 7,          // p0 = epsilon                                         [needs stats]
   PercentileClip = 8,  // p0 = lower percentile, p1 = upper percentile (0..100) [needs stats]
+  Rician = 9,          // p0 = standard deviation: sqrt((v + s z0)^2 + (s z1)^2)
+  ShiftMin = 10,       // v - min (batchgeneratorsv2's Rician noise shifts by the minimum) [needs stats]
 };
 
-constexpr int kLastOpKind = static_cast<int>(OpKind::PercentileClip);
+constexpr int kLastOpKind = static_cast<int>(OpKind::ShiftMin);
 
-DELIRA_HD DELIRA_INLINE bool needs_stats(OpKind k) { return static_cast<int>(k) >= static_cast<int>(OpKind::Contrast); }
+// The ops that need statistics of their input (an explicit set: pointwise kinds are added after them).
+DELIRA_HD DELIRA_INLINE bool needs_stats(OpKind k) {
+  switch (k) {
+    case OpKind::Contrast:
+    case OpKind::Gamma:
+    case OpKind::RestoreStats:
+    case OpKind::ZScore:
+    case OpKind::PercentileClip:
+    case OpKind::ShiftMin:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // Statistics of one (sample, channel) at the input of a stats op.
 struct Stats {
@@ -60,6 +76,31 @@ DELIRA_HD DELIRA_INLINE V add_noise(V v, float sigma, float z) {
   return v + sigma * z;
 }
 
+DELIRA_HD DELIRA_INLINE float sqrt_value(float x) {
+#if defined(__CUDA_ARCH__)
+  return sqrtf(x);
+#else
+  return __builtin_sqrtf(x);
+#endif
+}
+
+DELIRA_HD DELIRA_INLINE double sqrt_value(double x) {
+#if defined(__CUDA_ARCH__)
+  return sqrt(x);
+#else
+  return __builtin_sqrt(x);
+#endif
+}
+
+// Rician magnitude sqrt((v + sigma z0)^2 + (sigma z1)^2) for two independent standard normal values:
+// the magnitude of a complex value with real part v whose real and imaginary parts get gaussian noise.
+template <typename V>
+DELIRA_HD DELIRA_INLINE V add_rician_noise(V v, float sigma, float z0, float z1) {
+  const V re = v + sigma * z0;
+  const V im = static_cast<V>(sigma * z1);
+  return sqrt_value(re * re + im * im);
+}
+
 template <typename V>
 DELIRA_HD DELIRA_INLINE V multiply_value(V v, V factor) {
   return v * factor;
@@ -76,13 +117,21 @@ DELIRA_HD DELIRA_INLINE V clip_value(V v, V lo, V hi) {
 }
 
 // Applies a pointwise op. `key` is the random stream of this (sample, op); `counter` the noise
-// counter of the voxel (program.h: noise_counter).
+// counter of the voxel (program.h: noise_counter). Noise takes element (counter & 1) of Box-Muller
+// pair counter >> 1 (two voxels share a pair); Rician needs two normal values per voxel and takes
+// both elements of pair `counter` (one whole pair per voxel). The streams of different ops never
+// overlap because their keys differ (program.h: op_stream_key mixes the op index in).
 template <typename V>
 DELIRA_HD DELIRA_INLINE V apply_pointwise(OpKind kind, const OpParams& q, V v, std::uint64_t key,
                                           std::uint64_t counter) {
   switch (kind) {
     case OpKind::Noise:
       return add_noise(v, q.p[0], random_normal(key, counter));
+    case OpKind::Rician: {
+      float z0, z1;
+      random_normal_pair(key, counter, &z0, &z1);
+      return add_rician_noise(v, q.p[0], z0, z1);
+    }
     case OpKind::Multiply:
       return multiply_value(v, static_cast<V>(q.p[0]));
     case OpKind::Add:
@@ -182,6 +231,8 @@ DELIRA_HD DELIRA_INLINE V apply_with_stats(OpKind kind, const OpParams& q, V v, 
       return apply_linear(zscore_map<V>(q, s), v);
     case OpKind::PercentileClip:
       return static_cast<V>(percentile_clip_value(s, static_cast<float>(v)));
+    case OpKind::ShiftMin:
+      return v - static_cast<V>(s.min);
     default:
       return v;
   }

@@ -94,6 +94,9 @@ struct ProgramState {
         case OpKind::Noise:
           add_noise_row(v, len, counter0, keys[j], q.p[0]);
           break;
+        case OpKind::Rician:
+          add_rician_row(v, len, counter0, keys[j], q.p[0]);
+          break;
         case OpKind::Multiply: {
           const V f = q.p[0];
           for (std::int64_t i = 0; i < len; ++i) v[i] = multiply_value(v[i], f);
@@ -165,6 +168,20 @@ struct ProgramState {
       w[2 * p + 1] = add_noise(w[2 * p + 1], sigma, z1);
     }
     if (i + 2 * pairs < len) v[len - 1] = add_noise(v[len - 1], sigma, random_normal(key, counter0 + len - 1));
+  }
+
+  // v[i] = |v[i] + sigma (z0 + i z1)| with both normal values from Box-Muller pair counter0 + i
+  // (core/intensity.h: apply_pointwise).
+  template <typename V>
+  static void add_rician_row(V* v, std::int64_t len, std::uint64_t counter0, std::uint64_t key, float sigma) {
+#if defined(DELIRA_OPENMP_SIMD)
+#pragma omp simd
+#endif
+    for (std::int64_t i = 0; i < len; ++i) {
+      float z0, z1;
+      random_normal_pair(key, counter0 + static_cast<std::uint64_t>(i), &z0, &z1);
+      v[i] = add_rician_noise(v[i], sigma, z0, z1);
+    }
   }
 
   // Reduces row partials (C, rows) in order into the statistics of stage s + 1's head.

@@ -174,7 +174,7 @@ delira::cpu::Program make_program(std::int64_t n, const std::vector<int>& kinds,
   }
   if (seeds.ndim() != 1 || seeds.shape(0) != n) throw py::value_error("seeds must have shape (N,)");
   for (std::int64_t j = 0; j < n_ops; ++j) {
-    if (kinds[j] < 0 || kinds[j] > static_cast<int>(delira::OpKind::PercentileClip)) {
+    if (kinds[j] < 0 || kinds[j] > delira::kLastOpKind) {
       throw py::value_error("unknown intensity op " + std::to_string(kinds[j]));
     }
     if (refs[j] >= n_ops) throw py::value_error("op_refs points past the program");

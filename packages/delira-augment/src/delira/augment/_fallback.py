@@ -84,7 +84,7 @@ def run_program(x: np.ndarray, program: Program) -> np.ndarray:
             v = out[i, c].astype(np.float32)
             stats_at: dict[int, dict] = {}
             for j, op in enumerate(program.ops):
-                if op.kind >= OpKind.CONTRAST:
+                if op.kind.needs_stats:
                     stats_at[j] = _stats(v)
                 if not op.active[i]:
                     continue
@@ -99,6 +99,11 @@ def _apply(
 ) -> np.ndarray:
     if kind == OpKind.NOISE:
         return (v + rng.normal(0.0, float(p[0]), v.shape)).astype(np.float32)
+    if kind == OpKind.RICIAN:
+        z = rng.normal(0.0, float(p[0]), (2, *v.shape))
+        return np.sqrt((v + z[0]) ** 2 + z[1] ** 2).astype(np.float32)
+    if kind == OpKind.SHIFT_MIN:
+        return v - np.float32(s["min"])
     if kind == OpKind.MULTIPLY:
         return v * np.float32(p[0])
     if kind == OpKind.ADD:

@@ -26,11 +26,25 @@ class OpKind(IntEnum):
     RESTORE_STATS = 6  # p0 = negate afterwards; ref = op whose input statistics are restored
     ZSCORE = 7  # p0 = epsilon
     PERCENTILE_CLIP = 8  # p0 = lower percentile, p1 = upper percentile
+    RICIAN = 9  # p0 = std: sqrt((x + std z0)^2 + (std z1)^2), pointwise
+    SHIFT_MIN = 10  # x - min (batchgeneratorsv2's Rician noise shifts by the minimum first)
 
     @property
     def needs_stats(self) -> bool:
         """Whether the op needs statistics of its input (it starts a new pass; ``needs_stats`` in C++)."""
-        return self >= OpKind.CONTRAST
+        return self in _NEEDS_STATS
+
+
+_NEEDS_STATS = frozenset(
+    {
+        OpKind.CONTRAST,
+        OpKind.GAMMA,
+        OpKind.RESTORE_STATS,
+        OpKind.ZSCORE,
+        OpKind.PERCENTILE_CLIP,
+        OpKind.SHIFT_MIN,
+    }
+)
 
 
 @dataclass
