@@ -110,6 +110,7 @@ _KIND_NAMES = {
     "mapping": "a mapping (key: value pairs)",
     "str|strs": "a string or a list of strings (one per channel)",
     "ranges": "a [low, high] pair or a list of such pairs (one per axis)",
+    "intlists": "a list of lists of integers",
     "str|mappings": "a preset name or a list of mappings",
 }
 
@@ -201,6 +202,32 @@ SCHEMA: dict[str, Any] = {
         ),
         "slice_axis": Field(
             "int", None, "2D on 3D volumes: the axis slices are taken along", nullable=True, minimum=0
+        ),
+        "regions": Field(
+            "intlists",
+            None,
+            "region-based training (nnU-Net's regions): a list of regions, each a list of label values (e.g. "
+            "BraTS [[1, 2, 3], [2, 3], [3]]); the network has one sigmoid output per region "
+            "(model.args.num_classes = the number of regions), trained with BCE + soft Dice of the region "
+            "masks; predictions are painted back into labels (data.regions_order); null: label-based (softmax)",
+            nullable=True,
+        ),
+        "regions_order": Field(
+            "ints",
+            None,
+            "region training: the label each region paints, regions painted in order over each other where "
+            "sigmoid > 0.5 (nnU-Net's regions_class_order); null: each region's one label that no later "
+            "region holds (nested regions)",
+            nullable=True,
+        ),
+        "ignore_label": Field(
+            "int",
+            None,
+            "label value of unannotated voxels (sparse annotations): they add nothing to the losses and are "
+            "left out of the metrics; above the network's classes (label-based: >= model.args.num_classes) "
+            "and in no region; null: every voxel is annotated",
+            nullable=True,
+            minimum=1,
         ),
         "patch_size": Field("ints", None, "training patch size; null trains on whole volumes", nullable=True),
         "foreground_fraction": Field("float", 0.33, "share of patches centred on foreground", minimum=0),
@@ -576,6 +603,11 @@ def _check_leaf(path: str, value: Any, spec: Field) -> list[str]:
         ok = isinstance(value, (str, list, tuple))
         if ok and not isinstance(value, str):
             return []  # each entry is checked by its consumer, with its position (see _check_semantics)
+    elif kind == "intlists":
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(r, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+            for r in value
+        )
     elif kind == "ranges":
         pairs = [value] if isinstance(value, (list, tuple)) and value and _is_number(value[0]) else value
         ok = isinstance(pairs, (list, tuple)) and len(pairs) > 0
@@ -717,6 +749,7 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                     "string or a number (e.g. constraint: a100)"
                 )
     problems += _check_training(config)
+    problems += _check_labels(config)
     if isinstance(data.get("transforms"), list):
         from delira.training.augmentation import check_transforms
 
@@ -798,6 +831,54 @@ def _check_training(config: Mapping[str, Any]) -> list[str]:
     decay = training.get("ema_decay")
     if decay is not None and not 0 < decay < 1:
         problems.append(f"training.ema_decay: {decay} must be in (0, 1) (e.g. 0.999) or null")
+    return problems
+
+
+def _check_labels(config: Mapping[str, Any]) -> list[str]:
+    """``data.regions`` / ``data.regions_order`` / ``data.ignore_label``
+    (:mod:`delira.training.regions`): segmentation only; regions of the phantom's labels, one network
+    output per region, region losses only; the ignore label above the classes and in no region."""
+    from delira.training.losses import REGION_LOSSES
+    from delira.training.regions import check_ignore_label, check_regions
+
+    data = config.get("data", {})
+    regions, order, ignore = data.get("regions"), data.get("regions_order"), data.get("ignore_label")
+    if regions is None and order is None and ignore is None:
+        return []
+    if config.get("task") != "segmentation":
+        return [f"data.regions / data.ignore_label: segmentation only, the task is {config.get('task')!r}"]
+    problems = []
+    num_classes = (config.get("model", {}).get("args") or {}).get("num_classes")
+    if regions is None:
+        if order is not None:
+            problems.append(
+                "data.regions_order: set, but data.regions is null; remove it or set data.regions"
+            )
+    else:
+        labels = None
+        if data.get("kind") == "phantom":
+            labels = list(range(1, int(data.get("phantom", {}).get("num_classes", 2))))
+        problems += check_regions(regions, order, labels)
+        if num_classes is not None and num_classes != len(regions):
+            problems.append(
+                f"model.args.num_classes: {num_classes}, but data.regions has {len(regions)} regions; a region "
+                f"model has one output per region: set model.args.num_classes: {len(regions)}"
+            )
+        training = config.get("training", {})
+        names = [n.strip() for n in str(training.get("loss", "")).split("+")]
+        bad = [n for n in names if n not in REGION_LOSSES]
+        if bad:
+            problems.append(
+                f"training.loss: {bad} not defined for region training (data.regions); use "
+                f"{' / '.join(REGION_LOSSES)} joined with '+' (e.g. ce+dice: BCE + soft Dice, as nnU-Net)"
+            )
+        if ((training.get("loss_args") or {}).get("ce") or {}).get("class_weights") is not None:
+            problems.append(
+                "training.loss_args.ce.class_weights: not used by region training (one binary output per "
+                "region); remove them"
+            )
+    valid_regions = regions if regions is not None and not check_regions(regions, check_order=False) else None
+    problems += check_ignore_label(ignore, None if regions is not None else num_classes, valid_regions)
     return problems
 
 

@@ -23,8 +23,10 @@ The config-to-objects builders live in :mod:`delira.training.builders`, what dep
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -44,7 +46,7 @@ from delira.training.builders import (
     build_network,
     build_transforms,
 )
-from delira.training.config import dump_config, load_config
+from delira.training.config import ConfigError, dump_config, load_config
 from delira.training.prediction import (
     POSTPROCESSING_FILE,
     load_run_networks,
@@ -131,7 +133,9 @@ def _decide_postprocessing(run_dir: Path) -> Any:
     for f in files:
         with np.load(f) as z:
             cases.append((z["pred"], z["ref"]))
-    classes = list(range(1, task_for(load_config(run_dir / "config.yaml")).num_classes))
+    task = task_for(load_config(run_dir / "config.yaml"))
+    # the labels the predictions hold (a region run: the labels its regions paint)
+    classes = sorted(set(getattr(task, "label_values", range(1, task.num_classes))))
     rule = decide_postprocessing(cases, classes)
     rule.save(run_dir / POSTPROCESSING_FILE)
     return rule
@@ -206,6 +210,86 @@ def _is_main_process() -> bool:
     return ClusterEnvironment.detect().is_main_process
 
 
+# --- TensorFlow on several workers (backend: tf under torchrun / srun) ----------------------------
+_TF_STRATEGY: Any = None  # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made first
+
+
+def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
+    """The ``tf.distribute.MultiWorkerMirroredStrategy`` of a ``backend: tf`` run in a job of several
+    processes (torchrun's or SLURM's variables, :meth:`ClusterEnvironment.detect
+    <delira.training.distributed.ClusterEnvironment.detect>`), made once per process by
+    :func:`~delira.training.distributed.tf_multi_worker_strategy`; None for torch or one process.
+
+    TensorFlow needs the strategy before it runs any operation, so the Experiment makes it when it
+    is constructed (``delira run`` constructs it first thing); a script that ran TensorFlow code
+    before gets the RuntimeError below.
+
+    Raises:
+        ConfigError: ``training.batch_size`` is not a multiple of the number of workers (every worker
+            trains on an equal slice of each batch), checked before the strategy is made.
+        RuntimeError: TensorFlow ran operations in this process before the strategy was made.
+    """
+    global _TF_STRATEGY
+    if config["backend"] != "tf":
+        return None
+    from delira.training.distributed import ClusterEnvironment, tf_multi_worker_strategy
+
+    env = ClusterEnvironment.detect()
+    if not env.is_distributed:
+        return None
+    batch, workers = int(config["training"]["batch_size"]), env.world_size
+    if batch % workers:
+        below, above = batch // workers * workers, (batch // workers + 1) * workers
+        choices = f"{below} or {above}" if below else str(above)
+        raise ConfigError(
+            [
+                f"training.batch_size: {batch} is not a multiple of the {workers} TensorFlow workers of this "
+                f"job ({env.source}, WORLD_SIZE / SLURM_NTASKS {workers}): each worker trains on an equal "
+                f"slice of every batch; set training.batch_size to {choices} (--set training.batch_size="
+                f"{above})"
+            ]
+        )
+    if _TF_STRATEGY is None:
+        try:
+            _TF_STRATEGY = tf_multi_worker_strategy(env)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"cannot create TensorFlow's MultiWorkerMirroredStrategy for rank {env.rank} of {workers} "
+                f"({exc}); TensorFlow must not run anything before it: construct the Experiment (or call "
+                "delira.training.distributed.tf_multi_worker_strategy()) first thing in the process"
+            ) from exc
+    return _TF_STRATEGY
+
+
+def _chief_stamp(strategy: Any, stamp: str) -> str:
+    """The chief's ``YYYYmmdd-HHMMSS`` ``stamp`` on every worker (one all-reduce: the chief adds
+    its stamp as a number, the others 0), so that every worker picks the same default run folder."""
+    import tensorflow as tf
+
+    from delira.training.distributed import get_rank
+
+    mine = float(stamp.replace("-", "")) if get_rank() == 0 else 0.0  # 14 digits: exact in float64
+    total = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(mine, tf.float64)), axis=None
+    )
+    digits = f"{int(float(total)):014d}"
+    return f"{digits[:8]}-{digits[8:]}"
+
+
+def weights_digest(tensors: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of named arrays: for every key in sorted order its UTF-8 name, ``dtype.str``, shape
+    and C-order bytes. Of a Keras network's checkpoint tensors (``model/<key>`` in a
+    ``.safetensors`` checkpoint, the prefix removed) it is the digest that TensorFlow workers print
+    after each fold."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = np.ascontiguousarray(tensors[key])
+        digest.update(key.encode())
+        digest.update(f"|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 #: the MLflow run of an experiment folder (and of each fold folder): store, experiment and run id
 MLFLOW_FILE = "mlflow.json"
 
@@ -258,9 +342,14 @@ class Experiment:
         callbacks: Sequence[Callable[[int], Any]] = (),
     ) -> None:
         self.config = load_config(config, overrides)
+        #: ``backend: tf`` in a job of several processes: the MultiWorkerMirroredStrategy every fold
+        #: trains under (made here, before TensorFlow runs anything); else None
+        self.tf_strategy = _tf_multi_worker_strategy(self.config)
         self.callback_factories = list(callbacks)
         if run_dir is None:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+            if self.tf_strategy is not None:  # the same folder on every worker
+                stamp = _chief_stamp(self.tf_strategy, stamp)
             run_dir = Path(self.config["experiment"]["output"]) / f"{self.config['name']}-{stamp}"
         self.run_dir = Path(run_dir)
         self.verbose = verbose
@@ -300,7 +389,9 @@ class Experiment:
         seed = self.task.fold_seed(fold)
         # the initial weights depend on the seed only (the trainer seeds again when fit starts)
         seed_everything(seed, frameworks=("torch",) if cfg["backend"] == "torch" else ("tensorflow",))
-        network = build_network(cfg)
+        strategy = self.tf_strategy
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            network = build_network(cfg)  # TF workers: variables mirrored, initial values from the chief
         kwargs = {"weight_decay": t["weight_decay"]} if t["weight_decay"] else None
         return _trainer_class(cfg["backend"])(
             network,
@@ -326,6 +417,7 @@ class Experiment:
             verbose=self.verbose,
             device_transforms=list(device_transforms),
             loggers=self._fold_loggers(save_dir, fold),
+            **({} if strategy is None else {"strategy": strategy}),
         )
 
     # -- experiment tracking (logging.mlflow / logging.wandb) -----------------------------------------
@@ -445,8 +537,12 @@ class Experiment:
             self.task.close_loaders(train_loader, val_loader)
         from delira.training.distributed import barrier
 
-        if not trainer.is_main_process:  # DDP: rank 0 evaluates and writes result.json
-            barrier()
+        if self.tf_strategy is not None:
+            self._report_weights(trainer, fold)
+        # TF workers wait in a collective of their strategy, torch's DDP ranks in its process group
+        wait = getattr(trainer, "barrier", barrier)
+        if not trainer.is_main_process:  # DDP / TF workers: rank 0 evaluates and writes result.json
+            wait()
             return json.loads(result_path.read_text())
         tracking = [lg for lg in trainer.extra_loggers if hasattr(lg, "finish")]
         try:
@@ -456,10 +552,25 @@ class Experiment:
                 logger.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
             raise
         finally:
-            barrier()
+            wait()
         for logger in tracking:  # after result.json: the fold's files go up as artifacts
             logger.finish()
         return result
+
+    def _report_weights(self, trainer: Any, fold: int) -> None:
+        """TensorFlow on several workers: print this worker's :func:`weights_digest` of the trained
+        network to stderr (every worker prints the same; rank 0's equals that of the fold's
+        ``last.safetensors``)."""
+        from delira.io._keras_backend import model_tensors
+        from delira.training.distributed import ClusterEnvironment
+
+        env = ClusterEnvironment.detect()
+        digest = weights_digest(model_tensors(trainer.network))
+        print(
+            f"delira: fold {fold} worker {env.rank} of {env.world_size}: weights sha256 {digest}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _finish_fold(
         self,

@@ -8,11 +8,16 @@ Two layers:
 - trainer metrics, ``metric(predictions, batch) -> float | dict`` built by :func:`segmentation_metric`
   and :func:`classification_metric`, which turn the network's logits into labels or scores and
   check that the batch holds the key they need.
+
+Sparse annotations: with ``ignore_label`` the voxels whose reference label is the ignore label are
+left out of the segmentation metrics (of prediction and reference alike, as nnU-Net's evaluation).
+Region training (``data.regions``): :func:`region_scores` scores the region masks of prediction
+and reference, ``{"region_0": ..., "mean": ...}`` in the order of ``data.regions``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,7 @@ __all__ = [
     "dice",
     "hausdorff95",
     "iou",
+    "region_scores",
     "require_key",
     "segmentation_metric",
 ]
@@ -79,8 +85,29 @@ def _overlap(
     return result
 
 
+def _drop_ignored(
+    pred: np.ndarray, target: np.ndarray, ignore_label: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``target`` with the voxels where ``target == ignore_label`` set to -1 in both
+    (a value of no class, so that they count for no class); unchanged without an ignore label."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    if ignore_label is None:
+        return pred, target
+    check_shapes(pred, target, "ignore_label")
+    ignored = target == ignore_label
+    if not ignored.any():
+        return pred, target
+    pred = np.where(ignored, -1, pred.astype(np.int64))
+    target = np.where(ignored, -1, target.astype(np.int64))
+    return pred, target
+
+
 def dice(
-    pred_labels: np.ndarray, target_labels: np.ndarray, num_classes: int, include_background: bool = False
+    pred_labels: np.ndarray,
+    target_labels: np.ndarray,
+    num_classes: int,
+    include_background: bool = False,
+    ignore_label: int | None = None,
 ) -> dict[str, float]:
     """Dice coefficient ``2|P∩T| / (|P|+|T|)`` per class over the whole array, and the mean.
 
@@ -88,19 +115,73 @@ def dice(
         pred_labels, target_labels: integer label maps of the same shape, e.g. ``(N, D, H, W)``.
         num_classes: number of classes, background (0) included.
         include_background: also score class 0.
+        ignore_label: voxels with this reference label are left out (of both maps), or None.
 
     Returns:
         ``{"class_1": float, ..., "mean": float}``; a class absent from both is NaN and left out of
         the mean.
     """
-    return _overlap(pred_labels, target_labels, num_classes, include_background, "dice")
+    pred, target = _drop_ignored(pred_labels, target_labels, ignore_label)
+    return _overlap(pred, target, num_classes, include_background, "dice")
 
 
 def iou(
-    pred_labels: np.ndarray, target_labels: np.ndarray, num_classes: int, include_background: bool = False
+    pred_labels: np.ndarray,
+    target_labels: np.ndarray,
+    num_classes: int,
+    include_background: bool = False,
+    ignore_label: int | None = None,
 ) -> dict[str, float]:
     """Intersection over union (Jaccard) ``|P∩T| / |P∪T|`` per class and the mean; as :func:`dice`."""
-    return _overlap(pred_labels, target_labels, num_classes, include_background, "iou")
+    pred, target = _drop_ignored(pred_labels, target_labels, ignore_label)
+    return _overlap(pred, target, num_classes, include_background, "iou")
+
+
+def region_scores(
+    name: str,
+    pred_regions: np.ndarray,
+    target_regions: np.ndarray,
+    valid: np.ndarray | None = None,
+    axis: int = 0,
+    spacing: tuple[float, ...] | None = None,
+) -> dict[str, float]:
+    """Dice, IoU or HD95 of each region: the region masks of the prediction against those of the
+    reference.
+
+    Args:
+        name: ``"dice"``, ``"iou"`` or ``"hausdorff95"``.
+        pred_regions, target_regions: bool masks of the same shape with the regions on ``axis``, e.g.
+            ``(R, *spatial)`` or a batch ``(N, R, *spatial)`` with ``axis=1``
+            (:func:`delira.training.regions.labels_to_regions`; predictions: ``sigmoid > 0.5``).
+        valid: bool mask of the voxels to score (the shape without the region axis), e.g.
+            ``target_labels != ignore_label``; None: all.
+        axis: the region axis.
+        spacing: HD95 only: voxel size per spatial axis (a batch axis in front is averaged over).
+
+    Returns:
+        ``{"region_0": float, ..., "mean": float}`` in region order (NaN where a region is absent
+        from both, left out of the mean).
+    """
+    if name not in _SEGMENTATION:
+        raise ValueError(f"unknown segmentation metric {name!r}; choose one of {sorted(_SEGMENTATION)}")
+    pred, target = np.asarray(pred_regions, dtype=bool), np.asarray(target_regions, dtype=bool)
+    check_shapes(pred, target, name)
+    pred, target = np.moveaxis(pred, axis, 0), np.moveaxis(target, axis, 0)
+    result: dict[str, float] = {}
+    for r, (p, t) in enumerate(zip(pred, target)):
+        p, t = p.astype(np.int8), t.astype(np.int8)
+        if valid is not None:
+            keep = np.asarray(valid, dtype=bool)
+            check_shapes(p, keep, f"{name} (valid mask)")
+            p, t = np.where(keep, p, -1), np.where(keep, t, -1)
+        if name == "hausdorff95":
+            value = hausdorff95(p, t, 2, spacing=spacing)["class_1"]
+        else:
+            value = _SEGMENTATION[name](p, t, 2)["class_1"]
+        result[f"region_{r}"] = value
+    values = [v for v in result.values() if not np.isnan(v)]
+    result["mean"] = float(np.mean(values)) if values else float("nan")
+    return result
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -131,6 +212,7 @@ def hausdorff95(
     num_classes: int,
     include_background: bool = False,
     spacing: tuple[float, ...] | None = None,
+    ignore_label: int | None = None,
 ) -> dict[str, float]:
     """95th-percentile symmetric Hausdorff distance between the surfaces, per class and the mean.
 
@@ -143,12 +225,13 @@ def hausdorff95(
             or a batch ``(N, *spatial)``: then the value is the mean over the images.
         num_classes, include_background: as in :func:`dice`.
         spacing: voxel size per spatial axis (default 1).
+        ignore_label: voxels with this reference label belong to no class in either map, or None.
 
     Returns:
         ``{"class_1": float, ..., "mean": float}``: NaN where the class is absent from both, ``inf``
         where it is absent from exactly one.
     """
-    pred, target = np.asarray(pred_labels), np.asarray(target_labels)
+    pred, target = _drop_ignored(pred_labels, target_labels, ignore_label)
     check_shapes(pred, target, "hausdorff95")
     spatial = pred.ndim if spacing is None else len(spacing)
     if pred.ndim == spatial + 1:  # a batch: mean of the per-image values
@@ -247,7 +330,14 @@ _CLASSIFICATION = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy,
 
 
 def segmentation_metric(
-    name: str, num_classes: int, include_background: bool = False, target_key: str = "seg"
+    name: str,
+    num_classes: int,
+    include_background: bool = False,
+    target_key: str = "seg",
+    *,
+    regions: Sequence[Sequence[int]] | None = None,
+    regions_order: Sequence[int] | None = None,
+    ignore_label: int | None = None,
 ) -> Callable[[np.ndarray, Mapping[str, Any]], dict[str, float]]:
     """A trainer metric ``fn(logits, batch) -> {"class_1": ..., "mean": ...}`` for segmentation.
 
@@ -256,6 +346,13 @@ def segmentation_metric(
 
     Args:
         name: ``"dice"``, ``"iou"`` or ``"hausdorff95"``.
+        regions: region training: ``logits`` ``(N, R, *spatial)`` are one logit per region, the
+            prediction of region ``r`` is ``logit > 0`` (sigmoid > 0.5), scored against the region mask
+            of the labels (:func:`region_scores`: ``{"region_0": ..., "mean": ...}``).
+        regions_order: with ``regions``, the label each region paints: the thresholded regions are
+            painted into a label map first and the prediction's region masks taken from it (as the
+            evaluation of predicted label maps does); None: the thresholded outputs themselves.
+        ignore_label: voxels whose label is this value are left out.
     """
     if name not in _SEGMENTATION:
         raise ValueError(f"unknown segmentation metric {name!r}; choose one of {sorted(_SEGMENTATION)}")
@@ -277,10 +374,28 @@ def segmentation_metric(
                 f"shape {np.asarray(batch[target_key]).shape}; the batch and spatial sizes must match "
                 f"(logits (N, num_classes, *spatial), labels (N, 1, *spatial))"
             )
+        spacing = (1.0,) * (target.ndim - 1) if name == "hausdorff95" else None
+        if regions is not None:
+            from delira.training.regions import labels_to_regions, valid_mask
+
+            if predictions.shape[1] != len(regions):
+                raise ValueError(
+                    f"metric {name!r}: the network has {predictions.shape[1]} outputs but there are "
+                    f"{len(regions)} regions; set model.args.num_classes to {len(regions)} (one per region)"
+                )
+            pred = predictions > 0  # sigmoid > 0.5
+            if regions_order is not None:
+                from delira.training.regions import paint_regions
+
+                pred = labels_to_regions(paint_regions(pred, regions_order, axis=1), regions, axis=1)
+            ref = labels_to_regions(target, regions, axis=1)
+            return region_scores(name, pred, ref, valid_mask(target, ignore_label), axis=1, spacing=spacing)
         labels = predictions.argmax(axis=1)
         if name == "hausdorff95":  # per image (unit spacing), then the mean over the batch
-            return fn(labels, target, num_classes, include_background, spacing=(1.0,) * (labels.ndim - 1))
-        return fn(labels, target, num_classes, include_background)
+            return fn(
+                labels, target, num_classes, include_background, spacing=spacing, ignore_label=ignore_label
+            )
+        return fn(labels, target, num_classes, include_background, ignore_label=ignore_label)
 
     metric.__name__ = name
     return metric

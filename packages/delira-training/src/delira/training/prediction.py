@@ -8,6 +8,12 @@ and the fold ensemble (probabilities averaged), and the probabilities go back to
 input's spacing, origin and direction; the run's ``postprocessing.json`` (decided by
 :func:`~delira.training.experiment.aggregate`) is applied. 2D runs (``data.spatial_dims: 2``) predict
 every slice along ``data.slice_axis``.
+
+Region runs (``data.regions``): the networks' outputs are one sigmoid probability per region (of the
+logits averaged over windows and mirrorings, then over the folds); the label map written is the
+regions painted in ``data.regions_order`` where the probability is > 0.5
+(:func:`delira.training.regions.paint_regions`), comparable with the reference labels; saved
+probabilities are the region probabilities.
 """
 
 from __future__ import annotations
@@ -35,10 +41,13 @@ from delira.training.config import load_config
 
 __all__ = [
     "RunPredictor",
+    "invert_output",
     "load_run_networks",
     "predict",
     "predict_file",
     "predict_probabilities",
+    "probabilities_to_labels",
+    "regions_of",
 ]
 
 #: the file written beside the folds with the fitted preprocessing statistics (CT percentiles, ...)
@@ -74,6 +83,49 @@ def tta_axes(config: Mapping[str, Any], mirror: bool | None = None) -> tuple[int
     return axes
 
 
+def regions_of(config: Mapping[str, Any]) -> tuple[list[list[int]], list[int]] | None:
+    """``(data.regions, the label each paints)`` of a region run (the order defaults to
+    :func:`delira.training.regions.default_regions_order`), or None for a label-based run."""
+    from delira.training.regions import default_regions_order
+
+    regions = config["data"].get("regions")
+    if regions is None:
+        return None
+    regions = [[int(v) for v in r] for r in regions]
+    order = config["data"].get("regions_order") or default_regions_order(regions)
+    if order is None:
+        raise ValueError(
+            f"data.regions {regions} are not nested; set data.regions_order (the label each region paints)"
+        )
+    return regions, [int(v) for v in order]
+
+
+def probabilities_to_labels(probabilities: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+    """The label map ``(*spatial)`` of ``(K, *spatial)`` probabilities: the argmax (uint8), or for a
+    region run the regions painted in order where their probability is > 0.5."""
+    regions = regions_of(config)
+    if regions is None:
+        return np.asarray(probabilities).argmax(axis=0).astype(np.uint8)
+    from delira.training.regions import paint_regions
+
+    return paint_regions(probabilities, regions[1], threshold=0.5)
+
+
+def invert_output(
+    probabilities: np.ndarray, properties: Mapping[str, Any], config: Mapping[str, Any]
+) -> np.ndarray:
+    """:func:`delira.data.invert_probabilities` (back to the original grid) for the run's outputs:
+    outside the crop box class probabilities are background, region probabilities 0 (a background
+    channel is put in front for the inversion and dropped afterwards)."""
+    from delira.data import invert_probabilities
+
+    if config["data"].get("regions") is None:
+        return invert_probabilities(probabilities, properties)
+    probs = np.asarray(probabilities, dtype=np.float32)
+    padded = np.concatenate([np.zeros_like(probs[:1]), probs], axis=0)
+    return np.ascontiguousarray(invert_probabilities(padded, properties)[1:])
+
+
 def predict_probabilities(
     networks: Sequence[Any],
     volume: np.ndarray,
@@ -81,7 +133,8 @@ def predict_probabilities(
     *,
     mirror: bool | None = None,
 ) -> np.ndarray:
-    """Class probabilities ``(K, *spatial)`` float32 of a preprocessed ``(C, *spatial)`` volume.
+    """Class probabilities ``(K, *spatial)`` float32 of a preprocessed ``(C, *spatial)`` volume (a
+    region run, ``data.regions``: region probabilities ``(R, *spatial)``, sigmoids).
 
     Averaged over ``networks`` (the fold ensemble; each network's softmax over Gaussian-weighted
     sliding windows of the training patch with ``prediction.overlap``, and over the mirrorings of
@@ -109,6 +162,7 @@ def predict_probabilities(
             mirror_axes=axes or None,
             batch_size=int(pred_cfg.get("batch_size", 2)),
             gaussian=bool(pred_cfg.get("gaussian", True)),
+            output="sigmoid" if config["data"].get("regions") is not None else "probabilities",
         )
         if axis is None:
             probs = np.asarray(predictor.predict(volume), dtype=np.float32)
@@ -293,7 +347,8 @@ class RunPredictor:
 
         Returns:
             ``(labels, probabilities)``: ``(*spatial)`` uint8 labels (postprocessed) and ``(K, *spatial)``
-            float32 probabilities, both on the input's grid.
+            float32 probabilities (a region run: the painted regions and ``(R, *spatial)`` region
+            probabilities), both on the input's grid.
         """
         data = np.asarray(data, dtype=np.float32)
         if data.shape[0] != self.channels:
@@ -318,10 +373,8 @@ class RunPredictor:
             volume, properties = np.asarray(pre["data"], dtype=np.float32), pre["properties"]
         probs = predict_probabilities(self.networks, volume, self.config, mirror=self.mirror)
         if properties is not None:
-            from delira.data import invert_probabilities
-
-            probs = invert_probabilities(probs, properties)
-        labels = probs.argmax(axis=0).astype(np.uint8)
+            probs = invert_output(probs, properties, self.config)
+        labels = probabilities_to_labels(probs, self.config)
         if self.rule is not None:
             from delira.training.postprocessing import apply_postprocessing
 
@@ -398,7 +451,8 @@ def predict(
             (``<output>/<case>.nii.gz``, created).
         folds: the folds of the ensemble (default all).
         save_probabilities: also write ``<case>_probabilities.npz`` (``probabilities`` (K, *spatial)
-            float32 on the input's grid, and ``spacing``) beside each label file.
+            float32 on the input's grid, and ``spacing``) beside each label file; a region run saves
+            the region probabilities ``(R, *spatial)``.
         mirror, postprocess: see :class:`RunPredictor`.
         progress: show a progress bar (tqdm) for folders.
         io_workers: background threads reading and writing files.

@@ -49,8 +49,9 @@ class Predictor:
             are averaged; None: no mirroring.
         batch_size: windows per forward pass.
         gaussian: weight each window's logits with :func:`gaussian_importance_map` (else uniformly).
-        output: ``"probabilities"`` (softmax over the class axis of the averaged logits) or
-            ``"logits"`` (the averaged logits).
+        output: ``"probabilities"`` (softmax over the class axis of the averaged logits),
+            ``"sigmoid"`` (the sigmoid of each averaged logit: region models, one output per region)
+            or ``"logits"`` (the averaged logits).
         device: torch device of the inputs (default: the network's parameters' device).
     """
 
@@ -67,8 +68,10 @@ class Predictor:
     ) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if output not in ("probabilities", "logits"):
-            raise ValueError(f"output must be 'probabilities' or 'logits', got {output!r}")
+        if output not in ("probabilities", "sigmoid", "logits"):
+            raise ValueError(
+                f"output must be 'probabilities' (softmax), 'sigmoid' (regions) or 'logits', got {output!r}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.network = network
@@ -147,8 +150,8 @@ class Predictor:
             volume: ``(C, *spatial)`` float array (cast to float32).
 
         Returns:
-            ``(K, *spatial)`` float32: softmax probabilities (``output="probabilities"``) or logits
-            (``output="logits"``), averaged over the overlapping windows (gaussian-weighted) and the
+            ``(K, *spatial)`` float32: softmax probabilities (``output="probabilities"``), sigmoids
+            (``output="sigmoid"``) or logits (``output="logits"``) of the logits averaged over the overlapping windows (gaussian-weighted) and the
             mirrorings. A volume smaller than the patch on some axis is zero-padded (centred) to
             the patch and the result cropped back.
         """
@@ -194,6 +197,10 @@ class Predictor:
     def _finish(self, logits: np.ndarray) -> np.ndarray:
         if self.output == "logits":
             return logits.astype(np.float32)
+        if self.output == "sigmoid":  # 1 / (1 + exp(-z)), from exp of -|z| (no overflow)
+            z = logits.astype(np.float64)
+            e = np.exp(-np.abs(z))
+            return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
         shifted = logits - logits.max(axis=0, keepdims=True)
         exp = np.exp(shifted)
         return (exp / exp.sum(axis=0, keepdims=True)).astype(np.float32)

@@ -80,6 +80,43 @@ def _surface_figures(
     return out
 
 
+def _region_figures(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    regions: Sequence[Sequence[int]],
+    ignore_label: int | None,
+    tolerance_mm: float,
+) -> dict[str, float]:
+    """Dice, HD95 and NSD of each region (``dice_region_<i>``, ``hd95_region_<i>``,
+    ``nsd_region_<i>``, ``i`` the index in ``data.regions``) on the region masks of the painted
+    prediction and of the reference labels (as nnU-Net's evaluation of region runs), voxels labelled
+    ``ignore_label`` left out; the means over the regions (Dice of regions absent from both and
+    undefined HD95s left out)."""
+    from delira.training.evaluation import evaluate_case
+    from delira.training.regions import labels_to_regions
+
+    pred_masks, ref_masks = labels_to_regions(pred, regions), labels_to_regions(ref, regions)
+    ignored = None if ignore_label is None else np.asarray(ref) == ignore_label
+    out: dict[str, float] = {}
+    sp = tuple(float(s) for s in spacing)
+    for i, (p, r) in enumerate(zip(pred_masks, ref_masks)):
+        p, r = p.astype(np.uint8), r.astype(np.uint8)
+        if ignored is not None:  # 2: neither in nor out of the region, scored as no class
+            p, r = np.where(ignored, 2, p).astype(np.uint8), np.where(ignored, 2, r).astype(np.uint8)
+        if not p.any() and not r.any():
+            out[f"dice_region_{i}"] = math.nan
+            continue
+        figures = evaluate_case(p, r, sp, [1], tolerance_mm=tolerance_mm)[1]
+        out[f"dice_region_{i}"] = float(figures["dice"])
+        out[f"hd95_region_{i}"] = float(figures["hd95"])
+        out[f"nsd_region_{i}"] = float(figures["nsd"])
+    for name in ("dice", "hd95", "nsd"):
+        values = [v for key, v in out.items() if key.startswith(f"{name}_region_") and math.isfinite(v)]
+        out[f"{name}_mean"] = float(np.mean(values)) if values else math.nan
+    return out
+
+
 def _save_validation(path: Path, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
     """A validation prediction and its reference (original grid), for the postprocessing decision."""
     from delira.io import atomic_write
@@ -441,6 +478,8 @@ class SegmentationTask(Task):
             self.num_classes,
             t.get("loss_args") or {},
             deep_supervision_strides=self._deep_supervision_strides(),
+            regions=self.config["data"].get("regions"),
+            ignore_label=self.config["data"].get("ignore_label"),
         )
 
     def _deep_supervision_strides(self) -> list[tuple[int, ...]] | None:
@@ -456,7 +495,25 @@ class SegmentationTask(Task):
     def training_metrics(self) -> dict[str, Any] | None:
         from delira.training.metrics import segmentation_metric
 
-        return {"dice": segmentation_metric("dice", self.num_classes)}
+        data = self.config["data"]
+        return {
+            "dice": segmentation_metric(
+                "dice",
+                self.num_classes,
+                regions=data.get("regions"),
+                regions_order=self.label_values if data.get("regions") is not None else None,
+                ignore_label=data.get("ignore_label"),
+            )
+        }
+
+    @property
+    def label_values(self) -> list[int]:
+        """The foreground labels the predictions hold: ``1 .. num_classes - 1``, or for a region run
+        (``data.regions``) the labels the regions paint (``data.regions_order``), in region order."""
+        from delira.training.prediction import regions_of
+
+        regions = regions_of(self.config)
+        return list(range(1, self.num_classes)) if regions is None else regions[1]
 
     def _build_loaders(
         self,
@@ -528,10 +585,11 @@ class SegmentationTask(Task):
         resampled back and un-cropped, the reference is the label file as read); with ``save_dir``
         the predictions and references go to ``save_dir/validation/<case>.npz`` for the
         postprocessing decision of :func:`~delira.training.experiment.aggregate`."""
-        from delira.training.prediction import predict_probabilities
+        from delira.training.prediction import invert_output, predict_probabilities, probabilities_to_labels
 
         cfg = self.config
         k = self.num_classes
+        regions, ignore = cfg["data"].get("regions"), cfg["data"].get("ignore_label")
         raw = self._raw_dataset() if cfg["evaluation"]["original_grid"] else None
         rows = []
         for i in range(len(data)):
@@ -540,17 +598,23 @@ class SegmentationTask(Task):
             probs = predict_probabilities(networks, np.asarray(sample["data"], dtype=np.float32), cfg)
             properties = sample.get("properties")
             if raw is not None and properties is not None and case_id in self._raw_index:
-                from delira.data import invert_probabilities
-
-                probs = invert_probabilities(probs, properties)
+                probs = invert_output(probs, properties, cfg)
                 reference = raw[self._raw_index[case_id]]
                 ref, spacing = np.asarray(reference["seg"])[0], reference["spacing"]
             else:
                 ref = np.asarray(sample["seg"])[0]
                 spacing = sample.get("spacing", (1.0,) * ref.ndim)
-            pred = probs.argmax(axis=0).astype(np.uint8)
-            row = {"case_id": case_id, **_case_dice(pred, ref, k)}
-            row.update(_surface_figures(pred, ref, spacing, k, cfg["evaluation"]["tolerance_mm"]))
+            pred = probabilities_to_labels(probs, cfg)
+            if ignore is not None:  # unannotated voxels: the ignore label in both, scored as no class
+                pred = np.where(np.asarray(ref) == ignore, ignore, pred).astype(np.uint8)
+            if regions is not None:
+                row = {"case_id": case_id}
+                row.update(
+                    _region_figures(pred, ref, spacing, regions, ignore, cfg["evaluation"]["tolerance_mm"])
+                )
+            else:
+                row = {"case_id": case_id, **_case_dice(pred, ref, k)}
+                row.update(_surface_figures(pred, ref, spacing, k, cfg["evaluation"]["tolerance_mm"]))
             rows.append(row)
             if save_dir is not None:
                 _save_validation(save_dir / "validation" / f"{case_id}.npz", pred, ref, spacing)
