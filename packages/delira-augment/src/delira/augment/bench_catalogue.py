@@ -218,7 +218,76 @@ def _cases_filters() -> None:
 
 # --- group: spatial (90-degree rotations, transposes, blank rectangles, dummy 2D) -------------------
 def _cases_spatial() -> None:
-    pass
+    # Delira: the transform on the whole batch (data and seg; a new batch). batchgeneratorsv2: its
+    # transform on every sample (C, *spatial) as torch tensors, as its loaders call it (per-sample
+    # outputs, not collated). Same parameters on both sides.
+    def sizes(shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        return tuple((max(1, s // 10), max(2, s // 3)) for s in shape)  # nnU-Net's DA5 boxes
+
+    def delira(make: Callable[[tuple[int, ...]], Any]) -> Factory:
+        def factory(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+            t = make(shape)
+            return lambda data, seg: t(rng=0, data=data, seg=seg)
+
+        return factory
+
+    def bgv2(module: str, name: str, make_kwargs: Callable[[tuple[int, ...]], dict[str, Any]]) -> Factory:
+        def factory(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+            import importlib
+
+            try:
+                import torch
+
+                cls = getattr(importlib.import_module(f"batchgeneratorsv2.transforms.{module}"), name)
+            except ImportError as exc:
+                raise ImportError(f"batchgeneratorsv2 is not installed ({exc})") from None
+            torch.set_num_threads(1)
+            t = cls(**make_kwargs(shape))
+
+            def fn(data: Any, seg: Any) -> None:
+                for i in range(data.shape[0]):
+                    t(image=torch.from_numpy(data[i]), segmentation=torch.from_numpy(seg[i]))
+
+            return fn
+
+        return factory
+
+    import delira.augment as da
+
+    case(
+        "rot90",
+        delira(lambda shape: da.Rot90(num_rot=(1, 2, 3), axes=(0, 1, 2))),
+        note="one random plane of 3, 1-3 quarter turns, data and seg",
+        bgv2=bgv2(
+            "spatial.rot90",
+            "Rot90Transform",
+            lambda shape: {
+                "num_axis_combinations": 1,
+                "num_rot_per_combination": (1, 2, 3),
+                "allowed_axes": {0, 1, 2},
+            },
+        ),
+    )
+    case(
+        "transpose",
+        delira(lambda shape: da.TransposeAxes(axes=(0, 1, 2))),
+        note="random permutation of the 3 axes, data and seg",
+        bgv2=bgv2("spatial.transpose", "TransposeAxesTransform", lambda shape: {"allowed_axes": {0, 1, 2}}),
+    )
+    case(
+        "blank_rectangles",
+        delira(lambda shape: da.BlankRectangles(num_rectangles=(1, 5), size=sizes(shape), fill="mean")),
+        note="1-4 boxes of size/10 to size/3 per axis, filled with their mean (data only)",
+        bgv2=bgv2(
+            "noise.blank_rectangle",
+            "BlankRectangleTransform",
+            lambda shape: {
+                "rectangle_size": sizes(shape),
+                "rectangle_value": lambda x: x.mean(),
+                "num_rectangles": (1, 5),
+            },
+        ),
+    )
 
 
 # --- group: mr (bias field, motion, ghosting, spike) -------------------------------------------------
