@@ -124,7 +124,76 @@ def _load_cases() -> None:
 
 # --- group: intensity (Rician noise, contrast, inverted gamma, ...) ----------------------------------
 def _cases_intensity() -> None:
-    pass
+    # Delira: the transform on the whole batch (one program run); batchgeneratorsv2: its transform on
+    # every sample (C, *spatial) as a torch tensor. Same parameter ranges on both sides.
+    import delira.augment as da
+
+    def delira(make):
+        def factory(shape):
+            t = make()
+            return lambda data, seg: t(rng=0, data=data)
+
+        return factory
+
+    def bgv2(module, name, **kwargs):
+        def factory(shape):
+            import importlib
+
+            try:
+                import torch
+
+                cls = getattr(importlib.import_module(f"batchgeneratorsv2.transforms.{module}"), name)
+            except ImportError as exc:
+                raise ImportError(f"batchgeneratorsv2 is not installed ({exc})") from None
+            torch.set_num_threads(1)
+            t = cls(**kwargs)
+
+            def fn(data, seg):
+                for i in range(data.shape[0]):
+                    t(image=torch.from_numpy(data[i]))
+
+            return fn
+
+        return factory
+
+    case(
+        "rician",
+        delira(lambda: da.RicianNoise(std=(0.0, 0.1))),
+        note="std (0, 0.1); shift by the minimum, Rician magnitude, rescaled to the input's mean/std",
+        bgv2=bgv2("noise.rician", "RicianNoiseTransform", noise_variance=(0.0, 0.1)),
+    )
+    case(
+        "rician_pointwise",
+        delira(lambda: da.RicianNoise(std=(0.0, 0.1), retain_stats=False)),
+        note="std (0, 0.1), the single pointwise op (no statistics); bgv2 as for 'rician'",
+        bgv2=bgv2("noise.rician", "RicianNoiseTransform", noise_variance=(0.0, 0.1)),
+    )
+    case(
+        "contrast_preserve_range",
+        delira(lambda: da.Contrast(factor=(0.75, 1.25), preserve_range=True)),
+        note="factor (0.75, 1.25) around the mean, clipped to the input range",
+        bgv2=bgv2(
+            "intensity.contrast",
+            "ContrastTransform",
+            contrast_range=(0.75, 1.25),
+            preserve_range=True,
+            synchronize_channels=False,
+        ),
+    )
+    case(
+        "gamma_inverted",
+        delira(lambda: da.Gamma(gamma=(0.7, 1.5), invert=True, retain_stats=True)),
+        note="gamma (0.7, 1.5) on the inverted image, statistics retained",
+        bgv2=bgv2(
+            "intensity.gamma",
+            "GammaTransform",
+            gamma=(0.7, 1.5),
+            p_invert_image=1,
+            synchronize_channels=False,
+            p_per_channel=1,
+            p_retain_stats=1,
+        ),
+    )
 
 
 # --- group: filters (blur per sample, sharpening, median, low resolution per axis, local ops) -------
@@ -212,6 +281,31 @@ def _cases_filters() -> None:
             "BrightnessGradientAdditiveTransform",
             max_strength=(0.5, 1.0),
             **local,
+        ),
+    )
+    case(
+        "sharpen",
+        delira(lambda: da.Sharpen(strength=(0.1, 0.3))),
+        note="strength (0.1, 0.3) per channel, 6-neighbour Laplacian, border replicated (numpy)",
+        bgv2=bgv2("noise.sharpen", "SharpeningTransform", strength=(0.1, 0.3)),
+    )
+    case(
+        "median",
+        delira(lambda: da.MedianFilter(size=(3, 4))),
+        note="cube size 3 or 4 per channel (scipy.ndimage.median_filter); bgv2's filter_size=(3, 5)",
+        bgv2=bgv2("noise.median_filter", "MedianFilterTransform", filter_size=(3, 5)),
+    )
+    case(
+        "blur_per_channel",
+        delira(lambda: da.GaussianBlur(sigma=(0.5, 1.0), per_axis=True, per_channel=True)),
+        note="sigma (0.5, 1) per channel and axis, separable, mode reflect",
+        bgv2=bgv2(
+            "noise.gaussian_blur",
+            "GaussianBlurTransform",
+            blur_sigma=(0.5, 1.0),
+            synchronize_channels=False,
+            synchronize_axes=False,
+            p_per_channel=1,
         ),
     )
 
