@@ -141,16 +141,28 @@ def test_nnunet_preset_has_nnunet_v2s_ops_and_probabilities():
         assert lowres.per_axis is False  # synchronize_axes=True
 
 
-def test_nnunet_preset_keeps_low_resolution_off_the_coarse_axis_of_flat_patches():
-    """nnU-Net's dummy 2D: ``max(patch) / patch[0] > 3`` -> ``ignore_axes=(0,)`` for the low-resolution
-    simulation (where SimulateLowResolution takes ignore_axes)."""
-    if "ignore_axes" not in __import__("inspect").signature(da.SimulateLowResolution).parameters:
-        pytest.skip("SimulateLowResolution has no ignore_axes yet")
+def test_nnunet_preset_uses_dummy_2d_for_flat_patches_as_nnunet_decides():
+    """nnU-Net's configure_rotation_dummyDA_mirroring_and_inital_patch_size: a 3D patch with
+    ``max(patch) / patch[0] > 3`` (ANISO_THRESHOLD) gets dummy-2D augmentation: in-plane rotation
+    (+-180 deg there; here data.augmentation.rotation's range about axis 0, which ``delira plan`` sets
+    to +-180) and ``ignore_axes=(0,)`` for the low-resolution simulation."""
+    import inspect
+
+    params = inspect.signature(da.SpatialTransform).parameters
+    if "dummy_2d_axis" not in params:
+        pytest.skip("SpatialTransform has no dummy_2d_axis yet")
+    planned = {"rotation": [[-180.0, 180.0], [-10.0, 10.0], [-10.0, 10.0]]}
     flat, cube = (4, 16, 16), (16, 16, 16)
-    lowres = build_transforms(_config("nnunet", cube), flat).transforms[5]
+    members = build_transforms(_config("nnunet", cube, augmentation=planned), flat).transforms
+    spatial, lowres = members[0], members[5]
+    assert spatial.dummy_2d_axis == 0 and tuple(spatial.rotation) == (-180.0, 180.0)
     assert tuple(lowres.ignore_axes) == (0,)
-    lowres = build_transforms(_config("nnunet", cube), cube).transforms[5]
-    assert lowres.ignore_axes is None
+    out = _run(build_transforms(_config("nnunet", cube, augmentation=planned), flat), flat)
+    assert out["data"].shape == (2, 1, *flat)
+    members = build_transforms(_config("nnunet", cube, augmentation=planned), cube).transforms
+    assert members[0].dummy_2d_axis is None and members[5].ignore_axes is None
+    # 4 x 12 x 12 is exactly 3x: no dummy 2D (nnU-Net's test is strictly greater)
+    assert build_transforms(_config("nnunet", cube), (4, 12, 12)).transforms[0].dummy_2d_axis is None
 
 
 def test_light_preset_is_small_rotation_scale_noise_brightness_and_mirror():

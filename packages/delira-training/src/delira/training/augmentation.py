@@ -302,18 +302,24 @@ def _optional(cls: type, **candidates: Any) -> dict[str, Any]:
 def _nnunet(da: Any, aug: Mapping[str, Any], shape: tuple[int, ...]) -> list[Any]:
     """nnU-Net v2's ``nnUNetTrainer.get_training_transforms`` from the delira.augment classes there are.
 
-    Same order, per-sample probabilities and ranges. Keyword arguments that delira.augment is still
-    gaining are passed only where the constructor names them (:func:`_optional`): per-channel draws
-    (nnU-Net's ``synchronize_channels=False``; ``per_channel``/``p_per_channel``), the dummy-2D
-    spatial transform of anisotropic 3D patches (``dummy_2d``) and the low-resolution simulation's
-    ``ignore_axes``. Approximated until those land: without ``per_channel`` one brightness,
-    contrast or gamma value is drawn for all channels; without ``dummy_2d`` an anisotropic patch is
-    rotated in 3D by ``data.augmentation.rotation`` (``delira plan`` keeps its out-of-plane range
-    small) instead of in-plane by +-180 deg; brightness and contrast draw their factor uniformly in
-    (0.75, 1.25) where nnU-Net's ``BGContrast`` draws half the samples below 1 and half above.
+    Same order, per-sample probabilities and ranges. Keyword arguments that delira.augment may lack
+    are passed only where the constructor names them (:func:`_optional`): per-channel draws
+    (nnU-Net's ``synchronize_channels=False``: ``per_channel``/``p_per_channel``), the dummy-2D
+    spatial transform (``dummy_2d_axis``) and the low-resolution simulation's ``ignore_axes``.
+    Dummy 2D as nnU-Net decides it: a 3D patch whose longest axis is more than 3x its first axis is
+    transformed in-plane only (about axis 0: ``data.augmentation.rotation``'s range for axis 0, as
+    ``delira plan`` writes +-180 deg there, or its one range) and not resampled to low resolution
+    along axis 0. Approximated: brightness, contrast and gamma draw one value for all channels
+    where their classes have no ``per_channel``; brightness and contrast draw the factor uniformly
+    in (0.75, 1.25) where nnU-Net's ``BGContrast`` draws half the samples below 1 and half above.
     """
     rotation = _rotation(aug, shape)
     dummy_2d = len(shape) == 3 and max(shape) / shape[0] > _NNUNET_ANISO_THRESHOLD
+    extra: dict[str, Any] = {}
+    if dummy_2d and _accepts(da.SpatialTransform, "dummy_2d_axis"):
+        extra["dummy_2d_axis"] = 0
+        if rotation is not None and isinstance(rotation[0], tuple):
+            rotation = rotation[0]  # the angle about axis 0: the in-plane rotation
     spatial = da.SpatialTransform(
         shape,
         rotation=rotation if rotation is not None else (0.0, 0.0),
@@ -323,7 +329,7 @@ def _nnunet(da: Any, aug: Mapping[str, Any], shape: tuple[int, ...]) -> list[Any
         p_elastic=0.0,
         order_data=1,  # bgv2: bilinear image, per-label bilinear + argmax seg
         order_seg=1,
-        **_optional(da.SpatialTransform, dummy_2d=dummy_2d),
+        **extra,
     )
     per_channel = {"per_channel": True}
     blur = da.GaussianBlur(
