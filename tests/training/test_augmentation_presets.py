@@ -399,6 +399,24 @@ def test_the_experiments_preview_names_the_chosen_transforms(tmp_path, tiny_conf
     assert _png_title(experiment.run_dir / "augmentation.png") == title
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("preset", ["canonical", "light", "nnunet", LIST])
+def test_presets_on_the_cuda_executor_equal_the_cpu(preset):
+    """``data.augment_device: cuda`` builds the same transforms with backend='cuda': on torch CUDA
+    tensors the output stays on the GPU and equals the CPU executor's at the same seed."""
+    torch = pytest.importorskip("torch")
+    shape = (16, 16, 16)
+    config = _config(preset, shape)
+    batch = _batch(shape)
+    cpu = build_transforms(config, shape, seed=0)(rng=5, **{k: v.copy() for k, v in batch.items()})
+    gpu_batch = {k: torch.from_numpy(v).cuda() for k, v in batch.items()}
+    gpu = build_transforms(config, shape, seed=0, backend="cuda")(rng=5, **gpu_batch)
+    assert gpu["data"].is_cuda and gpu["seg"].is_cuda
+    np.testing.assert_allclose(gpu["data"].cpu().numpy(), cpu["data"], atol=1e-3)
+    same = np.mean(gpu["seg"].cpu().numpy() == cpu["seg"])
+    assert same >= 0.99, f"only {same:.3%} of the labels agree between the CUDA and CPU executors"
+
+
 def test_the_configuration_reference_documents_every_preset_and_a_valid_list_example():
     text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     section = text.split("## Augmentation presets", 1)[1].split("\n## ", 1)[0]
