@@ -532,3 +532,67 @@ def test_ignore_label_run_scores_only_annotated_voxels(tmp_path, tiny_config):
             expected = _np_dice_of_masks((pred == c) & keep, (ref == c) & keep)
             value = float(row[f"dice_class_{c}"]) if row[f"dice_class_{c}"] not in ("", "nan") else np.nan
             assert value == pytest.approx(expected, abs=1e-6, nan_ok=True)
+
+
+def test_regions_are_checked_against_the_labels_a_dataset_declares():
+    from delira.training.tasks import task_for
+
+    class _Declared:  # an MSD dataset's label names, behind a subset-like wrapper
+        def __init__(self):
+            self.label_names = {0: "background", 1: "edema", 2: "core"}
+
+    class _Subset:
+        def __init__(self):
+            self.dataset = _Declared()
+
+    cfg = load_config(
+        {
+            "model": {"name": "unet", "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 2}},
+            "data": {"phantom": {"num_classes": 4}, "regions": [[1, 3], [3]]},
+        }
+    )
+    with pytest.raises(ValueError, match=r"labels \[3\] are not labels of the dataset \(\[1, 2\]\)"):
+        task_for(cfg).check_dataset_labels(_Subset())
+    task_for(cfg).check_dataset_labels(object())  # no declared labels: nothing to check
+
+
+@torch_only
+def test_sigmoid_output_of_the_predictor_is_the_sigmoid_of_the_mean_logits():
+    import torch
+
+    from delira.training.predictor import Predictor
+
+    class _Net(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([3 * x, -x + 0.5], dim=1)
+
+    rng = np.random.default_rng(8)
+    volume = rng.normal(size=(1, 6, 5)).astype(np.float32)
+    probs = Predictor(_Net(), patch_size=None, mirror_axes=(0,), output="sigmoid").predict(volume)
+    logits = np.concatenate([3 * volume, -volume + 0.5])  # pointwise: mirroring gives the same logits
+    np.testing.assert_allclose(probs, _sigmoid(logits.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="'sigmoid' \\(regions\\)"):
+        Predictor(_Net(), output="softmax")
+
+
+def test_region_probabilities_go_back_to_the_original_grid_with_zero_outside_the_crop():
+    from delira.data import Preprocessor
+    from delira.training.prediction import invert_output
+
+    data = np.zeros((1, 12, 10, 8), np.float32)
+    data[0, 3:9, 2:8, 1:7] = np.random.default_rng(9).uniform(1, 2, size=(6, 6, 6))
+    sample = {"data": data, "spacing": (1.0, 1.0, 1.0), "case_id": "c"}
+    pre = Preprocessor(target_spacing=None, normalization="none", crop_nonzero=True)(sample)
+    shape = np.asarray(pre["data"]).shape[1:]
+    assert shape == (6, 6, 6)
+    region_probs = np.random.default_rng(10).uniform(size=(2, *shape)).astype(np.float32)
+    config = {"data": {"regions": [[1, 2], [2]]}}
+    back = invert_output(region_probs, pre["properties"], config)
+    assert back.shape == (2, 12, 10, 8)
+    np.testing.assert_allclose(back[:, 3:9, 2:8, 1:7], region_probs, atol=1e-6)
+    outside = np.ones((12, 10, 8), bool)
+    outside[3:9, 2:8, 1:7] = False
+    assert np.all(back[:, outside] == 0)
+    # class probabilities: the background is 1 outside the crop
+    classes = invert_output(np.stack([1 - region_probs[0], region_probs[0]]), pre["properties"], {"data": {}})
+    assert np.all(classes[0, outside] == 1) and np.all(classes[1, outside] == 0)

@@ -482,6 +482,32 @@ class SegmentationTask(Task):
             ignore_label=self.config["data"].get("ignore_label"),
         )
 
+    def loaders(self, train: Any, val: Any, fold: int) -> tuple[Any, Any]:
+        """:meth:`Task.loaders`, after checking ``data.regions`` against the dataset's label values
+        where it declares them (an MSD dataset's ``declared_labels``, through subsets)."""
+        self.check_dataset_labels(train)
+        return super().loaders(train, val, fold)
+
+    def check_dataset_labels(self, data: Any) -> None:
+        """Raise ValueError when a region of ``data.regions`` holds a label value that the dataset
+        does not declare (``declared_labels`` or the keys of ``label_names``, found on ``data`` or
+        the datasets it wraps); nothing to check for datasets that do not declare their labels."""
+        regions = self.config["data"].get("regions")
+        declared, node = None, data
+        for _ in range(6):  # Subset -> cache -> preprocessed -> the format's dataset
+            declared = getattr(node, "declared_labels", None) or getattr(node, "label_names", None)
+            if declared is not None or node is None:
+                break
+            node = getattr(node, "dataset", None) or getattr(node, "source", None)
+        if regions is None or declared is None:
+            return
+        from delira.training.regions import check_regions
+
+        labels = [int(v) for v in declared if int(v) != 0]
+        problems = check_regions(regions, self.config["data"].get("regions_order"), labels)
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def _deep_supervision_strides(self) -> list[tuple[int, ...]] | None:
         """Per UNet output, how much smaller than the input it is per axis; None without deep supervision."""
         model = self.config["model"]
