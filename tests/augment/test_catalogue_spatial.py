@@ -279,6 +279,22 @@ def test_torch_cpu_tensors_in_and_out(make):
     np.testing.assert_array_equal(out["seg"].numpy(), ref["seg"])
 
 
+@pytest.mark.tf
+def test_tensorflow_cpu_tensors_and_bool_seg_in_and_out():
+    import tensorflow as tf
+
+    b = _batch((6, 6, 6))
+    for make in (lambda: da.Rot90(), lambda: da.TransposeAxes(), lambda: da.BlankRectangles(size=3)):
+        out = make()(rng=4, data=tf.constant(b["data"]), seg=tf.constant(b["seg"]))
+        ref = make()(rng=4, **b)
+        assert isinstance(out["data"], tf.Tensor) and out["seg"].dtype == tf.int16
+        np.testing.assert_array_equal(out["data"].numpy(), ref["data"])
+        np.testing.assert_array_equal(out["seg"].numpy(), ref["seg"])
+        as_bool = make()(rng=4, data=b["data"], seg=b["seg"] > 1)["seg"]
+        assert as_bool.dtype == bool
+        np.testing.assert_array_equal(as_bool, ref["seg"] > 1)
+
+
 @pytest.mark.parametrize(
     "framework", [pytest.param("torch", marks=pytest.mark.torch), pytest.param("tf", marks=pytest.mark.tf)]
 )
