@@ -119,6 +119,24 @@ def test_spike_matches_torchio_3d():
         assert np.abs(out - x).max() > 1e-2
 
 
+def test_spike_sequence_of_maxima_matches_torchio():
+    """Spikes that lower the maximum (negative, at the centre) or hit a frequency and its mirror: every
+    spike measures the spectrum's maximum after the ones before it."""
+    x = _volume((10, 11, 12), channels=1)
+    shape = np.array([10, 11, 12])
+    k = np.array([2, 7, 3])  # a shifted index and its mirror 2 (shape // 2) - k
+    pair = (np.stack([k, 2 * (shape // 2) - k]) + 0.5) / shape
+    centre = np.full((2, 3), 0.5)
+    for positions, intensity in [
+        (centre, -0.5),
+        (centre, -1.0),
+        (pair, 0.7),
+        (np.vstack([pair, centre]), -0.8),
+    ]:
+        ref = _tio(tio.Spike(spikes_positions=positions, intensity=intensity), x[0])
+        np.testing.assert_allclose(F.spike(x, [positions], intensity)[0], ref, atol=1e-5)
+
+
 def test_spike_matches_torchio_2d_and_no_spikes():
     rng = np.random.default_rng(4)
     x = np.concatenate([_volume((14, 9), seed=s) for s in range(2)])

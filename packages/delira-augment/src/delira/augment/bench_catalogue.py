@@ -386,4 +386,62 @@ def _cases_spatial() -> None:
 
 # --- group: mr (bias field, motion, ghosting, spike) -------------------------------------------------
 def _cases_mr() -> None:
-    pass
+    # The same parameters on both sides (TorchIO's defaults; a single number d means (-d, d) or (0, d)).
+    params = {
+        "bias_field": ("BiasField", "RandomBiasField", {"coefficients": 0.5, "order": 3}, {}),
+        "motion": (
+            "Motion",
+            "RandomMotion",
+            {"degrees": 10, "translation": 10, "num_transforms": 2},
+            {"image_interpolation": "linear"},
+        ),
+        "ghosting": (
+            "Ghosting",
+            "RandomGhosting",
+            {"num_ghosts": (4, 10), "axes": (0, 1, 2), "intensity": (0.5, 1), "restore": 0.02},
+            {},
+        ),
+        "spike": ("Spike", "RandomSpike", {"num_spikes": (1, 1), "intensity": (1, 3)}, {}),
+    }
+    notes = {
+        "bias_field": "x * exp(polynomial of degree 3), 20 coefficients per sample",
+        "motion": "2 rigid movements (compiled resampler), k-space of 3 positions combined (numpy.fft)",
+        "ghosting": "every g-th k-space plane along one axis scaled, centre restored (numpy.fft)",
+        "spike": "one spike in k-space (numpy.fft)",
+    }
+
+    def delira_factory(cls: str, kwargs: dict[str, Any]) -> Factory:
+        def make(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+            import delira.augment as da
+
+            transform = getattr(da, cls)(p=1.0, seed=0, **kwargs)
+            return lambda data, seg: transform(data=data, seg=seg)
+
+        return make
+
+    def torchio_factory(cls: str, kwargs: dict[str, Any]) -> Factory:
+        def make(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+            import numpy as np
+            import torch
+            import torchio as tio
+
+            torch.set_num_threads(1)
+            transform = getattr(tio, cls)(**kwargs)
+            affine = np.eye(4)
+
+            def fn(data: Any, seg: Any) -> None:
+                for i in range(data.shape[0]):  # TorchIO transforms one subject (sample) at a time
+                    image = tio.ScalarImage(tensor=torch.from_numpy(data[i]), affine=affine)
+                    transform(tio.Subject(image=image))
+
+            return fn
+
+        return make
+
+    for name, (ours, theirs, kwargs, extra) in params.items():
+        case(
+            name,
+            delira_factory(ours, kwargs),
+            note=notes[name],
+            torchio=torchio_factory(theirs, {**kwargs, **extra}),
+        )

@@ -104,6 +104,43 @@ def _image(spectrum: Any, ns: str, axes: tuple[int, ...]) -> Any:
     return fft.ifftn(fft.ifftshift(spectrum, axes=axes), axes=axes).real
 
 
+def _rfft_axis(a: Any, ns: str, axis: int) -> Any:
+    """``rfft`` of the real array ``a`` along ``axis`` (complex, a's precision)."""
+    if ns == "torch":
+        import torch
+
+        return torch.fft.rfft(a, dim=axis)
+    return (np.fft if ns == "numpy" else __import__("cupy").fft).rfft(a, axis=axis)
+
+
+def _irfft_axis(s: Any, ns: str, axis: int, n: int) -> Any:
+    if ns == "torch":
+        import torch
+
+        return torch.fft.irfft(s, n=n, dim=axis)
+    return (np.fft if ns == "numpy" else __import__("cupy").fft).irfft(s, n=n, axis=axis)
+
+
+def _real_part_weights(mask: np.ndarray) -> np.ndarray:
+    """The half-spectrum weights ``w`` with ``irfft(w * rfft(a)) == real(ifft(ifftshift(mask) * fft(a)))``.
+
+    ``mask`` is a real multiplier of the centred (fftshifted) spectrum along one axis of length ``L``.
+    For real ``a`` the real part of the inverse keeps the Hermitian part of the product, which is the
+    spectrum times the symmetrised mask ``(m[f] + m[-f]) / 2`` (unshifted frequencies ``f``); its first
+    ``L // 2 + 1`` entries are what ``irfft`` reads.
+    """
+    m = np.fft.ifftshift(np.asarray(mask, dtype=np.float64))
+    sym = 0.5 * (m + np.roll(m[::-1], 1))  # m[-f mod L]
+    return sym[: m.shape[0] // 2 + 1]
+
+
+def _along(w: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """``w`` shaped to broadcast along ``axis`` of an ``ndim``-dimensional array."""
+    shape = [1] * ndim
+    shape[axis] = w.shape[0]
+    return w.reshape(shape)
+
+
 def _channel_max_abs(spectrum: Any, ns: str) -> Any:
     """``max |spectrum|`` of every channel of a ``(C, *spatial)`` spectrum, shape ``(C,)``."""
     flat = abs(spectrum).reshape(spectrum.shape[0], -1)
@@ -231,28 +268,29 @@ def ghosting(x: Any, num_ghosts: Any, axis: Any, intensity: Any, restore: Any = 
     restore = np.broadcast_to(np.asarray(restore, dtype=np.float64), (n,))
     if np.any(np.isinf(restore)) or np.any((restore < 0) | (restore > 1)):
         raise ValueError(f"restore={restore.tolist()} must be None or fractions in [0, 1]")
-    axes = tuple(range(1, nd + 1))  # spatial axes of one sample (C, *spatial)
+    # The multiplier depends on the frequency along ``axis`` only, so the transforms along the other
+    # axes cancel: the real part of the inverse is one real FFT pair along ``axis`` with the
+    # multiplier's symmetrised half (:func:`_real_part_weights`), equal to TorchIO's n-D FFT pair.
     out = _copy(arr, ns)
     for i in range(n):
         if num_ghosts[i] == 0 or intensity[i] == 0:
             continue
-        spec = _kspace(arr[i], ns, axes)
-        ax = 1 + int(axis[i])
-        size = spec.shape[ax]
+        ax = 1 + int(axis[i])  # in the sample (C, *spatial)
+        size = arr.shape[1 + ax]
         mid = size // 2
         if np.isnan(restore[i]):
             lo, hi = mid, mid + 1
         else:
             half = int(np.round(restore[i] * size)) // 2
             lo, hi = mid - half, mid + half
-        centre = [slice(None)] * spec.ndim
-        centre[ax] = slice(lo, hi)
-        kept = _copy(spec[tuple(centre)], ns)
-        planes = [slice(None)] * spec.ndim
-        planes[ax] = slice(None, None, int(num_ghosts[i]))
-        spec[tuple(planes)] *= 1.0 - float(intensity[i])
-        spec[tuple(centre)] = kept
-        out[i] = _image(spec, ns, axes)
+        mask = np.ones(size)
+        mask[:: int(num_ghosts[i])] = 1.0 - float(intensity[i])
+        mask[lo:hi] = 1.0  # the centre as it was
+        w = _along(_real_part_weights(mask), nd + 1, ax).astype(
+            np.float32 if arr.dtype.itemsize == 4 else np.float64
+        )
+        spec = _rfft_axis(arr[i], ns, ax) * _from_host(w, arr, ns)
+        out[i] = _irfft_axis(spec, ns, ax, size)
     return wrap(out)
 
 
@@ -297,12 +335,63 @@ def spike(x: Any, positions: Any, intensity: Any) -> Any:
     for i in range(n):
         if intensity[i] == 0 or len(pos[i]) == 0:
             continue
+        if ns == "numpy":
+            out[i] = _spike_host(arr[i], pos[i], float(intensity[i]))
+            continue
         spec = _kspace(arr[i], ns, axes)
         for index in pos[i]:
             at = (slice(None), *(int(j) for j in index))
             spec[at] += _channel_max_abs(spec, ns) * float(intensity[i])
         out[i] = _image(spec, ns, axes)
     return wrap(out)
+
+
+def _spike_host(a: np.ndarray, indices: np.ndarray, factor: float) -> np.ndarray:
+    """:func:`spike` of one sample ``(C, *spatial)`` on the host, without an inverse FFT.
+
+    A spike of value ``d`` at the (unshifted) frequency ``f`` adds the plane wave
+    ``d / size * cos(2 pi f . n / shape)`` to the image; only the spectrum's maximum needs the forward
+    transform, and a real FFT holds every magnitude (``|X[-f]| = |X[f]|``). The values at the spikes and
+    the maximum are tracked as the spikes are added, as TorchIO's sequence of additions does.
+    """
+    nd = a.ndim - 1
+    shape = np.asarray(a.shape[1:])
+    half = np.fft.rfftn(a, axes=tuple(range(1, nd + 1)))  # (C, *shape[:-1], L // 2 + 1)
+    half_shape = half.shape[1:]
+    last, n_vox = int(shape[-1]), float(np.prod(shape))
+    out = a.copy()
+    grids = [np.arange(s) / s for s in shape]
+
+    def value(h: np.ndarray, f: tuple[int, ...]) -> complex:
+        if f[-1] <= last // 2:
+            return complex(h[f])
+        return complex(np.conj(h[tuple(int(j) for j in (-np.asarray(f)) % shape)]))
+
+    for c in range(a.shape[0]):
+        mag = np.abs(half[c]).ravel()
+        top = np.argpartition(mag, mag.size - min(len(indices) + 1, mag.size))[-(len(indices) + 1) :]
+        top = top[np.argsort(-mag[top])]
+        original: dict[tuple[int, ...], complex] = {}
+        current: dict[tuple[int, ...], complex] = {}
+        for index in indices:
+            f = tuple(int(j) for j in (np.asarray(index) - shape // 2) % shape)  # unshifted frequency
+            if f not in current:
+                original[f] = current[f] = value(half[c], f)
+            peak = max(abs(z) for z in current.values())
+            for h in top:  # the largest magnitude of an entry no spike has touched
+                hi = tuple(int(j) for j in np.unravel_index(h, half_shape))
+                mirror = tuple(int(j) for j in (-np.asarray(hi)) % shape)
+                preimages = [hi] if mirror[-1] <= last // 2 else [hi, mirror]
+                if not all(q in current for q in preimages):
+                    peak = max(peak, float(mag[h]))
+                    break
+            current[f] += peak * factor
+        for f, z in current.items():
+            phase = np.exp(2j * np.pi * f[0] * grids[0])
+            for d in range(1, nd):
+                phase = np.multiply.outer(phase, np.exp(2j * np.pi * f[d] * grids[d]))
+            out[c] += (np.real((z - original[f]) * phase) / n_vox).astype(a.dtype)
+    return out
 
 
 # --- motion ------------------------------------------------------------------------------------------
@@ -400,8 +489,11 @@ def motion(x: Any, matrices: Any, times: Any, order: int = 1, *, backend: str = 
             backend=backend,
         )
         moved.append(out_k)
-    axes = tuple(range(1, nd + 1))
+    # Each position contributes a band of frequencies along the last axis only, so the transforms
+    # along the other axes cancel: per position one real FFT along the last axis, weighted with the
+    # symmetrised band (:func:`_real_part_weights`), summed, one inverse; equal to TorchIO's n-D FFTs.
     length = spatial[-1]
+    real = np.float32 if arr.dtype.itemsize == 4 else np.float64
     out = _copy(arr, ns)
     for i in range(n):
         later = np.flatnonzero(t[i] > 0.5)
@@ -411,9 +503,12 @@ def motion(x: Any, matrices: Any, times: Any, order: int = 1, *, backend: str = 
         cuts = [0, *(int(c) for c in np.floor(length * t[i])), length]
         spec = None
         for k in range(n_moves + 1):
-            sk = _kspace(moved[source[k]][i], ns, axes)
-            if spec is None:
-                spec = _copy(sk, ns)
-            spec[..., cuts[k] : cuts[k + 1]] = sk[..., cuts[k] : cuts[k + 1]]
-        out[i] = _image(spec, ns, axes) + lo[i]
+            if cuts[k + 1] <= cuts[k]:
+                continue  # an empty band
+            band = np.zeros(length)
+            band[cuts[k] : cuts[k + 1]] = 1.0
+            w = _from_host(_along(_real_part_weights(band), nd + 1, nd).astype(real), arr, ns)
+            part = _rfft_axis(moved[source[k]][i], ns, nd) * w
+            spec = part if spec is None else spec + part
+        out[i] = _irfft_axis(spec, ns, nd, length) + lo[i]
     return wrap(out)
