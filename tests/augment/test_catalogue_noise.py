@@ -298,3 +298,50 @@ def test_inverted_gamma_equals_batchgeneratorsv2(image, backend, gamma, retain):
     ref = np.stack([bg(image=torch.from_numpy(image[i].copy()))["image"].numpy() for i in range(2)])
     t = da.Gamma(gamma=(gamma, gamma), invert=True, retain_stats=retain, seed=0, backend=backend)
     np.testing.assert_allclose(t(data=image.copy())["data"], ref, atol=5e-5, rtol=1e-5)
+
+
+# --- CUDA inputs (need a GPU; skipped here) -------------------------------------------------------
+
+
+def _cuda(framework: str, a: np.ndarray):
+    if framework == "torch":
+        return _torch().from_numpy(np.ascontiguousarray(a)).cuda()
+    return pytest.importorskip("cupy").asarray(a)
+
+
+def _host(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    import cupy
+
+    return cupy.asnumpy(x)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("framework", ["torch", "cupy"])
+@pytest.mark.parametrize("retain", [True, False])
+def test_rician_noise_on_cuda_equals_the_cpu_engine(framework, retain):
+    # The counter-based generator gives the same normal values on both executors; only the float
+    # contraction of the arithmetic may differ (test_engine_cuda.py's tolerance).
+    x = np.abs(np.random.default_rng(0).standard_normal((2, 2, 16, 18, 20))).astype(np.float32)
+    cpu = F.rician_noise(x, [0.3, 0.6], retain_stats=retain, seed=7, backend="cpu")
+    gpu = F.rician_noise(_cuda(framework, x), [0.3, 0.6], retain_stats=retain, seed=7)
+    assert type(gpu).__module__.split(".")[0] == framework
+    np.testing.assert_allclose(_host(gpu), cpu, atol=5e-5, rtol=1e-5)
+    spatial = da.SpatialTransform((12, 12, 12), rotation=(-20, 20))
+    pipe = da.Compose([spatial, da.RicianNoise(std=0.5, retain_stats=retain)], seed=3)
+    on_cpu = pipe(data=x.copy())["data"]
+    pipe = da.Compose([spatial, da.RicianNoise(std=0.5, retain_stats=retain)], seed=3)
+    np.testing.assert_allclose(_host(pipe(data=_cuda(framework, x))["data"]), on_cpu, atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("framework", ["torch", "cupy"])
+def test_host_filters_take_cuda_inputs_back_to_their_device(framework, image):
+    for op, args in ((F.sharpen, (0.2, True)), (F.median_filter, (3,))):
+        gpu = op(_cuda(framework, image), *args)
+        assert type(gpu).__module__.split(".")[0] == framework
+        np.testing.assert_array_equal(_host(gpu), op(image, *args))
+    out = da.GaussianBlur(per_channel=True, seed=1)(data=_cuda(framework, image))["data"]
+    ref = da.GaussianBlur(per_channel=True, seed=1)(data=image.copy())["data"]
+    np.testing.assert_allclose(_host(out), ref, atol=1e-5)
