@@ -311,6 +311,43 @@ def _cases_filters() -> None:
 
 
 # --- group: spatial (90-degree rotations, transposes, blank rectangles, dummy 2D) -------------------
+def _bgv2_dummy_2d(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+    """nnU-Net v2's dummy-2D pipeline: slices folded into channels around bgv2's 2D SpatialTransform."""
+    import math
+
+    try:
+        import torch
+        from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+        from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+        from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
+    except ImportError as exc:
+        raise ImportError(f"batchgeneratorsv2 is not installed ({exc})") from None
+    torch.set_num_threads(1)
+    t = ComposeTransforms(
+        [
+            Convert3DTo2DTransform(),
+            SpatialTransform(
+                tuple(shape[1:]),
+                patch_center_dist_from_border=0,
+                random_crop=False,
+                p_rotation=1,
+                rotation=(-math.pi, math.pi),
+                p_scaling=1,
+                scaling=(0.7, 1.4),
+                p_synchronize_scaling_across_axes=1,
+                mode_seg="bilinear",
+            ),
+            Convert2DTo3DTransform(),
+        ]
+    )
+
+    def fn(data: Any, seg: Any) -> None:
+        for i in range(data.shape[0]):
+            t(image=torch.from_numpy(data[i]), segmentation=torch.from_numpy(seg[i]))
+
+    return fn
+
+
 def _cases_spatial() -> None:
     # Delira: the transform on the whole batch (data and seg; a new batch). batchgeneratorsv2: its
     # transform on every sample (C, *spatial) as torch tensors, as its loaders call it (per-sample
@@ -381,6 +418,17 @@ def _cases_spatial() -> None:
                 "num_rectangles": (1, 5),
             },
         ),
+    )
+    case(
+        "dummy_2d",
+        delira(
+            lambda shape: da.SpatialTransform(
+                None, dummy_2d_axis=0, rotation=(-180.0, 180.0), scale=(0.7, 1.4), order_seg=1
+            )
+        ),
+        note="nnU-Net's dummy 2D: in-plane rotation (-180, 180) and scale (0.7, 1.4) on every slice, "
+        "linear data, per-label linear seg",
+        bgv2=_bgv2_dummy_2d,
     )
 
 
