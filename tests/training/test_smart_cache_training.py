@@ -228,6 +228,34 @@ def test_patch_training_draws_the_patches_cases_from_the_cache(tmp_path, cached_
     assert our_segments() == before
 
 
+def test_without_workers_the_batches_are_the_cached_cases_themselves(cached_config, record):
+    """``training.workers: 0``: the loader reads the cache in this process; each batch holds the
+    sampled cases exactly as the source gives them, and close_loaders frees the cache."""
+    from delira.data import Subset, SyntheticPhantomDataset
+    from delira.training.tasks import task_for
+
+    data = SyntheticPhantomDataset(**PHANTOM)
+    train, val = Subset(data, [0, 2, 4, 6]), Subset(data, [1, 3, 5, 7])
+    task = task_for(load_config(cached_config(training={"workers": 0})))
+    before = our_segments()
+    train_loader, val_loader = task.loaders(train, val, fold=0)
+    try:
+        (cache,) = record.caches
+        assert not train_loader.persistent_workers and len(cache) == 4
+        for e in range(3):
+            train_loader.set_epoch(e)
+            batches = list(train_loader)
+            keys = record.epochs_of(cache)[e]["keys"]
+            assert [c for b in batches for c in b["case_id"]] == [train.case_ids[k] for k in keys]
+            got = np.concatenate([b["data"] for b in batches])
+            np.testing.assert_array_equal(got, np.stack([np.asarray(train[k]["data"]) for k in keys]))
+        check_epochs_come_from_the_cache(record, cache, range(3), keys_per_epoch=4)
+    finally:
+        task.close_loaders(train_loader, val_loader)
+    assert cache.closed and our_segments() == before
+    task.close_loaders()  # idempotent
+
+
 class _InterruptAt(Callback):
     """A callback that raises KeyboardInterrupt (Ctrl-C) at the end of epoch ``epoch``."""
 
