@@ -596,3 +596,16 @@ def test_region_probabilities_go_back_to_the_original_grid_with_zero_outside_the
     # class probabilities: the background is 1 outside the crop
     classes = invert_output(np.stack([1 - region_probs[0], region_probs[0]]), pre["properties"], {"data": {}})
     assert np.all(classes[0, outside] == 1) and np.all(classes[1, outside] == 0)
+
+
+def test_the_brats_example_of_the_docs_is_a_valid_config():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).parents[2] / "docs" / "regions.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    cfg = load_config(yaml.safe_load(block))
+    assert cfg["data"]["regions"] == BRATS and cfg["model"]["args"]["num_classes"] == len(BRATS)
+    assert default_regions_order(cfg["data"]["regions"]) == cfg["data"]["regions_order"]

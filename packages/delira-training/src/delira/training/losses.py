@@ -21,10 +21,25 @@ nnU-Net's Dice):
   ``alpha`` 0.3, ``beta`` 0.7, ``smooth`` 1 by default; ``alpha = beta = 0.5`` with ``smooth`` s is the
   soft Dice with ``smooth`` 2s).
 
+Sparse annotations: every loss takes ``ignore_label`` (``data.ignore_label``); the voxels with that
+label are left out (``ce``/``focal``: the mean over the other voxels; ``dice``/``tversky``: left out
+of every sum), so the predictions there change neither the loss nor its gradient.
+
+Region training (``data.regions``, nnU-Net's regions; :data:`REGION_LOSSES`): the logits ``(N, R,
+*spatial)`` have one channel per region, the targets are the region masks ``t_r = isin(labels,
+regions[r])`` made inside the loss from the integer labels, ``s = sigmoid(logits)``:
+
+- ``ce`` (:class:`TorchRegionBCE`): ``mean_{r, i} max(z, 0) - z t + log(1 + exp(-|z|))``, the
+  binary cross-entropy with logits over regions and voxels (with an ignore label the mean over the
+  annotated voxels: ``sum m bce / (R sum m)``; nnU-Net's divides by ``sum m`` only).
+- ``dice`` (:class:`TorchRegionDice`): ``1 - mean_r (2 sum s_r t_r + s) / (sum s_r + sum t_r + s)``
+  over every region (no background channel); ``tversky`` likewise on ``s``.
+  ``"ce+dice"`` is nnU-Net's ``DC_and_BCE_loss`` up to the constant 1.
+
 Deep supervision (:class:`DeepSupervisionLoss`): a network that returns several outputs, full
 resolution first, is trained on ``sum_k w_k * loss(output_k, labels subsampled to output k)`` with
 nnU-Net's weights (:func:`deep_supervision_weights`: ``1 / 2**k`` normalised to sum 1, the lowest
-resolution's set to 0).
+resolution's set to 0). The labels are subsampled by picking voxels, so ignored voxels stay ignored.
 
 Example::
 
