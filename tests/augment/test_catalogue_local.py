@@ -295,13 +295,39 @@ CASES = [
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("make_ours, make_ref", CASES)
 @pytest.mark.parametrize("same", [True, False])
-def test_local_transforms_match_bgv2_with_fixed_draws(shape, make_ours, make_ref, same):
+@pytest.mark.parametrize("slab", [None, 1], ids=["one-slab", "row-slabs"])
+def test_local_transforms_match_bgv2_with_fixed_draws(shape, make_ours, make_ref, same, slab, monkeypatch):
+    if slab is not None:  # one row of the weight map at a time: the slab loop's boundaries
+        monkeypatch.setattr(L, "_SLAB", slab)
     x = _image(shape, c=2, n=2)
     kw = {"scale": (6.0, 6.0), "loc": (0.4, 0.4), "same_for_all_channels": same}
     out = make_ours(kw)(data=x.copy(), seg=np.zeros((2, 1, *shape), np.uint8))["data"]
     for i in range(2):
         np.testing.assert_allclose(out[i], _bgv2(make_ref(kw), x[i]), atol=1e-5)
     assert not np.allclose(out, x, atol=1e-3)
+
+
+def test_weight_map_profiles_give_the_dense_map_and_its_statistics(monkeypatch):
+    shape = (13, 10, 7)
+    m = L.gaussian_weight_map(shape, (2.0, 11.0, 3.5), (3.0, 5.0, 2.0))
+    dense = m.dense()
+    np.testing.assert_allclose(dense, L.gaussian_weights(shape, (2.0, 11.0, 3.5), (3.0, 5.0, 2.0)))
+    assert m.sum() == pytest.approx(dense.sum(), rel=1e-12)
+    assert m.mean() == pytest.approx(dense.mean(), rel=1e-12)
+    assert (m.min(), m.max()) == (dense.min(), pytest.approx(dense.max()))
+    monkeypatch.setattr(L, "_SLAB", 7 * 10 * 3)  # slabs of 3 rows, the last one shorter
+    x = _image(shape, c=1)[0, 0]
+    w32 = m.dense(np.float32)
+    for op, args in [
+        (L.local_gamma, (0.4,)),
+        (L.local_contrast, (2.5,)),
+        (L.local_smoothing, (1.0, 0.7)),
+        (L.brightness_gradient, (-0.8,)),
+    ]:
+        out = np.full_like(x, np.nan)
+        res = op(x, m, *args, out=out)
+        assert res is out
+        np.testing.assert_allclose(out, op(x, w32, *args), atol=1e-5)
 
 
 # --- hand-computed properties --------------------------------------------------------------------------

@@ -2,19 +2,24 @@
 
 As batchgeneratorsv2's ``transforms/local`` (``LocalTransform`` and its subclasses): a Gaussian of a
 given centre and width per axis is integrated over every voxel, rescaled to [0, 1] (0 at its smallest
-voxel, 1 at its largest), and the image is ``image * (1 - w) + op(image) * w``. The weight map is
-separable: it is built from one 1-D profile per axis (the Gaussian's integral over each voxel, ``erfc``
-differences taken on the tail side, so profiles far from the centre keep their precision), multiplied
-out once, O(voxels).
+voxel, 1 at its largest), and the image is ``image * (1 - w) + op(image) * w``.
+
+The weight map is separable: one 1-D profile per axis (the Gaussian's integral over each voxel, ``erfc``
+differences taken on the tail side, so profiles far from the centre keep their precision). A
+:class:`WeightMap` keeps only the profiles; the operations build the map a slab of rows at a time
+(a few hundred kilobytes, in cache) and compute in the same slab, so a call reads and writes each voxel
+about once instead of a dozen full-size passes; its sum, mean, min and max come from the profiles.
 
 Every function here works on one channel: ``image`` is ``(*spatial)`` float32/float64 numpy, ``weights``
-the same shape (from :func:`gaussian_weights`). The transforms in :mod:`delira.augment.transforms.local`
-draw the parameters and loop over samples and channels.
+a :class:`WeightMap` (:func:`gaussian_weight_map`) or a dense array of the image's shape in [0, 1]
+(:func:`gaussian_weights`). The transforms in :mod:`delira.augment.transforms.local` draw the
+parameters and loop over samples and channels.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ import numpy as np
 from delira.augment import _validate as v
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SLAB = 1 << 16  # voxels per slab (256 KiB of float32)
 
 
 def _voxel_integrals(size: int, center: float, sigma: float) -> np.ndarray:
@@ -38,7 +44,56 @@ def _voxel_integrals(size: int, center: float, sigma: float) -> np.ndarray:
     return out
 
 
-def gaussian_weights(shape: Any, center: Any, sigma: Any, dtype: Any = np.float64) -> np.ndarray:
+class WeightMap:
+    """A separable weight map ``w = clip(p_0[i_0] p_1[i_1] ... - offset, 0, 1)`` kept as its profiles.
+
+    Built by :func:`gaussian_weight_map`; :meth:`dense` gives the array, :meth:`rows` a slab of it.
+    """
+
+    def __init__(self, shape: tuple[int, ...], profiles: list[np.ndarray] | None, offset: float) -> None:
+        self.shape = shape
+        self.profiles = profiles  # None: the map is all 0
+        self.offset = offset
+
+    @property
+    def is_zero(self) -> bool:
+        return self.profiles is None
+
+    def rows(self, start: int, stop: int, dtype: Any) -> np.ndarray:
+        """``w[start:stop]`` (along axis 0) as a new ``dtype`` array."""
+        dtype = np.dtype(dtype)
+        if self.profiles is None:
+            return np.zeros((stop - start, *self.shape[1:]), dtype=dtype)
+        w = self.profiles[0][start:stop].astype(dtype)
+        for p in self.profiles[1:]:
+            w = np.multiply.outer(w, p.astype(dtype))
+        w -= dtype.type(self.offset)
+        np.clip(w, 0.0, 1.0, out=w)
+        return w
+
+    def dense(self, dtype: Any = np.float64) -> np.ndarray:
+        """The whole map ``(*shape)`` as a ``dtype`` array."""
+        return self.rows(0, self.shape[0], dtype)
+
+    def sum(self) -> float:
+        """``sum(w)`` from the profiles (the clipping changes it by rounding only)."""
+        if self.profiles is None:
+            return 0.0
+        return max(
+            math.prod(float(p.sum()) for p in self.profiles) - math.prod(self.shape) * self.offset, 0.0
+        )
+
+    def mean(self) -> float:
+        return self.sum() / math.prod(self.shape)
+
+    def min(self) -> float:
+        return 0.0  # at the voxel farthest from the centre (exactly 0 after the clipping)
+
+    def max(self) -> float:
+        return 0.0 if self.profiles is None else 1.0  # at the voxel nearest the centre
+
+
+def gaussian_weight_map(shape: Any, center: Any, sigma: Any) -> WeightMap:
     """The weight map of a local operation: a Gaussian integrated per voxel, rescaled to [0, 1].
 
     batchgeneratorsv2's ``LocalTransform._generate_kernel`` with its random draws made explicit: there
@@ -51,11 +106,10 @@ def gaussian_weights(shape: Any, center: Any, sigma: Any, dtype: Any = np.float6
         center: per axis ``(ndim,)`` or one number, in voxel coordinates (voxel ``i`` spans
             ``[i - 0.5, i + 0.5]``); may lie outside the image.
         sigma: per axis ``(ndim,)`` or one number, > 0, in voxels.
-        dtype: float32 or float64 of the result.
 
     Returns:
-        ``(*shape)`` array of ``dtype`` in [0, 1]: 1 at the voxel holding the centre (at the voxel
-        nearest to it when it lies outside), 0 at the voxel farthest from it.
+        A :class:`WeightMap`: 1 at the voxel holding the centre (at the voxel nearest to it when it lies
+        outside), 0 at the voxel farthest from it.
 
     Note: along an axis whose centre lies more than about 37 sigma outside the image every voxel
     integral underflows; the map is then all 0 (batchgeneratorsv2 loses its precision much earlier).
@@ -68,143 +122,222 @@ def gaussian_weights(shape: Any, center: Any, sigma: Any, dtype: Any = np.float6
     s = v.finite_array(sigma, "sigma", (nd,))
     if np.any(s <= 0):
         raise ValueError(f"sigma={sigma!r} must be > 0 on every axis (voxels)")
-    dtype = np.dtype(dtype)
-    if dtype.name not in ("float32", "float64"):
-        raise TypeError(f"dtype={dtype} must be float32 or float64")
     ratios, low = [], 1.0
     for d in range(nd):
         k = _voxel_integrals(shape[d], float(c[d]), float(s[d]))
         top = k.max()
         if top <= 0:  # underflow: no usable profile along this axis
-            return np.zeros(shape, dtype=dtype)
+            return WeightMap(shape, None, 0.0)
         r = k / top  # in [0, 1] with max 1: the product keeps its precision
         low *= float(r.min())
         ratios.append(r)
     span = 1.0 - low
     if span <= 1e-12:
-        return np.zeros(shape, dtype=dtype)
-    w = ratios[0].astype(dtype)
-    for d in range(1, nd):
-        w = np.multiply.outer(w, ratios[d].astype(dtype))
-    w -= dtype.type(low)
-    w *= dtype.type(1.0 / span)
-    np.clip(w, 0.0, 1.0, out=w)
-    return w
+        return WeightMap(shape, None, 0.0)
+    ratios[0] = ratios[0] / span  # (prod r_d - low) / span: 1 / span folded into the first profile
+    return WeightMap(shape, ratios, low / span)
 
 
-def _check(image: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_weights(shape: Any, center: Any, sigma: Any, dtype: Any = np.float64) -> np.ndarray:
+    """:func:`gaussian_weight_map` as a dense ``(*shape)`` array of ``dtype`` (float32 or float64)."""
+    dtype = np.dtype(dtype)
+    if dtype.name not in ("float32", "float64"):
+        raise TypeError(f"dtype={dtype} must be float32 or float64")
+    return gaussian_weight_map(shape, center, sigma).dense(dtype)
+
+
+class _Dense:
+    """A dense weight array with :class:`WeightMap`'s interface."""
+
+    def __init__(self, w: np.ndarray) -> None:
+        self.w = w
+        self.is_zero = False
+
+    def rows(self, start: int, stop: int, dtype: Any) -> np.ndarray:
+        return self.w[start:stop].astype(dtype, copy=False)
+
+    def sum(self) -> float:
+        return float(np.sum(self.w))
+
+    def mean(self) -> float:
+        return float(np.mean(self.w))
+
+    def min(self) -> float:
+        return float(self.w.min())
+
+    def max(self) -> float:
+        return float(self.w.max())
+
+
+def _check(image: Any, weights: Any, out: Any) -> tuple[np.ndarray, Any, np.ndarray]:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
     v.image_dtype(image, "image")
-    w = np.asarray(weights)
-    if w.shape != image.shape:
-        raise ValueError(
-            f"weights has shape {w.shape} but image has shape {image.shape}; "
-            "build it with gaussian_weights(image.shape, ...)"
-        )
-    return image, w.astype(image.dtype, copy=False)
+    if image.ndim < 1 or image.size == 0:
+        raise ValueError(f"image has shape {image.shape}; expected a non-empty (*spatial) array")
+    if isinstance(weights, WeightMap):
+        if weights.shape != image.shape:
+            raise ValueError(
+                f"weights has shape {weights.shape} but image has shape {image.shape}; "
+                "build it with gaussian_weight_map(image.shape, ...)"
+            )
+        w: Any = weights
+    else:
+        arr = np.asarray(weights)
+        if arr.shape != image.shape:
+            raise ValueError(
+                f"weights has shape {arr.shape} but image has shape {image.shape}; "
+                "build it with gaussian_weights(image.shape, ...)"
+            )
+        w = _Dense(arr)
+    if out is None:
+        out = np.empty_like(image)
+    elif not isinstance(out, np.ndarray) or out.shape != image.shape or out.dtype != image.dtype:
+        raise ValueError(f"out must be a numpy array of shape {image.shape} and dtype {image.dtype}")
+    return image, w, out
 
 
-def blend(image: np.ndarray, modified: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``image * (1 - weights) + modified * weights`` (a new array of ``image``'s dtype)."""
-    out = np.subtract(1.0, weights, dtype=image.dtype)
-    out *= image
-    out += modified * weights
-    return out
+def _slabs(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    rows = max(1, _SLAB // max(1, math.prod(shape[1:])))
+    for start in range(0, shape[0], rows):
+        yield start, min(start + rows, shape[0])
 
 
-def local_gamma(image: np.ndarray, weights: np.ndarray, gamma: float) -> np.ndarray:
+def local_gamma(
+    image: np.ndarray, weights: Any, gamma: float, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Gamma correction blended in by ``weights`` (batchgeneratorsv2's ``LocalGammaTransform``).
 
     With ``lo, hi`` the channel's min and max and ``r = max(hi - lo, 1e-8)``:
-    ``n = (image - lo) / r``, ``y = (n * (1 - w) + n ** gamma * w) * r + lo``; the value range is kept.
+    ``n = (image - lo) / r``, ``y = (n * (1 - w) + n ** gamma * w) * r + lo``, computed as
+    ``image + (n ** gamma - n) * w * r``; the value range is kept.
 
     Args:
         image: ``(*spatial)`` float32/float64, one channel.
-        weights: ``(*spatial)`` in [0, 1] (:func:`gaussian_weights`).
+        weights: a :class:`WeightMap` or a ``(*spatial)`` array in [0, 1].
         gamma: > 0.
+        out: where to write the result (default a new array).
     """
-    image, w = _check(image, weights)
+    image, w, out = _check(image, weights, out)
     g = v.finite(gamma, "gamma")
     if g <= 0:
         raise ValueError(f"gamma={gamma!r} must be > 0")
+    t = image.dtype.type
     lo = image.min()
-    r = max(image.max() - lo, image.dtype.type(1e-8))
-    norm = (image - lo) / r
-    out = blend(norm, np.power(norm, image.dtype.type(g)), w)
-    out *= r
-    out += lo
+    r = max(image.max() - lo, t(1e-8))
+    for a, b in _slabs(image.shape):
+        x = image[a:b]
+        norm = x - lo
+        norm *= t(1) / r
+        y = np.power(norm, t(g))
+        y -= norm
+        y *= w.rows(a, b, image.dtype)
+        y *= r
+        np.add(y, x, out=out[a:b])
     return out
 
 
-def local_contrast(image: np.ndarray, weights: np.ndarray, factor: float) -> np.ndarray:
+def local_contrast(
+    image: np.ndarray, weights: Any, factor: float, *, out: np.ndarray | None = None
+) -> np.ndarray:
     """Contrast scaled about the weighted mean, blended in by ``weights`` (``LocalContrastTransform``).
 
-    ``m = sum(image * w) / (sum(w) + 1e-8)``, ``y = image * (1 - w) + ((image - m) * factor + m) * w``.
-    The value range is not kept (as in batchgeneratorsv2).
+    ``m = sum(image * w) / (sum(w) + 1e-8)``, ``y = image * (1 - w) + ((image - m) * factor + m) * w``,
+    computed as ``image + (image - m) * (factor - 1) * w``. The value range is not kept (as in
+    batchgeneratorsv2).
 
     Args:
         image: ``(*spatial)`` float32/float64, one channel.
-        weights: ``(*spatial)`` in [0, 1] (:func:`gaussian_weights`).
+        weights: a :class:`WeightMap` or a ``(*spatial)`` array in [0, 1].
         factor: contrast factor (1 = unchanged).
+        out: where to write the result (default a new array).
     """
-    image, w = _check(image, weights)
+    image, w, out = _check(image, weights, out)
     f = v.finite(factor, "factor")
-    m = float(np.sum(image * w, dtype=np.float64) / (np.sum(w, dtype=np.float64) + 1e-8))
-    m = image.dtype.type(m)
-    modified = image - m
-    modified *= image.dtype.type(f)
-    modified += m
-    return blend(image, modified, w)
+    t = image.dtype.type
+    total = 0.0
+    for a, b in _slabs(image.shape):
+        total += float(np.sum(image[a:b] * w.rows(a, b, image.dtype)))  # pairwise per slab
+    m = t(total / (w.sum() + 1e-8))
+    for a, b in _slabs(image.shape):
+        x = image[a:b]
+        y = x - m
+        y *= w.rows(a, b, image.dtype)
+        y *= t(f - 1.0)
+        np.add(y, x, out=out[a:b])
+    return out
 
 
 def local_smoothing(
-    image: np.ndarray, weights: np.ndarray, sigma: float, strength: float, *, backend: str = "auto"
+    image: np.ndarray,
+    weights: Any,
+    sigma: float,
+    strength: float,
+    *,
+    out: np.ndarray | None = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """A Gaussian blur blended in by ``strength * weights`` (``LocalSmoothingTransform``).
 
-    The blur is :func:`delira.augment.functional.gaussian_blur` (``scipy.ndimage.gaussian_filter``'s
-    semantics, mode 'reflect', truncate 4) with ``sigma`` on every axis.
+    ``y = image + (blur(image) - image) * strength * w``. The blur is
+    :func:`delira.augment.functional.gaussian_blur` (``scipy.ndimage.gaussian_filter``'s semantics,
+    mode 'reflect', truncate 4) with ``sigma`` on every axis.
 
     Args:
         image: ``(*spatial)`` float32/float64, one channel.
-        weights: ``(*spatial)`` in [0, 1] (:func:`gaussian_weights`).
+        weights: a :class:`WeightMap` or a ``(*spatial)`` array in [0, 1].
         sigma: blur sigma in voxels, >= 0.
         strength: largest weight of the blurred image, in [0, 1].
+        out: where to write the result (default a new array).
     """
     from delira.augment.functional.intensity import gaussian_blur
 
-    image, w = _check(image, weights)
+    image, w, out = _check(image, weights, out)
     s = v.finite(sigma, "sigma")
     if s < 0:
         raise ValueError(f"sigma={sigma!r} must be >= 0 (voxels)")
-    a = v.probability(strength, "strength")
+    k = image.dtype.type(v.probability(strength, "strength"))
     blurred = gaussian_blur(image[None, None], s, backend=backend)[0, 0]
-    return blend(image, blurred, w * image.dtype.type(a))
+    for a, b in _slabs(image.shape):
+        x = image[a:b]
+        y = blurred[a:b]
+        y -= x
+        y *= w.rows(a, b, image.dtype)
+        y *= k
+        np.add(y, x, out=out[a:b])
+    return out
 
 
 def brightness_gradient(
-    image: np.ndarray, weights: np.ndarray, strength: float, mean_centered: bool = True
+    image: np.ndarray,
+    weights: Any,
+    strength: float,
+    mean_centered: bool = True,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``image + strength * g / max|g|`` with ``g = weights`` (minus its mean when ``mean_centered``).
 
     batchgeneratorsv2's ``BrightnessGradientAdditiveTransform`` for one channel, without the clipping
     (which takes the range of the whole sample; the transform does it). When ``max|g| < 1e-8`` or
-    ``strength == 0`` the image is returned unchanged (a copy).
+    ``strength == 0`` the image is returned unchanged (copied to ``out``).
 
     Args:
         image: ``(*spatial)`` float32/float64, one channel.
-        weights: ``(*spatial)`` in [0, 1] (:func:`gaussian_weights`).
+        weights: a :class:`WeightMap` or a ``(*spatial)`` array in [0, 1].
         strength: the largest absolute value added.
+        out: where to write the result (default a new array).
     """
-    image, w = _check(image, weights)
+    image, w, out = _check(image, weights, out)
     a = v.finite(strength, "strength")
-    g = np.array(w, dtype=image.dtype, copy=True)
-    if mean_centered:
-        g -= image.dtype.type(np.mean(g, dtype=np.float64))
-    top = float(np.abs(g).max())
+    t = image.dtype.type
+    mean = w.mean() if mean_centered else 0.0
+    top = max(w.max() - mean, mean - w.min())  # max |w - mean|
     if top < 1e-8 or a == 0.0:
-        return image.copy()
-    g *= image.dtype.type(a / top)
-    g += image
-    return g
+        np.copyto(out, image)
+        return out
+    for lo, hi in _slabs(image.shape):
+        y = np.subtract(w.rows(lo, hi, image.dtype), t(mean))
+        y *= t(a / top)
+        np.add(y, image[lo:hi], out=out[lo:hi])
+    return out

@@ -89,7 +89,8 @@ class LocalTransform(Transform):
         """Parameters shared by every channel of one sample (subclasses)."""
         return {}
 
-    def channel(self, image: np.ndarray, weights: np.ndarray, **params: Any) -> np.ndarray:
+    def channel(self, image: np.ndarray, weights: L.WeightMap, out: np.ndarray, **params: Any) -> np.ndarray:
+        """The operation on one channel ``(*spatial)``, written to ``out`` (subclasses)."""
         raise NotImplementedError
 
     def finish(self, sample: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -107,7 +108,7 @@ class LocalTransform(Transform):
             host, wrap = to_numpy(x, self.data_key)
         n, c, spatial = host.shape[0], host.shape[1], tuple(int(s) for s in host.shape[2:])
         active = self.draw_active(rng, n)
-        out = np.array(host, copy=True)
+        out = np.empty_like(host)
         for i in range(n):  # every sample draws its parameters, so p does not change the others'
             channels = rng.random(c) < self.p_per_channel
             shared = self.draw_sample(rng)
@@ -115,16 +116,18 @@ class LocalTransform(Transform):
                 draws = [(self.draw_map(rng, spatial), self.draw_params(rng))] * c
             else:
                 draws = [(self.draw_map(rng, spatial), self.draw_params(rng)) for _ in range(c)]
-            if not (active[i] and channels.any()):
-                continue
-            maps: dict[int, np.ndarray] = {}  # the weight maps built, only where used
-            for k in np.flatnonzero(channels):
+            maps: dict[int, L.WeightMap] = {}  # the weight maps built, only where used
+            for k in range(c):
+                if not (active[i] and channels[k]):
+                    out[i, k] = host[i, k]
+                    continue
                 (center, sigma), params = draws[k]
-                j = 0 if self.same_for_all_channels else int(k)
+                j = 0 if self.same_for_all_channels else k
                 if j not in maps:
-                    maps[j] = L.gaussian_weights(spatial, center, sigma, host.dtype)
-                out[i, k] = self.channel(host[i, k], maps[j], **shared, **params)
-            out[i] = self.finish(out[i], host[i])
+                    maps[j] = L.gaussian_weight_map(spatial, center, sigma)
+                self.channel(host[i, k], maps[j], out=out[i, k], **shared, **params)
+            if active[i] and channels.any():
+                out[i] = self.finish(out[i], host[i])
         batch[self.data_key] = wrap(out)
         return batch
 
@@ -152,8 +155,8 @@ class LocalGamma(LocalTransform):
         lo, hi = self.gamma
         return {"gamma": float(rng.uniform(lo, hi)) if hi > lo else lo}
 
-    def channel(self, image, weights, gamma):
-        return L.local_gamma(image, weights, gamma)
+    def channel(self, image, weights, gamma, out):
+        return L.local_gamma(image, weights, gamma, out=out)
 
 
 class LocalContrast(LocalTransform):
@@ -178,8 +181,8 @@ class LocalContrast(LocalTransform):
         lo, hi = self.factor
         return {"factor": float(rng.uniform(lo, hi)) if hi > lo else lo}
 
-    def channel(self, image, weights, factor):
-        return L.local_contrast(image, weights, factor)
+    def channel(self, image, weights, factor, out):
+        return L.local_contrast(image, weights, factor, out=out)
 
 
 class LocalSmoothing(LocalTransform):
@@ -217,8 +220,8 @@ class LocalSmoothing(LocalTransform):
         lo, hi = self.strength
         return {"strength": float(rng.uniform(lo, hi)) if hi > lo else lo}
 
-    def channel(self, image, weights, sigma, strength):
-        return L.local_smoothing(image, weights, sigma, strength, backend=self.backend)
+    def channel(self, image, weights, sigma, strength, out):
+        return L.local_smoothing(image, weights, sigma, strength, out=out, backend=self.backend)
 
 
 class BrightnessGradient(LocalTransform):
@@ -254,8 +257,8 @@ class BrightnessGradient(LocalTransform):
         lo, hi = self.max_strength
         return {"strength": float(rng.uniform(lo, hi)) if hi > lo else lo}
 
-    def channel(self, image, weights, strength):
-        return L.brightness_gradient(image, weights, strength, self.mean_centered)
+    def channel(self, image, weights, strength, out):
+        return L.brightness_gradient(image, weights, strength, self.mean_centered, out=out)
 
     def finish(self, sample, original):
         if self.clip_intensities:
