@@ -256,6 +256,23 @@ def test_without_workers_the_batches_are_the_cached_cases_themselves(cached_conf
     task.close_loaders()  # idempotent
 
 
+def test_a_loader_that_fails_after_its_cache_was_made_frees_the_cache(monkeypatch, cached_config, record):
+    import delira.data
+    from delira.data import SyntheticPhantomDataset
+    from delira.training.tasks import task_for
+
+    def refused(*args, **kwargs):
+        raise ValueError("refused by the test")
+
+    monkeypatch.setattr(delira.data, "DataLoader", refused)
+    data = SyntheticPhantomDataset(**PHANTOM)
+    before = our_segments()
+    with pytest.raises(ValueError, match="refused by the test"):
+        task_for(load_config(cached_config())).loaders(data, data, fold=0)
+    (cache,) = record.caches
+    assert cache.closed and our_segments() == before
+
+
 class _InterruptAt(Callback):
     """A callback that raises KeyboardInterrupt (Ctrl-C) at the end of epoch ``epoch``."""
 

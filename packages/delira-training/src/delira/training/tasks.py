@@ -327,7 +327,11 @@ class Task:
             val_tf = [squeeze]
             patch = [int(p) for p in patch]
             patch.insert(axis, 1)  # a slice: 1 voxel thick along the slice axis
-        return self._build_loaders(train, val, transforms, val_tf, patch, seed)
+        try:
+            return self._build_loaders(train, val, transforms, val_tf, patch, seed)
+        except BaseException:  # e.g. a loader refused after its cache was made: free the cache
+            self.close_loaders()
+            raise
 
     # -- the partial rotating cache (data.cache_rate) ----------------------------------------------
     def _training_cache(self, train: Any, seed: int) -> Any:
