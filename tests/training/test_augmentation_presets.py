@@ -297,13 +297,62 @@ def test_entries_that_are_not_transforms_are_refused_with_the_fix():
     assert len(problems) == 6  # all of them at once
     assert problems[0].startswith("data.transforms[0]: expected a mapping with a transform name")
     assert problems[1].startswith("data.transforms[1]: expected a mapping with a transform name")
-    assert problems[2].startswith("data.transforms[2]: 'Compose' takes transform objects")
+    assert problems[2].startswith("data.transforms[2]: 'Compose' is the list itself; give its members")
     assert "data.transforms[3] (GaussianNoise): 'seed' is not set per entry" in problems[3]
     assert (
         problems[4]
         == "data.transforms[4] (SpatialTransform): 'p' is set by SpatialTransform itself; remove it"
     )
     assert problems[5].startswith("data.transforms[5] (Mirror): axes [0, 3] do not fit 3D data")
+
+
+def test_one_of_and_random_apply_hold_nested_entries():
+    entries = [
+        {
+            "name": "OneOf",
+            "transforms": [{"name": "GaussianNoise", "std": [0, 0.1]}, {"name": "GaussianBlur"}],
+        },
+        {"name": "RandomApply", "transform": {"name": "Mirror", "axes": [1]}, "p": 0.3},
+    ]
+    shape = (16, 16, 16)
+    config = _config(entries, shape)
+    built = build_transforms(config, shape)
+    by_hand = da.Compose(
+        [
+            da.OneOf([da.GaussianNoise(std=(0, 0.1)), da.GaussianBlur()]),
+            da.RandomApply(da.Mirror(axes=(1,)), p=0.3),
+        ]
+    )
+    for rng in (0, 1):
+        got, want = _run(built, shape, rng), _run(by_hand, shape, rng)
+        np.testing.assert_array_equal(got["data"], want["data"])
+        np.testing.assert_array_equal(got["seg"], want["seg"])
+    assert mirror_axes(config) == (1,)  # a nested Mirror counts for test-time mirroring
+
+
+def test_nested_entries_are_checked_with_their_path():
+    problems = _problems(
+        [
+            {"name": "OneOf", "transforms": [{"name": "GaussianNoise"}, {"name": "Gamma", "gamma": [0, 1]}]},
+            {"name": "RandomApply", "transform": {"name": "Blur"}},
+            {"name": "OneOf", "transforms": []},
+            {"name": "OneOf", "transforms": [{"name": "Mirror"}], "weights": [1, 2]},
+        ]
+    )
+    with pytest.raises(ValueError) as gamma:
+        da.Gamma(gamma=(0, 1))
+    with pytest.raises(ValueError) as weights:
+        da.OneOf([da.Mirror()], weights=(1, 2))  # YAML lists arrive as tuples
+    assert len(problems) == 4
+    assert (
+        problems[0].startswith("data.transforms[0].transforms[1] (Gamma): ")
+        and str(gamma.value) in problems[0]
+    )
+    assert problems[1].startswith("data.transforms[1].transform: 'Blur' is not a delira.augment transform")
+    assert problems[2].startswith(
+        "data.transforms[2] (OneOf): transforms must be a non-empty list of entries"
+    )
+    assert problems[3].startswith("data.transforms[3] (OneOf): ") and str(weights.value) in problems[3]
 
 
 def test_mirror_axes_are_checked_against_2d_data():

@@ -58,8 +58,8 @@ PRESETS: dict[str, str] = {
     "none": "no augmentation",
 }
 
-# Not listable: the base class, and the containers that take transform objects (list the members).
-_CONTAINERS = ("Compose", "OneOf", "RandomApply", "Transform")
+# Not listable: the base class, and Compose (the list itself is one).
+_CONTAINERS = ("Compose", "Transform")
 # Set by the configuration, not per entry: the executor (data.augment_device) and the seed
 # (experiment.seed; the loader passes a per-batch generator to the whole Compose).
 _RESERVED = {
@@ -143,8 +143,96 @@ def _entry_kwargs(
         if first is not None and first not in kwargs:
             kwargs[first] = tuple(int(s) for s in spatial_shape)
     if cls.__name__ == "Mirror" and "axes" not in kwargs:
-        kwargs["axes"] = _default_mirror_axes(config)
+        axes = _default_mirror_axes(config)
+        kwargs["axes"] = axes if spatial_shape is None else tuple(a for a in axes if a < len(spatial_shape))
     return kwargs
+
+
+# Containers that may be listed: their argument holds nested entries (one, or a list of them).
+_NESTED = {"OneOf": ("transforms", True), "RandomApply": ("transform", False)}
+
+
+def _make(
+    entry: Any,
+    where: str,
+    classes: Mapping[str, type],
+    config: Mapping[str, Any],
+    shape: Sequence[int] | None,
+    problems: list[str],
+) -> Any:
+    """Build one entry (nested entries of ``OneOf``/``RandomApply`` too); append what is wrong with it
+    to ``problems`` (and return None) instead of raising. ``shape`` None: the config check."""
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        problems.append(
+            f"{where}: expected a mapping with a transform name, e.g. {{name: GaussianNoise, std: [0, 0.1]}}, "
+            f"got {entry!r}"
+        )
+        return None
+    name = entry["name"]
+    if name not in classes:
+        close = difflib.get_close_matches(name, list(classes), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        why = (
+            " is the list itself; give its members as entries"
+            if name == "Compose"
+            else " is not a delira.augment transform"
+        )
+        problems.append(f"{where}: {name!r}{why}; {hint}use one of {', '.join(sorted(classes))}")
+        return None
+    cls = classes[name]
+    accepted = [k for k in _keyword_names(cls) if k not in _RESERVED]
+    before = len(problems)
+    for key in entry:
+        if key == "name":
+            continue
+        if key in _RESERVED:
+            problems.append(f"{where} ({name}): {key!r} is not set per entry ({_RESERVED[key]}); remove it")
+        elif key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"{where} ({name}): unknown argument {key!r}; {hint}{name} accepts {', '.join(accepted)}"
+            )
+    if len(problems) > before:
+        return None
+    nested_key, many = _NESTED.get(name, (None, False))
+    kwargs = _entry_kwargs({k: v for k, v in entry.items() if k != nested_key}, cls, config, shape)
+    if nested_key is not None:
+        given = entry.get(nested_key)
+        if many and not (isinstance(given, list) and given):
+            problems.append(
+                f"{where} ({name}): {nested_key} must be a non-empty list of entries, e.g. "
+                f"{nested_key}: [{{name: GaussianNoise}}, {{name: GaussianBlur}}]"
+            )
+            return None
+        items = given if many else [given]
+        parts = [
+            _make(
+                item, f"{where}.{nested_key}" + (f"[{j}]" if many else ""), classes, config, shape, problems
+            )
+            for j, item in enumerate(items)
+        ]
+        if len(problems) > before:
+            return None
+        kwargs[nested_key] = parts if many else parts[0]
+    try:
+        built = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        fixed = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", str(exc))
+        if fixed:  # a base's argument that this class sets itself (SpatialTransform's p)
+            message = f"{fixed.group(1)!r} is set by {name} itself; remove it"
+        else:
+            message = f"{exc}; fix this entry's arguments"
+        problems.append(f"{where} ({name}): {message}")
+        return None
+    if name == "Mirror":
+        dims = _dims(config) if shape is None else len(shape)
+        if any(a < 0 or a >= dims for a in built.axes):
+            problems.append(
+                f"{where} (Mirror): axes {list(built.axes)} do not fit {dims}D data; give axes in 0..{dims - 1}"
+            )
+            return None
+    return built
 
 
 def check_transforms(config: Mapping[str, Any]) -> list[str]:
@@ -155,6 +243,8 @@ def check_transforms(config: Mapping[str, Any]) -> list[str]:
     listed), and the class must accept their values: each entry is built once (no data is touched)
     and the constructor's own ``ValueError``/``TypeError`` is reported as
     ``data.transforms[i] (Name): message``. ``Mirror`` axes must be spatial axes of the data.
+    ``OneOf`` (``transforms``: a list of entries) and ``RandomApply`` (``transform``: one entry)
+    hold nested entries, checked the same way (``data.transforms[i].transforms[j]``).
     """
     value = config.get("data", {}).get("transforms")
     if not isinstance(value, list):
@@ -163,63 +253,9 @@ def check_transforms(config: Mapping[str, Any]) -> list[str]:
         classes = transform_classes()
     except ImportError as exc:
         return [f"data.transforms: the list form needs delira-augment ({exc}); pip install delira-augment"]
-    problems = []
-    dims = _dims(config)
+    problems: list[str] = []
     for i, entry in enumerate(value):
-        where = f"data.transforms[{i}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            problems.append(
-                f"{where}: expected a mapping with a transform name, e.g. {{name: GaussianNoise, std: [0, 0.1]}}, "
-                f"got {entry!r}"
-            )
-            continue
-        name = entry["name"]
-        if name not in classes:
-            close = difflib.get_close_matches(name, list(classes), n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            why = (
-                " takes transform objects, not listable here; list its members directly"
-                if name in _CONTAINERS
-                else " is not a delira.augment transform"
-            )
-            problems.append(f"{where}: {name!r}{why}; {hint}use one of {', '.join(sorted(classes))}")
-            continue
-        cls = classes[name]
-        accepted = [k for k in _keyword_names(cls) if k not in _RESERVED]
-        bad = False
-        for key in entry:
-            if key == "name":
-                continue
-            if key in _RESERVED:
-                problems.append(
-                    f"{where} ({name}): {key!r} is not set per entry ({_RESERVED[key]}); remove it"
-                )
-                bad = True
-            elif key not in accepted:
-                close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.5)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                problems.append(
-                    f"{where} ({name}): unknown argument {key!r}; {hint}{name} accepts {', '.join(accepted)}"
-                )
-                bad = True
-        if bad:
-            continue
-        kwargs = _entry_kwargs(entry, cls, config, None)
-        try:
-            built = cls(**kwargs)
-        except (ValueError, TypeError) as exc:
-            fixed = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", str(exc))
-            if fixed:  # a base's argument that this class sets itself (SpatialTransform's p)
-                message = f"{fixed.group(1)!r} is set by {name} itself; remove it"
-            else:
-                message = f"{exc}; fix this entry's arguments"
-            problems.append(f"{where} ({name}): {message}")
-            continue
-        axes = getattr(built, "axes", None) if name == "Mirror" else None
-        if axes is not None and any(a < 0 or a >= dims for a in axes):
-            problems.append(
-                f"{where} (Mirror): axes {list(axes)} do not fit {dims}D data; give axes in 0..{dims - 1}"
-            )
+        _make(entry, f"data.transforms[{i}]", classes, config, None, problems)
     return problems
 
 
@@ -228,17 +264,31 @@ def _entries(config: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
     return list(value) if isinstance(value, (list, tuple)) else None
 
 
+def _mirror_entries(entries: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """The ``Mirror`` entries of a list, nested ones (``OneOf``, ``RandomApply``) included."""
+    found = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("name") == "Mirror":
+            found.append(entry)
+        nested_key, many = _NESTED.get(str(entry.get("name")), (None, False))
+        if nested_key is not None and entry.get(nested_key) is not None:
+            found += _mirror_entries(entry[nested_key] if many else [entry[nested_key]])
+    return found
+
+
 def mirror_axes(config: Mapping[str, Any]) -> tuple[int, ...]:
     """The spatial axes the training augmentation mirrors: a preset's ``data.augmentation.mirror_axes``
-    (default all), ``()`` for ``none``; for a list the axes of its ``Mirror`` entries (none: ``()``)."""
+    (default all), ``()`` for ``none``; for a list the axes of its ``Mirror`` entries, nested ones
+    included (none: ``()``)."""
     entries = _entries(config)
     if entries is None:
         return () if config["data"]["transforms"] == "none" else _default_mirror_axes(config)
     axes: set[int] = set()
-    for entry in entries:
-        if isinstance(entry, Mapping) and entry.get("name") == "Mirror":
-            given = entry.get("axes")
-            axes |= set(_default_mirror_axes(config) if given is None else (int(a) for a in given))
+    for entry in _mirror_entries(entries):
+        given = entry.get("axes")
+        axes |= set(_default_mirror_axes(config) if given is None else (int(a) for a in given))
     return tuple(sorted(axes))
 
 
@@ -388,16 +438,12 @@ def build_transforms(
     entries = _entries(config)
     if entries is not None:
         classes = transform_classes()
-        members = []
-        for i, entry in enumerate(entries):
-            cls = classes[entry["name"]]
-            kwargs = _entry_kwargs(entry, cls, config, shape)
-            if cls.__name__ == "Mirror":
-                kwargs["axes"] = tuple(a for a in kwargs["axes"] if a < len(shape))
-            try:
-                members.append(cls(**kwargs))
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"data.transforms[{i}] ({entry['name']}): {exc}") from exc
+        problems: list[str] = []
+        members = [
+            _make(e, f"data.transforms[{i}]", classes, config, shape, problems) for i, e in enumerate(entries)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return da.Compose(members, seed=seed, backend=backend) if members else None
     kind = config["data"]["transforms"]
     if kind == "none":
