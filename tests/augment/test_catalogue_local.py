@@ -394,6 +394,21 @@ def test_local_bad_arguments():
         L.local_contrast(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 1.0)
 
 
+@pytest.mark.parametrize("make", [da.LocalGamma, da.BrightnessGradient])
+def test_local_transforms_cuda_route_round_trips_through_the_host(make, monkeypatch):
+    """The CUDA-input branch (host copy, transform, back to the input's framework and device) run
+    on CPU torch tensors standing in for CUDA ones: the same result as the host path."""
+    from delira.augment import _arrays
+
+    x = _image((9, 10, 11), c=2, n=2)
+    t = make(scale=4.0, loc=(0.2, 0.8))
+    want = t(rng=3, data=x.copy())["data"]
+    monkeypatch.setattr(_arrays, "is_cuda_array", lambda a: isinstance(a, torch.Tensor))
+    got = t.apply({"data": torch.from_numpy(x.copy())}, np.random.default_rng(3))["data"]
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
 @pytest.mark.cuda
 def test_local_transforms_on_cuda_round_trip_equal_the_cpu():
     x = _image((12, 12, 12), c=2, n=2)

@@ -25,7 +25,9 @@ from delira.augment.functional.intensity import (
     zscore_normalize,
 )
 from delira.augment.functional.local import (
+    WeightMap,
     brightness_gradient,
+    gaussian_weight_map,
     gaussian_weights,
     local_contrast,
     local_gamma,
@@ -50,6 +52,7 @@ from delira.augment.functional.spatial import (
 
 __all__ = [
     "ElasticField",
+    "WeightMap",
     "affine_resample",
     "bias_field",
     "bias_field_exponents",
@@ -64,6 +67,7 @@ __all__ = [
     "gamma",
     "gaussian_blur",
     "gaussian_noise",
+    "gaussian_weight_map",
     "gaussian_weights",
     "ghosting",
     "local_contrast",
