@@ -367,6 +367,17 @@ def test_a_preset_name_typo_and_a_wrong_type_are_reported():
     assert problem.startswith("data.transforms: expected a preset name or a list of mappings")
 
 
+def test_validate_checks_a_list_given_as_a_tuple():
+    import copy
+
+    from delira.training.config import DEFAULTS, validate
+
+    config = copy.deepcopy(DEFAULTS)
+    config["data"]["transforms"] = ({"name": "Gama"},)
+    with pytest.raises(ConfigError, match=r"data.transforms\[0\]: 'Gama' is not a delira.augment transform"):
+        validate(config)
+
+
 def test_the_check_builds_the_entries_without_touching_data(monkeypatch):
     """The check only constructs: no transform is applied while the config is checked."""
 

@@ -247,7 +247,7 @@ def check_transforms(config: Mapping[str, Any]) -> list[str]:
     hold nested entries, checked the same way (``data.transforms[i].transforms[j]``).
     """
     value = config.get("data", {}).get("transforms")
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):
         return []
     try:
         classes = transform_classes()

@@ -750,7 +750,7 @@ def _check_semantics(config: Mapping[str, Any]) -> list[str]:
                 )
     problems += _check_training(config)
     problems += _check_labels(config)
-    if isinstance(data.get("transforms"), list):
+    if isinstance(data.get("transforms"), (list, tuple)):
         from delira.training.augmentation import check_transforms
 
         problems += check_transforms(config)
