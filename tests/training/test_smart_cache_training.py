@@ -166,9 +166,22 @@ def test_bad_values_raise_a_config_error_listing_each_of_them(cached_config):
     assert defaults["cache_rate"] is None and defaults["cache_replace_rate"] == 0.1
 
 
-def test_a_run_trains_from_the_rotating_cache_and_visits_every_case(tmp_path, cached_config, record):
+@pytest.mark.parametrize("start_method", ["auto", "forkserver"])
+def test_a_run_trains_from_the_rotating_cache_and_visits_every_case(
+    tmp_path, monkeypatch, cached_config, record, start_method
+):
+    """With the loader's start method ``auto`` (fork here once the cache's thread is done) and
+    forced to the fork server (the workers unpickle the cache and map its segments by name)."""
+    from delira.data import DataLoader
     from delira.training.experiment import Experiment
 
+    if start_method != "auto":
+        real_init = DataLoader.__init__
+
+        def init(self, *args, **kwargs):
+            real_init(self, *args, **{**kwargs, "start_method": start_method})
+
+        monkeypatch.setattr(DataLoader, "__init__", init)
     before = our_segments()
     experiment = Experiment(cached_config(), run_dir=tmp_path / "run", verbose=False)
     assert experiment.kfold(folds=[0]) is None  # fold 1 not run: no summary yet
@@ -188,7 +201,10 @@ def test_a_run_trains_from_the_rotating_cache_and_visits_every_case(tmp_path, ca
 
     # the persistent workers read every sample from the cache: the only reads of a training case are
     # the cache's loads in this process, one per case entering the cache (2, then 1 per epoch)
-    assert train_loader.persistent_workers and train_loader.worker_start_method in ("fork", "forkserver")
+    assert train_loader.persistent_workers
+    assert train_loader.worker_start_method in (
+        ("fork", "forkserver") if start_method == "auto" else (start_method,)
+    )
     reads = recording.reads(record.log)
     assert {pid for pid, _ in reads} == {os.getpid()}, "a loader worker read a case from the source"
     assert {i for _, i in reads} == set(range(4))
