@@ -342,16 +342,20 @@ def _bgv2_dummy_2d(shape: tuple[int, ...]) -> Callable[[Any, Any], Any]:
     )
 
     def fn(data: Any, seg: Any) -> None:
-        for i in range(data.shape[0]):
+        outs = [
             t(image=torch.from_numpy(data[i]), segmentation=torch.from_numpy(seg[i]))
+            for i in range(data.shape[0])
+        ]
+        torch.stack([o["image"] for o in outs]), torch.stack([o["segmentation"] for o in outs])  # collated
 
     return fn
 
 
 def _cases_spatial() -> None:
     # Delira: the transform on the whole batch (data and seg; a new batch). batchgeneratorsv2: its
-    # transform on every sample (C, *spatial) as torch tensors, as its loaders call it (per-sample
-    # outputs, not collated). Same parameters on both sides.
+    # transform on every sample (C, *spatial) as torch tensors, then the samples stacked into a batch
+    # as nnU-Net's loader does (torch.rot90 returns a transposed view, so the copy happens there).
+    # Same parameters on both sides.
     def sizes(shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         return tuple((max(1, s // 10), max(2, s // 3)) for s in shape)  # nnU-Net's DA5 boxes
 
@@ -376,8 +380,11 @@ def _cases_spatial() -> None:
             t = cls(**make_kwargs(shape))
 
             def fn(data: Any, seg: Any) -> None:
-                for i in range(data.shape[0]):
+                outs = [
                     t(image=torch.from_numpy(data[i]), segmentation=torch.from_numpy(seg[i]))
+                    for i in range(data.shape[0])
+                ]
+                torch.stack([o["image"] for o in outs]), torch.stack([o["segmentation"] for o in outs])
 
             return fn
 
