@@ -367,30 +367,36 @@ def _spike_host(a: np.ndarray, indices: np.ndarray, factor: float) -> np.ndarray
             return complex(h[f])
         return complex(np.conj(h[tuple(int(j) for j in (-np.asarray(f)) % shape)]))
 
+    def untouched_max(mag: np.ndarray, current: dict) -> float:
+        """The largest magnitude of an entry no spike has touched (``mag`` is changed: spent entries -inf)."""
+        while True:
+            h = int(np.argmax(mag))
+            hi = tuple(int(j) for j in np.unravel_index(h, half_shape))
+            mirror = tuple(int(j) for j in (-np.asarray(hi)) % shape)
+            preimages = [hi] if mirror[-1] <= last // 2 else [hi, mirror]
+            if not all(q in current for q in preimages) or not np.isfinite(mag[h]):
+                return float(mag[h])
+            mag[h] = -np.inf  # every full-spectrum entry of this half entry has a spike: look further
+
     for c in range(a.shape[0]):
         mag = np.abs(half[c]).ravel()
-        top = np.argpartition(mag, mag.size - min(len(indices) + 1, mag.size))[-(len(indices) + 1) :]
-        top = top[np.argsort(-mag[top])]
         original: dict[tuple[int, ...], complex] = {}
         current: dict[tuple[int, ...], complex] = {}
         for index in indices:
             f = tuple(int(j) for j in (np.asarray(index) - shape // 2) % shape)  # unshifted frequency
             if f not in current:
                 original[f] = current[f] = value(half[c], f)
-            peak = max(abs(z) for z in current.values())
-            for h in top:  # the largest magnitude of an entry no spike has touched
-                hi = tuple(int(j) for j in np.unravel_index(h, half_shape))
-                mirror = tuple(int(j) for j in (-np.asarray(hi)) % shape)
-                preimages = [hi] if mirror[-1] <= last // 2 else [hi, mirror]
-                if not all(q in current for q in preimages):
-                    peak = max(peak, float(mag[h]))
-                    break
+            peak = max(max(abs(z) for z in current.values()), untouched_max(mag, current))
             current[f] += peak * factor
         for f, z in current.items():
-            phase = np.exp(2j * np.pi * f[0] * grids[0])
-            for d in range(1, nd):
-                phase = np.multiply.outer(phase, np.exp(2j * np.pi * f[d] * grids[d]))
-            out[c] += (np.real((z - original[f]) * phase) / n_vox).astype(a.dtype)
+            # Re(d exp(i (t_0 + ... + t_last))): the phase of all axes but the last as a complex
+            # (d-1)-D array, then one real outer step with the last axis' cos and sin.
+            plane = (z - original[f]) / n_vox * np.exp(2j * np.pi * f[0] * grids[0])
+            for d in range(1, nd - 1):
+                plane = np.multiply.outer(plane, np.exp(2j * np.pi * f[d] * grids[d]))
+            theta = 2 * np.pi * f[-1] * grids[-1]
+            pr, pi = plane.real.astype(a.dtype)[..., None], plane.imag.astype(a.dtype)[..., None]
+            out[c] += pr * np.cos(theta).astype(a.dtype) - pi * np.sin(theta).astype(a.dtype)
     return out
 
 
