@@ -394,19 +394,40 @@ def test_local_bad_arguments():
         L.local_contrast(np.zeros((4, 4), np.int32), np.zeros((4, 4)), 1.0)
 
 
-@pytest.mark.parametrize("make", [da.LocalGamma, da.BrightnessGradient])
-def test_local_transforms_cuda_route_round_trips_through_the_host(make, monkeypatch):
-    """The CUDA-input branch (host copy, transform, back to the input's framework and device) run
-    on CPU torch tensors standing in for CUDA ones: the same result as the host path."""
+LOCAL_ON_DEVICE = [
+    lambda: da.LocalGamma(scale=4.0, loc=(0.2, 0.8)),
+    lambda: da.LocalContrast(scale=(3.0, 6.0), loc=(0.2, 0.8), same_for_all_channels=False),
+    lambda: da.BrightnessGradient(scale=4.0, loc=(0.2, 0.8), max_strength=(-2.0, 2.0), clip_intensities=True),
+]
+
+
+@pytest.mark.parametrize("make", LOCAL_ON_DEVICE, ids=["gamma", "contrast", "gradient"])
+def test_local_transforms_framework_path_for_cuda_tensors(make, monkeypatch):
+    """The branch for torch CUDA tensors (the formulas in torch, the weight map multiplied out from its
+    profiles) run on CPU torch tensors standing in for CUDA ones: the host path's result."""
+    from delira.augment import _arrays
+
+    x = _image((9, 10, 11), c=2, n=3)
+    want = make()(rng=3, data=x.copy())["data"]
+    monkeypatch.setattr(_arrays, "is_cuda_array", lambda a: isinstance(a, torch.Tensor))
+    xt = torch.from_numpy(x.copy())
+    got = make().apply({"data": xt}, np.random.default_rng(3))["data"]
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    np.testing.assert_array_equal(xt.numpy(), x)  # the input is not changed
+
+
+def test_local_transforms_host_round_trip_for_other_gpu_frameworks(monkeypatch):
+    """tensorflow (and jax) GPU arrays take a host round trip: run with CPU tf tensors standing in."""
+    tf = pytest.importorskip("tensorflow")
     from delira.augment import _arrays
 
     x = _image((9, 10, 11), c=2, n=2)
-    t = make(scale=4.0, loc=(0.2, 0.8))
-    want = t(rng=3, data=x.copy())["data"]
-    monkeypatch.setattr(_arrays, "is_cuda_array", lambda a: isinstance(a, torch.Tensor))
-    got = t.apply({"data": torch.from_numpy(x.copy())}, np.random.default_rng(3))["data"]
-    assert isinstance(got, torch.Tensor)
-    np.testing.assert_array_equal(got.numpy(), want)
+    want = da.LocalGamma(scale=4.0, loc=(0.2, 0.8))(rng=3, data=x.copy())["data"]
+    monkeypatch.setattr(_arrays, "is_cuda_array", lambda a: _arrays.namespace(a) == "tensorflow")
+    got = da.LocalGamma(scale=4.0, loc=(0.2, 0.8)).apply({"data": tf.constant(x)}, np.random.default_rng(3))
+    assert _arrays.namespace(got["data"]) == "tensorflow"
+    np.testing.assert_array_equal(got["data"].numpy(), want)
 
 
 @pytest.mark.cuda

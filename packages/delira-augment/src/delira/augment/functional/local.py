@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from delira.augment import _arrays
 from delira.augment import _validate as v
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
@@ -197,6 +198,61 @@ def _check(image: Any, weights: Any, out: Any) -> tuple[np.ndarray, Any, np.ndar
     return image, w, out
 
 
+def on_device(image: Any) -> bool:
+    """Whether ``image`` is a torch CUDA tensor or a cupy array: the ops then run in its framework."""
+    return _arrays.namespace(image) in ("torch", "cupy") and _arrays.is_cuda_array(image)
+
+
+def _device_array(a: np.ndarray, like: Any) -> Any:
+    """The host array ``a`` in ``like``'s framework, dtype and device."""
+    if _arrays.namespace(like) == "torch":
+        import torch
+
+        return torch.as_tensor(a, device=like.device).to(like.dtype)
+    import cupy
+
+    with cupy.cuda.Device(like.device.id):
+        return cupy.asarray(a.astype(like.dtype))
+
+
+def clip_(x: Any, lo: float, hi: float) -> Any:
+    """Clip ``x`` in place (numpy, cupy or torch) and return it."""
+    if _arrays.namespace(x) == "torch":
+        return x.clamp_(lo, hi)
+    return x.clip(lo, hi, out=x)
+
+
+def _device_run(image: Any, weights: Any, out: Any, fn) -> Any:
+    """``fn(image, w)`` with the weight map on ``image``'s device, in its framework, written to ``out``."""
+    name = _arrays.np_dtype(image).name
+    if name not in ("float32", "float64"):
+        raise TypeError(f"image has dtype {name}; images must be float32 or float64")
+    shape = tuple(int(s) for s in image.shape)
+    if isinstance(weights, WeightMap):
+        if weights.shape != shape:
+            raise ValueError(f"weights has shape {weights.shape} but image has shape {shape}")
+        if weights.profiles is None:
+            w = image * 0
+        else:
+            nd = len(shape)
+            w = None
+            for d, prof in enumerate(weights.profiles):  # the separable product, broadcast on the device
+                axis = [1] * nd
+                axis[d] = shape[d]
+                p = _device_array(prof.reshape(axis), image)
+                w = p if w is None else w * p
+            w = clip_(w - weights.offset, 0.0, 1.0)
+    else:
+        w = weights if on_device(weights) else _device_array(np.asarray(weights), image)
+        if tuple(int(s) for s in w.shape) != shape:
+            raise ValueError(f"weights has shape {tuple(w.shape)} but image has shape {shape}")
+    y = fn(image, w)
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
 def _slabs(shape: tuple[int, ...]) -> Iterator[tuple[int, int]]:
     rows = max(1, _SLAB // max(1, math.prod(shape[1:])))
     for start in range(0, shape[0], rows):
@@ -218,6 +274,18 @@ def local_gamma(
         gamma: > 0.
         out: where to write the result (default a new array).
     """
+    if on_device(image):
+        g = v.finite(gamma, "gamma")
+        if g <= 0:
+            raise ValueError(f"gamma={gamma!r} must be > 0")
+
+        def gamma_fn(x, w):
+            lo = float(x.min())
+            r = max(float(x.max()) - lo, 1e-8)
+            norm = (x - lo) * (1.0 / r)
+            return x + (norm**g - norm) * w * r
+
+        return _device_run(image, weights, out, gamma_fn)
     image, w, out = _check(image, weights, out)
     g = v.finite(gamma, "gamma")
     if g <= 0:
@@ -252,6 +320,14 @@ def local_contrast(
         factor: contrast factor (1 = unchanged).
         out: where to write the result (default a new array).
     """
+    if on_device(image):
+        f = v.finite(factor, "factor")
+
+        def contrast_fn(x, w):
+            m = float((x * w).sum()) / (float(w.sum()) + 1e-8)
+            return x + (x - m) * w * (f - 1.0)
+
+        return _device_run(image, weights, out, contrast_fn)
     image, w, out = _check(image, weights, out)
     f = v.finite(factor, "factor")
     t = image.dtype.type
@@ -292,6 +368,17 @@ def local_smoothing(
     """
     from delira.augment.functional.intensity import gaussian_blur
 
+    if on_device(image):
+        s = v.finite(sigma, "sigma")
+        if s < 0:
+            raise ValueError(f"sigma={sigma!r} must be >= 0 (voxels)")
+        k = v.probability(strength, "strength")
+
+        def smoothing_fn(x, w):  # the blur on the CUDA executor
+            blurred = gaussian_blur(x[None, None], s, backend=backend)[0, 0]
+            return x + (blurred - x) * w * k
+
+        return _device_run(image, weights, out, smoothing_fn)
     image, w, out = _check(image, weights, out)
     s = v.finite(sigma, "sigma")
     if s < 0:
@@ -328,6 +415,15 @@ def brightness_gradient(
         strength: the largest absolute value added.
         out: where to write the result (default a new array).
     """
+    if on_device(image):
+        a = v.finite(strength, "strength")
+
+        def gradient_fn(x, w):
+            mean = float(w.mean()) if mean_centered else 0.0
+            top = max(float(w.max()) - mean, mean - float(w.min()))
+            return x + 0 if top < 1e-8 or a == 0.0 else x + (w - mean) * (a / top)
+
+        return _device_run(image, weights, out, gradient_fn)
     image, w, out = _check(image, weights, out)
     a = v.finite(strength, "strength")
     t = image.dtype.type

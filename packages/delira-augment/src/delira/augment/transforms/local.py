@@ -5,9 +5,11 @@ batchgeneratorsv2's ``transforms/local`` with delira's conventions (per-sample `
 (:func:`delira.augment.functional.local.gaussian_weights`: centre ``loc * shape`` and width
 ``scale`` voxels, drawn per axis) and the operation is blended in by it.
 
-Host implementation (numpy; the blur of :class:`LocalSmoothing` on the compiled engine). CUDA inputs
-(torch CUDA tensors, cupy arrays, tensorflow GPU tensors, jax GPU arrays) are copied to the host,
-transformed there and copied back to their device, in their framework (a host round trip per call).
+Host inputs: numpy, a slab of the weight map at a time (the blur of :class:`LocalSmoothing` on the
+compiled engine). torch CUDA tensors and cupy arrays: the same formulas in their own framework on
+their device (the weight map's 1-D profiles copied there and multiplied out; the blur on the CUDA
+executor). tensorflow GPU tensors and jax GPU arrays are copied to the host, transformed there and
+copied back to their device, in their framework (a host round trip per call).
 """
 
 from __future__ import annotations
@@ -93,22 +95,26 @@ class LocalTransform(Transform):
         """The operation on one channel ``(*spatial)``, written to ``out`` (subclasses)."""
         raise NotImplementedError
 
-    def finish(self, sample: np.ndarray, original: np.ndarray) -> np.ndarray:
-        """Post-processing of one whole sample ``(C, *spatial)`` (subclasses)."""
+    def finish(self, sample: Any, original: Any) -> Any:
+        """Post-processing of one whole sample ``(C, *spatial)`` in place (subclasses)."""
         return sample
 
     def apply(self, batch, rng):
         if batch.get(self.data_key) is None:
             return batch
         x = batch[self.data_key]
-        on_gpu = _arrays.is_cuda_array(x)
-        if on_gpu:
-            host, wrap = _arrays.cuda_to_host(_arrays.detach(x)), (lambda out: _to_device_like(out, x))
+        if L.on_device(x):  # torch CUDA tensors, cupy arrays: computed there, in their framework
+            host = _arrays.detach(x)
+            out = host.clone() if _arrays.namespace(host) == "torch" else host.copy()
+            wrap = lambda result: result  # noqa: E731
+        elif _arrays.is_cuda_array(x):  # tensorflow / jax on the GPU: a host round trip
+            host, wrap = _arrays.cuda_to_host(_arrays.detach(x)), (lambda result: _to_device_like(result, x))
+            out = np.empty_like(host)
         else:
             host, wrap = to_numpy(x, self.data_key)
-        n, c, spatial = host.shape[0], host.shape[1], tuple(int(s) for s in host.shape[2:])
+            out = np.empty_like(host)
+        n, c, spatial = int(host.shape[0]), int(host.shape[1]), tuple(int(s) for s in host.shape[2:])
         active = self.draw_active(rng, n)
-        out = np.empty_like(host)
         for i in range(n):  # every sample draws its parameters, so p does not change the others'
             channels = rng.random(c) < self.p_per_channel
             shared = self.draw_sample(rng)
@@ -127,7 +133,7 @@ class LocalTransform(Transform):
                     maps[j] = L.gaussian_weight_map(spatial, center, sigma)
                 self.channel(host[i, k], maps[j], out=out[i, k], **shared, **params)
             if active[i] and channels.any():
-                out[i] = self.finish(out[i], host[i])
+                self.finish(out[i], host[i])
         batch[self.data_key] = wrap(out)
         return batch
 
@@ -262,5 +268,5 @@ class BrightnessGradient(LocalTransform):
 
     def finish(self, sample, original):
         if self.clip_intensities:
-            np.clip(sample, original.min(), original.max(), out=sample)
+            L.clip_(sample, float(original.min()), float(original.max()))
         return sample
