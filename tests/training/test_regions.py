@@ -294,6 +294,14 @@ def test_deep_supervision_keeps_ignored_voxels_ignored(regions):
         by_hand = 2 / 3 * float(plain[name](torch.from_numpy(outputs[0]), torch.from_numpy(labels)))
         by_hand += 1 / 3 * float(plain[name](torch.from_numpy(outputs[1]), torch.from_numpy(sub)))
         assert value == pytest.approx(by_hand, rel=1e-6)
+    if __import__("importlib").util.find_spec("keras") is not None:  # Keras: the same numbers
+        keras_losses = segmentation_losses(
+            "ce+dice", "tf", k, deep_supervision_strides=strides, regions=regions, ignore_label=3
+        )
+        for name, fn in keras_losses.items():
+            value = float(losses[name]([torch.from_numpy(o) for o in outputs], torch.from_numpy(labels)))
+            assert float(fn(labels, outputs)) == pytest.approx(value, rel=1e-5)
+            assert float(fn(labels, changed)) == pytest.approx(value, rel=1e-5)
 
 
 def test_region_losses_refuse_what_they_cannot_do():
@@ -456,6 +464,26 @@ def _check_region_prediction(run_dir):
         expected = np.where(probs[1] > 0.5, 2, np.where(probs[0] > 0.5, 1, 0))
         np.testing.assert_array_equal(labels, expected)
     assert set(np.unique(labels)) <= {0, 1, 2}
+    return case, probs
+
+
+def _check_region_files(run_dir, tmp_path, case, probs):
+    """``predict`` on a NIfTI file: the label file is the painted regions, the saved probabilities
+    are the region probabilities of :meth:`RunPredictor.predict_array`."""
+    pytest.importorskip("nibabel", reason="NIfTI files need nibabel")
+    from delira.io import Image, read_image, write_image
+    from delira.training.prediction import predict
+
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "case.nii.gz", Image(case["data"][0], case["spacing"]))
+    (written,) = predict(
+        run_dir, tmp_path / "in", tmp_path / "out", save_probabilities=True, postprocess=False, progress=False
+    )
+    saved = np.load(tmp_path / "out" / "case_probabilities.npz")["probabilities"]
+    assert saved.shape == (2, 16, 16, 16)
+    np.testing.assert_allclose(saved, probs, atol=1e-5)
+    labels = np.asarray(read_image(written).array)
+    np.testing.assert_array_equal(labels, np.where(saved[1] > 0.5, 2, np.where(saved[0] > 0.5, 1, 0)))
 
 
 @torch_only
@@ -476,7 +504,7 @@ def test_region_run_torch_trains_evaluates_and_predicts(tmp_path, tiny_config):
         for r, region in enumerate([[1, 2], [2]]):
             expected = _np_dice_of_masks(np.isin(pred, region), np.isin(ref, region))
             assert float(row[f"dice_region_{r}"]) == pytest.approx(expected, abs=1e-6, nan_ok=True)
-    _check_region_prediction(run_dir)
+    _check_region_files(run_dir, tmp_path, *_check_region_prediction(run_dir))
 
 
 @tf_only
@@ -510,12 +538,16 @@ class _Sparse:
         return sample
 
 
-@torch_only
-def test_ignore_label_run_scores_only_annotated_voxels(tmp_path, tiny_config):
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_ignore_label_run_scores_only_annotated_voxels(tmp_path, tiny_config, backend):
+    pytest.importorskip("torch" if backend == "torch" else "tensorflow", reason=f"the {backend} backend")
     from delira.training.experiment import Experiment
     from delira.training.prediction import load_run_networks, predict_probabilities
 
     cfg = tiny_config(data={**tiny_config()["data"], "ignore_label": 3})
+    if backend == "tf":
+        cfg.update(backend="tf")
+        cfg["training"] = {**cfg["training"], "device": "/CPU:0", "epochs": 1}
     run_dir = tmp_path / "run"
     exp = Experiment(cfg, run_dir=run_dir, verbose=False)
     data = _Sparse(exp.dataset())
