@@ -79,6 +79,27 @@ def test_low_resolution_per_channel_and_axis_matches_bgv2(shape):
     np.testing.assert_allclose(out[0], ref, atol=2e-6)
 
 
+def test_low_resolution_nnunet_setting_matches_bgv2():
+    """nnU-Net v2's use: one zoom per channel for all axes (synchronize_axes=True,
+    synchronize_channels=False), here with the channels' zooms fixed, and axis 0 ignored (dummy 2D)."""
+    x = _image((10, 24, 20), c=3)
+    per_channel = [0.5, 0.75, 0.625]
+    ref = _bgv2(
+        bgv2_lowres.SimulateLowResolutionTransform(
+            scale=lambda image, channel, dim: per_channel[channel],
+            synchronize_channels=False,
+            synchronize_axes=True,
+            ignore_axes=(0,),
+            p_per_channel=1.0,
+        ),
+        x[0],
+    )
+    zoom = np.repeat(np.array(per_channel)[:, None], 3, axis=1)
+    zoom[:, 0] = 1.0
+    out = F.simulate_low_resolution(x, zoom[None], order_down=0, order_up=1)
+    np.testing.assert_allclose(out[0], ref, atol=2e-6)
+
+
 def test_low_resolution_transform_ignore_axes_and_allowed_channels_match_bgv2():
     x = _image((16, 12, 14), c=3, n=2)
     kw = {"ignore_axes": (0,), "allowed_channels": (0, 2)}
