@@ -97,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         summary = report.summary
     print(f"finished in {time.perf_counter() - start:.0f} s; experiment folder: {experiment.run_dir}")
-    return 0 if summary is not None or args.fold is not None else 1
+    from delira.training.distributed import get_rank
+
+    # several processes (DDP, TF workers): rank 0 writes the summary, the others return None
+    return 0 if summary is not None or args.fold is not None or get_rank() != 0 else 1
 
 
 def aggregate(args: argparse.Namespace) -> int:

@@ -567,7 +567,8 @@ class Experiment:
         env = ClusterEnvironment.detect()
         digest = weights_digest(model_tensors(trainer.network))
         print(
-            f"delira: fold {fold} worker {env.rank} of {env.world_size}: weights sha256 {digest}",
+            f"delira: fold {fold} worker {env.rank} of {env.world_size} ({trainer.replicas} replicas): "
+            f"weights sha256 {digest}",
             file=sys.stderr,
             flush=True,
         )

@@ -328,6 +328,27 @@ class TfNetworkTrainer(BaseNetworkTrainer):
         total, main = self._eval_fn(inputs, targets)
         return float(total), main.numpy()
 
+    # --- several workers -------------------------------------------------------------------------
+    def barrier(self) -> None:
+        """Wait until every worker of a ``MultiWorkerMirroredStrategy`` gets here (one collective
+        all-reduce of a scalar over the replicas); nothing under any other strategy. Every worker must
+        call it: code around the trainer uses it where the chief writes files (a fold's
+        ``result.json``) that the other workers read afterwards. ``fit`` ends with one."""
+        strategy = self.strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        if getattr(self, "_barrier_fn", None) is None:
+
+            def count() -> Any:
+                ones = strategy.run(lambda: tf.ones([], tf.float32))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+            self._barrier_fn = tf.function(count, autograph=False)
+        float(self._barrier_fn())
+
+    def _barrier(self) -> None:
+        self.barrier()
+
     # --- learning rate and schedules ---------------------------------------------------------------
     @staticmethod
     def _inner(opt: Any) -> Any:
