@@ -93,6 +93,7 @@ def record(monkeypatch, tmp_path):
         keys = list(real_iter(self))
         ds = self.dataset
         segments = {n for n in os.listdir("/dev/shm") if n.startswith(ds._prefix + "_")}
+        first = (keys[0], np.array(ds[keys[0]]["data"]))  # what the cache serves for the first key
         rec.epochs.append(
             {
                 "cache": ds,
@@ -100,6 +101,7 @@ def record(monkeypatch, tmp_path):
                 "cached": ds.cached_indices,
                 "keys": keys,
                 "segments": segments,
+                "first": first,
             }
         )
         return iter(keys)
@@ -286,6 +288,67 @@ def test_a_loader_that_fails_after_its_cache_was_made_frees_the_cache(monkeypatc
     with pytest.raises(ValueError, match="refused by the test"):
         task_for(load_config(cached_config())).loaders(data, data, fold=0)
     (cache,) = record.caches
+    assert cache.closed and our_segments() == before
+
+
+def _write_msd_task(root, num_cases):
+    """An MSD-layout folder (dataset.json, imagesTr/, labelsTr/) of phantoms as NIfTI files."""
+    import json
+
+    nib = pytest.importorskip("nibabel", reason="the MSD folder holds NIfTI files")
+    from delira.data import SyntheticPhantomDataset
+
+    phantoms = SyntheticPhantomDataset(num_cases=num_cases, shape=(20, 24, 16), num_classes=3, seed=3)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    training = []
+    for i in range(num_cases):
+        sample = phantoms[i]
+        image, label = f"imagesTr/case_{i:03d}.nii.gz", f"labelsTr/case_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(sample["data"][0] * 100.0 + 20.0, affine), str(root / image))
+        nib.save(nib.Nifti1Image(sample["seg"][0].astype(np.uint8), affine), str(root / label))
+        training.append({"image": f"./{image}", "label": f"./{label}"})
+    labels = {"0": "background", "1": "spheres", "2": "ellipsoids"}
+    meta = {"name": "Phantoms", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps({**meta, "numTraining": num_cases}))
+
+
+def test_the_cache_holds_the_preprocessed_cases_of_the_preprocessing_cache(tmp_path, record):
+    """An MSD folder preprocessed once into data.preprocessing.cache_dir, patch training from a
+    rotating memory cache of those preprocessed cases: the cached samples are the preprocessed
+    dataset's own, and nothing is read from the files by the workers."""
+    from delira.data import PreprocessedDataset, Subset
+    from delira.training.experiment import Experiment
+
+    _write_msd_task(tmp_path / "Task99_Phantoms", 8)
+    overrides = [
+        f"data.path={tmp_path / 'Task99_Phantoms'}",
+        f"data.preprocessing.cache_dir={tmp_path / 'cache'}",
+        "data.patch_size=[16, 16, 16]",
+        "data.batches_per_epoch=2",
+        "data.transforms=none",
+        "data.cache_rate=0.5",
+        "data.cache_replace_rate=0.5",
+        "model.args.features=[4, 8]",
+        "training.epochs=2",
+        "training.workers=2",
+        "experiment.folds=2",
+    ]
+    before = our_segments()
+    experiment = Experiment("msd-folder", run_dir=tmp_path / "run", overrides=overrides, verbose=False)
+    experiment.kfold(folds=[0])
+    (cache,) = record.caches
+    train = cache.source.source
+    assert isinstance(train, Subset) and isinstance(train.dataset, PreprocessedDataset)
+    assert len(train) == 4 and any((tmp_path / "cache").rglob("*"))
+    check_epochs_come_from_the_cache(record, cache, range(2), keys_per_epoch=2 * 2)
+    assert {pid for pid, _ in recording.reads(record.log)} == {os.getpid()}
+    for e, seen in record.epochs_of(cache).items():  # the preprocessed case, read again from its file
+        key, served = seen["first"]
+        np.testing.assert_array_equal(served, np.asarray(train[key]["data"]), err_msg=f"epoch {e}")
+    history = _history(tmp_path / "run" / "fold_0")
+    assert len(history) == 2 and all(np.isfinite(r["train_loss"]) for r in history)
     assert cache.closed and our_segments() == before
 
 
