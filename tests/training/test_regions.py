@@ -641,3 +641,21 @@ def test_the_brats_example_of_the_docs_is_a_valid_config():
     cfg = load_config(yaml.safe_load(block))
     assert cfg["data"]["regions"] == BRATS and cfg["model"]["args"]["num_classes"] == len(BRATS)
     assert default_regions_order(cfg["data"]["regions"]) == cfg["data"]["regions_order"]
+
+
+def test_regions_are_checked_against_an_msd_folders_labels(tmp_path):
+    """Preprocessed MSD cases keep no link to dataset.json: the task reads the folder's labels."""
+    from delira.training.tasks import task_for
+    from tests.training.test_shipped_configs import write_msd_task
+
+    write_msd_task(tmp_path / "Task", num_cases=2)  # labels 1 spheres, 2 ellipsoids
+    cfg = load_config(
+        {
+            "model": {"name": "unet", "args": {"spatial_dims": 3, "in_channels": 1, "num_classes": 2}},
+            "data": {"kind": "decathlon", "path": str(tmp_path / "Task"), "regions": [[1, 3], [3]]},
+        }
+    )
+    with pytest.raises(ValueError, match=r"labels \[3\] are not labels of the dataset \(\[1, 2\]\)"):
+        task_for(cfg).check_dataset_labels([{"data": np.zeros((1, 2, 2, 2))}])
+    cfg["data"]["regions"] = [[1, 2], [2]]
+    task_for(cfg).check_dataset_labels([{"data": np.zeros((1, 2, 2, 2))}])

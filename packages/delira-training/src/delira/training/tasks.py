@@ -495,7 +495,8 @@ class SegmentationTask(Task):
     def check_dataset_labels(self, data: Any) -> None:
         """Raise ValueError when a region of ``data.regions`` holds a label value that the dataset
         does not declare (``declared_labels`` or the keys of ``label_names``, found on ``data`` or
-        the datasets it wraps); nothing to check for datasets that do not declare their labels."""
+        the datasets it wraps, else for ``data.kind: decathlon`` on the MSD folder's dataset); nothing
+        to check for datasets that do not declare their labels."""
         regions = self.config["data"].get("regions")
         declared, node = None, data
         for _ in range(6):  # Subset -> cache -> preprocessed -> the format's dataset
@@ -503,7 +504,12 @@ class SegmentationTask(Task):
             if declared is not None or node is None:
                 break
             node = getattr(node, "dataset", None) or getattr(node, "source", None)
-        if regions is None or declared is None:
+        if regions is None:
+            return
+        if declared is None and self.config["data"]["kind"] == "decathlon":
+            raw = self._raw_dataset()  # preprocessed cases keep no link to the MSD folder's labels
+            declared = getattr(raw, "declared_labels", None) or getattr(raw, "label_names", None)
+        if declared is None:
             return
         from delira.training.regions import check_regions
 
