@@ -659,3 +659,9 @@ def test_regions_are_checked_against_an_msd_folders_labels(tmp_path):
         task_for(cfg).check_dataset_labels([{"data": np.zeros((1, 2, 2, 2))}])
     cfg["data"]["regions"] = [[1, 2], [2]]
     task_for(cfg).check_dataset_labels([{"data": np.zeros((1, 2, 2, 2))}])
+
+
+def test_regions_and_ignore_label_are_segmentation_only():
+    cfg = {"task": "classification", "model": {"name": "resnet18", "args": {}}, "data": {"ignore_label": 3}}
+    with pytest.raises(ConfigError, match="segmentation only"):
+        load_config(cfg)
