@@ -355,8 +355,9 @@ class Task:
             raise ConfigError(
                 [
                     f"data.cache_rate: {data['cache_rate']} is not supported in distributed training (this job "
-                    f"has {world} ranks: each would hold its own copy of the cache and the ranks' windows "
-                    "are not coordinated); set data.cache_rate: null, or train on one process"
+                    f"has {world} ranks: each would hold its own full copy of the epoch's cache, {world} times "
+                    "the memory, though it reads only its share of the keys); set data.cache_rate: null, or "
+                    "train on one process"
                 ]
             )
         from delira.data import SmartCacheDataset
