@@ -360,3 +360,15 @@ def test_cuda_random_class_keeps_the_device():
         np.testing.assert_allclose(
             out.cpu().numpy(), make(seed=1, p=0.5)(data=x.cpu())["data"].numpy(), atol=2e-4
         )
+
+
+@pytest.mark.parametrize("op", IDS)
+@pytest.mark.parametrize("shape", [(10, 11, 12), (16, 15)])
+def test_torch_code_path_on_cpu_tensors(op, shape, monkeypatch):
+    """The code path of torch CUDA tensors (torch.fft, torch.einsum, tensor indexing), run on CPU tensors."""
+    host = np.concatenate([_volume(shape, seed=s) for s in range(2)])
+    ref = _ops(len(shape))[op](host)
+    monkeypatch.setattr(F, "_as_array", lambda x, name="x": (x, "torch", lambda out: out))
+    out = _ops(len(shape))[op](torch.from_numpy(host.copy()))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), ref, atol=2e-5)
