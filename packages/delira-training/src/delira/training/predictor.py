@@ -151,8 +151,8 @@ class Predictor:
 
         Returns:
             ``(K, *spatial)`` float32: softmax probabilities (``output="probabilities"``), sigmoids
-            (``output="sigmoid"``) or logits (``output="logits"``) of the logits averaged over the overlapping windows (gaussian-weighted) and the
-            mirrorings. A volume smaller than the patch on some axis is zero-padded (centred) to
+            (``output="sigmoid"``) or logits (``output="logits"``) of the logits averaged over the
+            overlapping windows (gaussian-weighted) and the mirrorings. A volume smaller than the patch on some axis is zero-padded (centred) to
             the patch and the result cropped back.
         """
         volume = np.asarray(volume, dtype=np.float32)
