@@ -141,6 +141,19 @@ struct ProgramState {
 #endif
         for (std::int64_t i = 0; i < len; ++i) v[i] = apply_linear(m, v[i]);
       } break;
+      case OpKind::Contrast: {
+#if defined(DELIRA_OPENMP_SIMD)
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < len; ++i) v[i] = static_cast<V>(contrast_value(q, st, static_cast<float>(v[i])));
+      } break;
+      case OpKind::ShiftMin: {
+        const V lo = static_cast<V>(st.min);
+#if defined(DELIRA_OPENMP_SIMD)
+#pragma omp simd
+#endif
+        for (std::int64_t i = 0; i < len; ++i) v[i] = v[i] - lo;
+      } break;
       default:
         for (std::int64_t i = 0; i < len; ++i) v[i] = apply_with_stats(kind, q, v[i], st, target);
         break;
