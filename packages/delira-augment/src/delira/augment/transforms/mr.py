@@ -74,7 +74,8 @@ def _draw(rng: np.random.Generator, bounds: tuple[float, float], size: Any) -> n
 
 
 class _MRTransform(Transform):
-    """Applies ``self.artefact(x, idx, params)`` to the samples drawn active, the others unchanged."""
+    """Draws ``params`` for every sample (:meth:`draw`), applies ``artefact(x[idx], params, idx)`` to the
+    samples drawn active (``idx``) and leaves the others unchanged."""
 
     def draw(self, rng: np.random.Generator, n: int, spatial: tuple[int, ...]) -> dict[str, Any]:
         raise NotImplementedError
