@@ -201,3 +201,34 @@ def test_batch_size_not_a_multiple_of_the_workers_fails_before_training(tmp_path
         assert "training.batch_size: 3 is not a multiple of the 2 TensorFlow workers" in err
         assert "set training.batch_size to 2 or 4 (--set training.batch_size=4)" in err
     assert not run_dir.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(
+    ("device", "gpus", "local_world", "expected"),
+    [
+        ("/CPU:0", ["g0", "g1"], 2, []),  # the CPU: no replica on a GPU
+        ("cpu", ["g0"], 1, []),
+        ("cuda", ["g0", "g1"], 2, "g1"),  # torchrun on a 2-GPU node: rank 1 keeps GPU 1
+        ("/GPU:0", ["g0", "g1"], 2, "g1"),
+        ("cuda", ["g0"], 1, None),  # srun --gpus-per-task=1: its one GPU, left as it is
+        ("cuda", [], 2, None),  # no GPU: nothing to set
+    ],
+)
+def test_worker_devices_before_the_strategy(monkeypatch, device, gpus, local_world, expected):
+    """Which GPUs a worker keeps (tf.config calls recorded instead of made)."""
+    tf = pytest.importorskip("tensorflow")
+    from delira.training.distributed import ClusterEnvironment
+    from delira.training.experiment import _tf_worker_devices
+
+    calls = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: list(gpus) if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind: calls.append((devices, kind)))
+    env = ClusterEnvironment(
+        source="torchrun",
+        rank=1,
+        world_size=2,
+        local_rank=1 if local_world > 1 else 0,
+        local_world_size=local_world,
+    )
+    _tf_worker_devices(device, env)
+    assert calls == ([] if expected is None else [(expected, "GPU")])

@@ -251,6 +251,7 @@ def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
         )
     if _TF_STRATEGY is None:
         try:
+            _tf_worker_devices(str(config["training"]["device"]), env)
             _TF_STRATEGY = tf_multi_worker_strategy(env)
         except RuntimeError as exc:
             raise RuntimeError(
@@ -259,6 +260,22 @@ def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
                 "delira.training.distributed.tf_multi_worker_strategy()) first thing in the process"
             ) from exc
     return _TF_STRATEGY
+
+
+def _tf_worker_devices(device: str, env: Any) -> None:
+    """The GPUs a TensorFlow worker may use, set before the strategy is made (the strategy puts a
+    replica on every visible GPU): none when ``training.device`` is the CPU; with a GPU device, a
+    worker that sees every GPU of its node (``torchrun``, or ``srun`` without ``--gpus-per-task``)
+    keeps GPU ``local rank`` only, which it then calls ``/GPU:0``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    if "GPU" not in device.upper() and not device.lower().startswith("cuda"):
+        tf.config.set_visible_devices([], "GPU")
+    elif env.local_world_size > 1 and len(gpus) >= env.local_world_size:
+        tf.config.set_visible_devices(gpus[env.local_rank], "GPU")
 
 
 def _chief_stamp(strategy: Any, stamp: str) -> str:
