@@ -112,7 +112,7 @@ def test_rot90_refuses_non_square_planes_and_bad_arguments():
         da.Rot90(num_rot=())
     with pytest.raises(ValueError, match="num_rot"):
         da.Rot90(num_rot=(1.5,))
-    with pytest.raises(TypeError, match="sequence of spatial axes"):
+    with pytest.raises(TypeError, match="sequence of spatial axis indices"):
         da.Rot90(axes=2)
     with pytest.raises(ValueError, match="probability"):
         da.Rot90(p=1.5)
@@ -255,6 +255,8 @@ def test_blank_rectangles_bad_arguments():
         da.BlankRectangles(p_per_channel=2.0)
     with pytest.raises(ValueError, match="channels"):
         da.BlankRectangles(apply_to_channels=(3,))(**_batch((6, 6), c=2))
+    with pytest.raises(ValueError, match="channel indices >= 0"):
+        da.BlankRectangles(apply_to_channels=(-1,))
     with pytest.raises(ValueError, match="one entry per axis"):
         da.BlankRectangles(size=(2, 2, 2))(**_batch((6, 6)))
     with pytest.raises(TypeError, match="float32"):

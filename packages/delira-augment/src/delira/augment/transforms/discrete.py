@@ -128,20 +128,21 @@ def blank_rectangles(x: Any, rectangles: Sequence[tuple[int, int, Sequence[int],
 
 
 # --- helpers of the transform classes ----------------------------------------------------------------
-def _axes(axes: Any, name: str, minimum: int) -> tuple[int, ...]:
+def _axes(axes: Any, name: str, minimum: int, what: str = "spatial axis") -> tuple[int, ...]:
+    """Distinct indices >= 0 (spatial axes from 0, or channels), at least ``minimum`` of them."""
+    example = "(0, 1, 2)" if what == "spatial axis" else "(0,)"
     if isinstance(axes, (int, np.integer)) or not isinstance(axes, (Sequence, np.ndarray)):
-        raise TypeError(f"{name}={axes!r} must be a sequence of spatial axes such as (0, 1, 2)")
+        raise TypeError(f"{name}={axes!r} must be a sequence of {what} indices such as {example}")
     out = []
     for a in axes:
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 0:
-            raise ValueError(
-                f"{name}={axes!r} must contain spatial axis indices >= 0 (0 is the first after N, C)"
-            )
+            where = " (0 is the first after N, C)" if what == "spatial axis" else ""
+            raise ValueError(f"{name}={axes!r} must contain {what} indices >= 0{where}")
         out.append(int(a))
     if len(set(out)) != len(out):
-        raise ValueError(f"{name}={axes!r} repeats an axis; give each spatial axis once")
+        raise ValueError(f"{name}={axes!r} repeats an index; give each {what} once")
     if len(out) < minimum:
-        raise ValueError(f"{name}={axes!r} needs at least {minimum} distinct spatial axes")
+        raise ValueError(f"{name}={axes!r} needs at least {minimum} distinct {what} indices")
     return tuple(out)
 
 
@@ -405,7 +406,7 @@ class BlankRectangles(Transform):
             self.fill = v.value_range(fill, "fill")
         self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
         self.apply_to_channels = (
-            None if apply_to_channels is None else _axes(apply_to_channels, "apply_to_channels", 1)
+            None if apply_to_channels is None else _axes(apply_to_channels, "apply_to_channels", 1, "channel")
         )
 
     @staticmethod
