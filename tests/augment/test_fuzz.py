@@ -85,6 +85,8 @@ def test_spatial_transform_never_crashes(x, seg, entries, order, order_seg, mode
             OpKind.RESTORE_STATS: (0.0,),
             OpKind.ZSCORE: (1e-8,),
             OpKind.PERCENTILE_CLIP: (5.0, 95.0),
+            OpKind.RICIAN: (0.1,),
+            OpKind.SHIFT_MIN: (),
         }[kind]
         prog.add(kind, *params, ref=0 if kind == OpKind.RESTORE_STATS else -1)
     prog.seeds = np.arange(n, dtype=np.uint64)
