@@ -187,6 +187,18 @@ def test_sharpen_equals_batchgeneratorsv2(image, ndim):
     np.testing.assert_allclose(t, ref, atol=2e-5)
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_sharpen_device_code_path_equals_numpy_on_torch_cpu_tensors(image, ndim):
+    # The code that runs torch CUDA tensors on their device, here on CPU tensors: same result as numpy.
+    torch = _torch()
+    x = image if ndim == 3 else image[:, :, 5].copy()
+    k = np.array([[0.1, 0.3], [0.0, 0.25]]).reshape((2, 2) + (1,) * ndim)
+    clip = np.array([[False, True], [True, False]])
+    out = FI._sharpen_arrays(torch.from_numpy(x), k, clip, "torch")
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), F.sharpen(x, k.reshape(2, 2), clip), atol=1e-6)
+
+
 def test_sharpen_draws_per_channel_and_checks_arguments(image, monkeypatch):
     seen = []
     real = FI.sharpen

@@ -257,30 +257,53 @@ def sharpen(x: Any, strength: Any, clamp: Any = False, *, backend: str = "auto")
         clamp: clip the result to the input's [min, max] of that sample and channel; bool, ``(N,)`` or
             ``(N, C)``.
 
-    Runs on the host (numpy); CUDA arrays are copied to the host and the result back to their device.
+    Host arrays with numpy; torch CUDA tensors and cupy arrays with their own library on their device
+    (the same operations in the same order); tensorflow/jax GPU arrays through a host round trip.
     """
-    del backend  # one host implementation for every backend
+    del backend  # one implementation for every backend
 
-    def run(h: np.ndarray) -> np.ndarray:
-        n, c, nd = h.shape[0], h.shape[1], h.ndim - 2
+    def check(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        n, c, nd = shape[0], shape[1], len(shape) - 2
         if nd not in (2, 3):
-            raise ValueError(f"sharpen needs 2 or 3 spatial axes; x has shape {h.shape}")
-        k = _per_channel(strength, n, c, "strength").astype(h.dtype).reshape((n, c) + (1,) * nd)
-        clip = _per_channel(clamp, n, c, "clamp") != 0
-        padded = np.pad(h, [(0, 0), (0, 0)] + [(1, 1)] * nd, mode="edge")
-        inner = (slice(None), slice(None)) + (slice(1, -1),) * nd
-        lap = h * h.dtype.type(2 * nd)
-        for a in range(nd):
-            for lo in (0, 2):
-                sl = list(inner)
-                sl[2 + a] = slice(lo, lo + h.shape[2 + a])
-                lap = lap - padded[tuple(sl)]
-        out = (h + k * lap).astype(h.dtype, copy=False)
-        for i, ch in zip(*np.nonzero(clip)):
-            np.clip(out[i, ch], h[i, ch].min(), h[i, ch].max(), out=out[i, ch])
-        return out
+            raise ValueError(f"sharpen needs 2 or 3 spatial axes; x has shape {tuple(shape)}")
+        k = _per_channel(strength, n, c, "strength").reshape((n, c) + (1,) * nd)
+        return k, _per_channel(clamp, n, c, "clamp") != 0
 
-    return _on_host(x, run)
+    host, _ = _image(x)
+    if isinstance(host, _arrays.CudaArray) and _arrays.namespace(host.obj) in ("torch", "cupy"):
+        k, clip = check(tuple(host.shape))
+        return _sharpen_arrays(host.obj, k, clip, _arrays.namespace(host.obj))
+    return _on_host(x, lambda h: _sharpen_arrays(h, *check(h.shape), "numpy"))
+
+
+def _sharpen_arrays(h: Any, k: np.ndarray, clip: np.ndarray, library: str) -> Any:
+    """``h + k * L(h)`` for a numpy array, torch tensor or cupy array ``h`` (N, C, *spatial), on its device."""
+    nd = h.ndim - 2
+    if library == "torch":
+        import torch
+        import torch.nn.functional as tnf
+
+        padded = tnf.pad(h, (1, 1) * nd, mode="replicate")
+        k = torch.as_tensor(k, dtype=h.dtype, device=h.device)
+    elif library == "cupy":
+        import cupy
+
+        padded = cupy.pad(h, [(0, 0), (0, 0)] + [(1, 1)] * nd, mode="edge")
+        k = cupy.asarray(k, dtype=h.dtype)
+    else:
+        padded = np.pad(h, [(0, 0), (0, 0)] + [(1, 1)] * nd, mode="edge")
+        k = k.astype(h.dtype)
+    inner = (slice(None), slice(None)) + (slice(1, -1),) * nd
+    lap = h * (2 * nd)
+    for a in range(nd):
+        for lo in (0, 2):
+            sl = list(inner)
+            sl[2 + a] = slice(lo, lo + h.shape[2 + a])
+            lap = lap - padded[tuple(sl)]
+    out = h + k * lap
+    for i, ch in zip(*np.nonzero(clip)):
+        out[i, ch] = out[i, ch].clip(h[i, ch].min(), h[i, ch].max())
+    return out
 
 
 def median_filter(x: Any, size: Any, *, backend: str = "auto") -> Any:

@@ -255,7 +255,8 @@ class Sharpen(Transform):
     sample; each channel of a transformed sample is sharpened with probability ``p_per_channel`` and
     clipped to its input range with probability ``p_clamp`` (``p_clamp_intensities``).
 
-    Runs on the host (numpy); CUDA inputs are copied to the host and back.
+    Host inputs with numpy; torch CUDA tensors and cupy arrays stay on their device (their own
+    library), tensorflow/jax GPU arrays are copied to the host and back.
     """
 
     def __init__(
