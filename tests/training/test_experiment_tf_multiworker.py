@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,22 +41,26 @@ def _config(tiny_config, tmp_path: Path, **training) -> Path:
     return path
 
 
-def _free_port_pair() -> int:
-    """A port ``p`` with ``p`` and ``p + 1`` free (the two workers on this host)."""
+def _free_ports() -> int:
+    """A port ``p`` with ``p``, ``p + 1`` and ``p + 2`` free: the TF workers on this host listen at
+    ``p + local rank`` (SLURM) or ``p + 1 + local rank`` (torchrun, whose store has ``p``)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port >= 65535:
+        if port + 2 > 65535:
             continue
-        with socket.socket() as a, socket.socket() as b:
-            try:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+        sockets = [socket.socket() for _ in range(3)]
+        try:
+            for k, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", port + k))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
         return port
-    pytest.skip("no two consecutive free ports for the TensorFlow workers")
+    pytest.skip("no three consecutive free ports for the TensorFlow workers")
 
 
 def _clean_env() -> dict[str, str]:
@@ -100,31 +105,50 @@ def _slurm_env(rank: int, port: int) -> dict[str, str]:
     }
 
 
-def _run_workers(tmp_path: Path, variables, args: list[str]) -> list[tuple[int, str, str]]:
+def _run_workers(
+    tmp_path: Path, variables, args: list[str], hold_master_port: bool = False
+) -> list[tuple[int, str, str]]:
     """Start ``python -m delira.training.cli run ARGS`` as ranks 0 and 1 (``variables(rank, port)``
-    set) in ``tmp_path``; ``[(returncode, stdout, stderr)]`` per rank."""
-    port = _free_port_pair()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "delira.training.cli", "run", *args],
-            cwd=tmp_path,
-            env={**_clean_env(), **variables(rank, port)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    out = []
-    for p in procs:
-        try:
-            stdout, stderr = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        out.append((p.returncode, stdout, stderr))
-    return out
+    set) in ``tmp_path``; ``[(returncode, stdout, stderr)]`` per rank. ``hold_master_port``: a
+    socket listens on ``MASTER_PORT`` meanwhile, as torchrun's rendezvous store does."""
+    port = _free_ports()
+    store = socket.socket()
+    if hold_master_port:
+        store.bind(("", port))  # all interfaces, as torch's TCPStore
+        store.listen()
+    with store:
+        return _communicate(tmp_path, variables, args, port)
+
+
+def _communicate(tmp_path: Path, variables, args: list[str], port: int) -> list[tuple[int, str, str]]:
+    """Run the two workers, output to files; 30 s after a worker failed the other is stopped (it
+    may wait for the failed one in a collective), and both after 300 s."""
+    logs = [(tmp_path / f"rank{r}.out", tmp_path / f"rank{r}.err") for r in range(2)]
+    procs = []
+    for rank, (out, err) in enumerate(logs):
+        with out.open("w") as fo, err.open("w") as fe:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "delira.training.cli", "run", *args],
+                    cwd=tmp_path,
+                    env={**_clean_env(), **variables(rank, port)},
+                    stdout=fo,
+                    stderr=fe,
+                    text=True,
+                )
+            )
+    deadline = time.monotonic() + 300
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                deadline = min(deadline, time.monotonic() + 30)
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    return [(p.returncode, out.read_text(), err.read_text()) for p, (out, err) in zip(procs, logs)]
 
 
 def _digest(tensors: dict[str, np.ndarray]) -> str:
@@ -177,7 +201,9 @@ def test_delira_run_tf_two_workers_torchrun_variables(tmp_path, tiny_config):
     pytest.importorskip("tensorflow")
     config = _config(tiny_config, tmp_path)
     run_dir = tmp_path / "run"
-    results = _run_workers(tmp_path, _torchrun_env, [str(config), "--run-dir", str(run_dir)])
+    results = _run_workers(
+        tmp_path, _torchrun_env, [str(config), "--run-dir", str(run_dir)], hold_master_port=True
+    )
     _check_run(run_dir, results, folds=2, epochs=1)
 
 

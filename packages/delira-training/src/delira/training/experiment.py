@@ -222,7 +222,9 @@ def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
 
     TensorFlow needs the strategy before it runs any operation, so the Experiment makes it when it
     is constructed (``delira run`` constructs it first thing); a script that ran TensorFlow code
-    before gets the RuntimeError below.
+    before gets the RuntimeError below. Worker ``k`` listens at ``MASTER_PORT + 1 + local rank``
+    under torchrun (whose rendezvous store holds ``MASTER_PORT``), at ``MASTER_PORT + local rank``
+    under SLURM; a ``TF_CONFIG`` already set is used as it is.
 
     Raises:
         ConfigError: ``training.batch_size`` is not a multiple of the number of workers (every worker
@@ -252,7 +254,9 @@ def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
     if _TF_STRATEGY is None:
         try:
             _tf_worker_devices(str(config["training"]["device"]), env)
-            _TF_STRATEGY = tf_multi_worker_strategy(env)
+            # torchrun's own store listens on MASTER_PORT: the TF workers take the ports above it
+            base_port = env.master_port + 1 if env.source == "torchrun" else None
+            _TF_STRATEGY = tf_multi_worker_strategy(env, base_port)
         except RuntimeError as exc:
             raise RuntimeError(
                 f"cannot create TensorFlow's MultiWorkerMirroredStrategy for rank {env.rank} of {workers} "
