@@ -465,8 +465,10 @@ def tf_multi_worker_strategy(env: ClusterEnvironment | None = None, base_port: i
 
     - ``TF_CONFIG`` already set: ``MultiWorkerMirroredStrategy()`` on it, as it is;
     - a distributed job (torchrun or SLURM variables, see :meth:`ClusterEnvironment.detect`):
-      ``TF_CONFIG`` set to :func:`tf_config` (worker ``k`` on its host at ``MASTER_PORT + local
-      rank``), then ``MultiWorkerMirroredStrategy()``;
+      ``TF_CONFIG`` set to :func:`tf_config` (worker ``k`` on its host at ``base_port + local
+      rank``; ``base_port`` default ``MASTER_PORT`` under SLURM, ``MASTER_PORT + 1`` under
+      torchrun, whose rendezvous store listens on ``MASTER_PORT``), then
+      ``MultiWorkerMirroredStrategy()``;
     - one process: TensorFlow's default strategy (one replica).
     """
     import tensorflow as tf
@@ -476,6 +478,8 @@ def tf_multi_worker_strategy(env: ClusterEnvironment | None = None, base_port: i
     env = ClusterEnvironment.detect() if env is None else env
     if not env.is_distributed:
         return tf.distribute.get_strategy()
+    if base_port is None and env.source == "torchrun":
+        base_port = env.master_port + 1
     os.environ["TF_CONFIG"] = json.dumps(env.tf_config(base_port))
     return tf.distribute.MultiWorkerMirroredStrategy()
 

@@ -254,9 +254,7 @@ def _tf_multi_worker_strategy(config: Mapping[str, Any]) -> Any:
     if _TF_STRATEGY is None:
         try:
             _tf_worker_devices(str(config["training"]["device"]), env)
-            # torchrun's own store listens on MASTER_PORT: the TF workers take the ports above it
-            base_port = env.master_port + 1 if env.source == "torchrun" else None
-            _TF_STRATEGY = tf_multi_worker_strategy(env, base_port)
+            _TF_STRATEGY = tf_multi_worker_strategy(env)  # under torchrun: ports above MASTER_PORT
         except RuntimeError as exc:
             raise RuntimeError(
                 f"cannot create TensorFlow's MultiWorkerMirroredStrategy for rank {env.rank} of {workers} "
