@@ -92,3 +92,21 @@ def test_simulate_low_resolution(benchmark, volume):
 
 def test_mirror(benchmark, volume):
     benchmark(F.mirror, volume[0], (0, 1, 2))
+
+
+@pytest.mark.parametrize("stage", ["affine", "elastic", "seg", "full"])
+def test_canonical_fused_pass(benchmark, stage):
+    """The canonical workload's fused kernel call (1 x 160^3 -> 128^3) restricted to a stage and those
+    before it, with fixed parameters (``delira-augment-bench --profile`` reports the differences)."""
+    from delira.augment import _engine
+    from delira.augment._program import Program
+    from delira.augment.bench import _draw_fused, _fused_spec, _inputs, delira_pipeline
+
+    data, seg = _inputs(1, 160)
+    pipe = delira_pipeline((128, 128, 128))
+    affine, linear, field, patch, program = _draw_fused(pipe, np.random.default_rng(1), 1, (160, 160, 160))
+    spatial = pipe.members()[0]
+    if stage != "full":
+        program = Program(1, [], program.seeds)
+    spec = _fused_spec(spatial, affine, linear, field, patch, program, elastic=stage != "affine")
+    benchmark(_engine.resample, data, seg if stage in ("seg", "full") else None, spec, "cpu")
