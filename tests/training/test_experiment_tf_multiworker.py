@@ -207,15 +207,34 @@ def test_delira_run_tf_two_workers_torchrun_variables(tmp_path, tiny_config):
     _check_run(run_dir, results, folds=2, epochs=1)
 
 
-def test_delira_run_tf_two_workers_slurm_variables_default_folder(tmp_path, tiny_config):
+def test_delira_run_tf_two_workers_slurm_variables_default_folder(tmp_path, tiny_config, monkeypatch):
     """SLURM's variables, one train/val split and no ``--run-dir``: both workers pick rank 0's
-    timestamped folder under ``experiment.output``."""
+    timestamped folder under ``experiment.output``; the 2 replicas' step (half a batch each,
+    gradients summed, each loss divided by 2) trains the weights of one process on whole batches."""
     pytest.importorskip("tensorflow")
-    config = _config(tiny_config, tmp_path)
+    from safetensors.numpy import load_file
+
+    from delira.training.experiment import Experiment
+
+    # cross-entropy alone: the mean over the batch is the mean of the halves' means (a soft Dice over
+    # the batch is not, so with it the workers' step differs from one process's, as under DDP)
+    config = _config(tiny_config, tmp_path, loss="ce")
     results = _run_workers(tmp_path, _slurm_env, [str(config), "--set", "experiment.folds=1"])
     runs = list((tmp_path / "out").iterdir())
     assert len(runs) == 1, runs  # one folder, not one per worker
     _check_run(runs[0], results, folds=1, epochs=1)
+
+    for key in [k for k in os.environ if k.startswith("SLURM_")] + ["RANK", "WORLD_SIZE", "TF_CONFIG"]:
+        monkeypatch.delenv(key, raising=False)
+    single = tmp_path / "single"
+    Experiment(str(config), run_dir=single, overrides=["experiment.folds=1"], verbose=False).kfold()
+    reference = load_file(str(single / "fold_0" / "checkpoints" / "last.safetensors"))
+    workers = load_file(str(runs[0] / "fold_0" / "checkpoints" / "last.safetensors"))
+    keys = [k for k in reference if k.startswith("model/")]
+    assert keys and sorted(keys) == sorted(k for k in workers if k.startswith("model/"))
+    # float32 sums in another order
+    for key in keys:
+        np.testing.assert_allclose(workers[key], reference[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 def test_batch_size_not_a_multiple_of_the_workers_fails_before_training(tmp_path, tiny_config):
