@@ -280,6 +280,40 @@ def _tf_worker_devices(device: str, env: Any) -> None:
         tf.config.set_visible_devices(gpus[env.local_rank], "GPU")
 
 
+def _shared_stamp(stamp: str, environ: Mapping[str, str] | None = None) -> str:
+    """The default run folder's suffix for a torch job of several processes, the same on every
+    rank without communication (the process group starts later, in the trainer): the SLURM job
+    (``slurm<SLURM_JOB_ID>``, ``slurm<array job>_<task>`` in an array, so a requeued job finds
+    its folder again) or torchrun's rendezvous id (``torchrun-<TORCHELASTIC_RUN_ID>``). ``stamp``
+    (the local time) in a single process. Each rank's own clock could name different folders,
+    and ranks other than 0 read rank 0's ``result.json`` from theirs.
+
+    Raises:
+        ConfigError: several processes but neither id is set (the variables set by hand): the run
+            folder has to be given.
+    """
+    from delira.training.distributed import ClusterEnvironment
+
+    env = os.environ if environ is None else environ
+    cluster = ClusterEnvironment.detect(dict(env))
+    if not cluster.is_distributed:
+        return stamp
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm{env['SLURM_JOB_ID']}"
+    run_id = env.get("TORCHELASTIC_RUN_ID", "")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}"
+    raise ConfigError(
+        [
+            f"this process is rank {cluster.rank} of {cluster.world_size} ({cluster.source} variables) and no run "
+            "folder is given; every rank needs the same one: pass --run-dir DIR (Experiment(run_dir=DIR)) on "
+            "every rank, or start the job with torchrun or srun, whose job id names it"
+        ]
+    )
+
+
 def _chief_stamp(strategy: Any, stamp: str) -> str:
     """The chief's ``YYYYmmdd-HHMMSS`` ``stamp`` on every worker (one all-reduce: the chief adds
     its stamp as a number, the others 0), so that every worker picks the same default run folder."""
@@ -369,6 +403,8 @@ class Experiment:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
             if self.tf_strategy is not None:  # the same folder on every worker
                 stamp = _chief_stamp(self.tf_strategy, stamp)
+            else:  # torch DDP ranks: a name every rank derives alike
+                stamp = _shared_stamp(stamp)
             run_dir = Path(self.config["experiment"]["output"]) / f"{self.config['name']}-{stamp}"
         self.run_dir = Path(run_dir)
         self.verbose = verbose
