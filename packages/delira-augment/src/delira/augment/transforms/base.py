@@ -110,6 +110,36 @@ def uniform(rng: np.random.Generator, bounds: tuple[float, float], size: Any) ->
     return rng.uniform(lo, hi, size) if hi > lo else np.full(size, lo, dtype=np.float64)
 
 
+SAMPLINGS = ("uniform", "bg")
+
+
+def draw_factor(
+    rng: np.random.Generator, bounds: tuple[float, float], size: Any, sampling: str = "uniform"
+) -> np.ndarray:
+    """Factors of shape ``size`` drawn from ``bounds = (lo, hi)``.
+
+    ``sampling="uniform"``: uniform in ``(lo, hi)``. ``sampling="bg"``: batchgeneratorsv2's
+    ``BGContrast`` (nnU-Net v2's brightness, contrast and gamma ranges): when ``lo < 1``, each value
+    comes with probability 1/2 from ``(lo, 1)`` and otherwise from ``(max(lo, 1), hi)``, so shrinking
+    and growing are equally likely; with ``lo >= 1`` or ``lo == hi`` it is uniform.
+    """
+    lo, hi = bounds
+    if sampling == "uniform" or lo >= 1 or lo == hi:
+        return uniform(rng, (lo, hi), size)
+    below = rng.random(size) < 0.5
+    return np.where(below, uniform(rng, (lo, 1.0), size), uniform(rng, (max(lo, 1.0), hi), size))
+
+
+def sampling_name(sampling: Any) -> str:
+    """``sampling`` checked: one of :data:`SAMPLINGS`."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(
+            f"sampling={sampling!r} is unknown; use 'uniform' (uniform in the range) or 'bg' "
+            "(batchgeneratorsv2's BGContrast: half the draws below 1, half above)"
+        )
+    return str(sampling)
+
+
 def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Any]:
     return _arrays.to_host(x, name)
 

@@ -53,7 +53,9 @@ class Compose(Transform):
     once, passes through the intensity operations and is written once. Consecutive intensity
     transforms without a spatial transform are fused the same way. Random parameters are drawn in
     the order of the transforms, so the result does not depend on whether fusion happened, except for
-    which voxel receives which noise value.
+    which voxel receives which noise value. Intensity transforms with per-channel draws
+    (``per_channel`` / ``p_per_channel``) join a fused pass only when the data has one channel
+    (decided per call); otherwise they end the fused group and run on their own, in order.
 
     Args:
         transforms: the transforms, applied in order.
@@ -94,22 +96,28 @@ class Compose(Transform):
         ts = self.members()
         while i < len(ts):
             t = ts[i]
-            if not (self.fuse and isinstance(t, (SpatialTransform, IntensityTransform))):
+            if not (self.fuse and self._fusable_head(t, batch)):
                 batch = t.apply(batch, rng) if isinstance(t, Transform) else t(rng=rng, **batch)
                 i += 1
                 continue
             j = i + 1
-            while j < len(ts) and self._fusable_after(t, ts[j]):
+            while j < len(ts) and self._fusable_after(t, ts[j], _channels(batch, t.data_key)):
                 j += 1
             batch = self._run_group(ts[i:j], batch, rng)
             i = j
         return batch
 
     @staticmethod
-    def _fusable_after(head: Transform, t: Any) -> bool:
+    def _fusable_head(t: Any, batch: dict[str, Any]) -> bool:
+        if isinstance(t, IntensityTransform):
+            return t.fuses_with(_channels(batch, t.data_key))
+        return isinstance(t, SpatialTransform)
+
+    @staticmethod
+    def _fusable_after(head: Transform, t: Any, channels: int) -> bool:
         same_keys = isinstance(t, Transform) and t.data_key == head.data_key
         if isinstance(t, IntensityTransform):
-            return same_keys
+            return same_keys and t.fuses_with(channels)
         return (
             isinstance(head, SpatialTransform)
             and isinstance(t, Mirror)
@@ -145,6 +153,12 @@ class Compose(Transform):
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)
         return f"Compose([\n  {inner}\n])"
+
+
+def _channels(batch: dict[str, Any], key: str) -> int:
+    """The channel count of ``batch[key]`` (1 when absent: intensity transforms then do nothing)."""
+    x = batch.get(key)
+    return int(x.shape[1]) if x is not None and len(x.shape) > 1 else 1
 
 
 def _subset(batch: dict[str, Any], idx: np.ndarray, keys: list[str]) -> dict[str, Any]:

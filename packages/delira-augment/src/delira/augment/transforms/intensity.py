@@ -14,25 +14,57 @@ from delira.augment import _arrays, _cuda, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment.functional import intensity as F
-from delira.augment.transforms.base import Transform, as_input, to_numpy, uniform
+from delira.augment.transforms.base import (
+    Transform,
+    as_input,
+    draw_factor,
+    sampling_name,
+    to_numpy,
+    uniform,
+)
 
 
 class IntensityTransform(Transform):
-    """Base of the fusable intensity transforms: subclasses implement :meth:`program`."""
+    """Base of the fusable intensity transforms: subclasses implement :meth:`program`.
+
+    Transforms with ``per_channel`` / ``p_per_channel`` (brightness, contrast, gamma, gaussian noise)
+    draw their parameters per (sample, channel) when either is set (:meth:`channelwise`); the
+    compiled program has per-sample parameters only, so the batch then runs as ``(N * C, 1,
+    *spatial)`` (a free reshape of contiguous arrays, a copy otherwise) with one program row per
+    (sample, channel). Such a transform fuses into a :class:`~delira.augment.Compose` pass only on
+    single-channel data (:meth:`fuses_with`), and otherwise runs on its own, in order.
+    """
 
     fusable = True
+    per_channel = False
+    p_per_channel = 1.0
 
-    def program(self, rng: np.random.Generator, n: int) -> Program:
+    def program(self, rng: np.random.Generator, n: int, c: int = 1) -> Program:
+        """The program for ``n`` samples of ``c`` channels: ``n`` rows, or ``n * c`` when channelwise."""
         raise NotImplementedError
 
+    def channelwise(self) -> bool:
+        """Whether the parameters are drawn (or applied) per (sample, channel) rather than per sample."""
+        return self.per_channel or self.p_per_channel < 1.0
+
+    def fuses_with(self, channels: int) -> bool:
+        """Whether this transform can join a fused pass (per-sample program) on ``channels`` channels."""
+        return not self.channelwise() or channels == 1
+
     def apply(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        if batch.get(self.data_key) is None:
+        x = batch.get(self.data_key)
+        if x is None:
             return batch
-        host, wrap = as_input(batch[self.data_key], self.data_key)  # CUDA arrays stay on the GPU
+        n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(int(s) for s in x.shape[2:])
+        rows = self.channelwise() and c > 1
+        if rows:  # one program row per (sample, channel): the channels become samples
+            x = _arrays.reshape(x, (n * c, 1, *spatial))
+        host, wrap = as_input(x, self.data_key)  # CUDA arrays stay on the GPU
         v.image_dtype(host, self.data_key)
-        prog = self.program(rng, host.shape[0])
+        prog = self.program(rng, n, c)
         _cuda.check_percentile_input(host, prog)
-        batch[self.data_key] = wrap(_engine.run_program(host, prog, self.backend))
+        out = wrap(_engine.run_program(host, prog, self.backend))
+        batch[self.data_key] = _arrays.reshape(out, (n, c, *spatial)) if rows else out
         return batch
 
     def _with_active(self, prog: Program, active: np.ndarray) -> Program:
@@ -40,22 +72,58 @@ class IntensityTransform(Transform):
             op.active &= active
         return prog
 
+    def _set_channels(self, per_channel: bool, p_per_channel: float) -> None:
+        self.per_channel = bool(per_channel)
+        self.p_per_channel = v.probability(p_per_channel, "p_per_channel")
+
+    def _draw_rows(
+        self, rng: np.random.Generator, n: int, c: int, draw: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Values and active flags per program row: ``draw(rng, size)`` gives the values.
+
+        Per sample (not :meth:`channelwise`): ``n`` rows, drawn as before per_channel existed. Channelwise:
+        ``n * c`` rows (sample-major); the sample's probability ``p`` first, then one value per channel
+        (``per_channel``) or per sample, then ``p_per_channel`` per channel, as batchgeneratorsv2's
+        ``synchronize_channels=not per_channel``. On one channel both give the same draws.
+        """
+        active = self.draw_active(rng, n)
+        if not self.channelwise():
+            return draw(rng, n), active
+        values = np.broadcast_to(draw(rng, (n, c if self.per_channel else 1)), (n, c))
+        keep = np.repeat(active[:, None], c, axis=1)
+        if self.p_per_channel < 1.0:
+            keep &= rng.random((n, c)) < self.p_per_channel
+        return np.ascontiguousarray(values).reshape(n * c), keep.reshape(n * c)
+
 
 class GaussianNoise(IntensityTransform):
     """Additive gaussian noise with a standard deviation drawn per sample from ``std``.
 
     batchgenerators' ``GaussianNoiseTransform(noise_variance=(a, b))`` draws its value in (a, b) and uses
-    it as the standard deviation: ``GaussianNoise(std=(a, b))`` reproduces it.
+    it as the standard deviation: ``GaussianNoise(std=(a, b))`` reproduces it. ``per_channel=True``
+    draws a std per channel and ``p_per_channel`` noises each channel of a transformed sample with
+    that probability (batchgeneratorsv2's ``synchronize_channels=not per_channel``, ``p_per_channel``;
+    see :class:`IntensityTransform` for how these run).
     """
 
-    def __init__(self, std: Any = (0.0, 0.1), p: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        std: Any = (0.0, 0.1),
+        p: float = 1.0,
+        *,
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(p, **kwargs)
         self.std = v.value_range(std, "std", low=0.0)
+        self._set_channels(per_channel, p_per_channel)
 
-    def program(self, rng, n):
-        active = self.draw_active(rng, n)
-        prog = F.program_ops("noise", n, std=uniform(rng, self.std, n))
-        prog.seeds = rng.integers(0, 2**63, size=n, dtype=np.uint64)
+    def program(self, rng, n, c=1):
+        std, active = self._draw_rows(rng, n, c, lambda r, size: uniform(r, self.std, size))
+        rows = int(std.shape[0])
+        prog = F.program_ops("noise", rows, std=std)
+        prog.seeds = rng.integers(0, 2**63, size=rows, dtype=np.uint64)
         return self._with_active(prog, active)
 
 
@@ -81,7 +149,7 @@ class RicianNoise(IntensityTransform):
         self.std = v.value_range(std, "std", low=0.0)
         self.retain_stats = bool(retain_stats)
 
-    def program(self, rng, n):
+    def program(self, rng, n, c=1):
         active = self.draw_active(rng, n)
         prog = F.program_ops("rician", n, std=uniform(rng, self.std, n), retain_stats=self.retain_stats)
         prog.seeds = rng.integers(0, 2**63, size=n, dtype=np.uint64)
@@ -89,47 +157,109 @@ class RicianNoise(IntensityTransform):
 
 
 class BrightnessMultiplicative(IntensityTransform):
-    """Multiply by a factor drawn per sample from ``factor`` (batchgenerators' multiplier_range)."""
+    """Multiply by a factor drawn per sample from ``factor`` (batchgenerators' multiplier_range).
 
-    def __init__(self, factor: Any = (0.75, 1.25), p: float = 1.0, **kwargs: Any) -> None:
+    batchgeneratorsv2's ``MultiplicativeBrightnessTransform(multiplier_range=BGContrast(factor),
+    synchronize_channels=not per_channel, p_per_channel=p_per_channel)`` is
+    ``BrightnessMultiplicative(factor, sampling="bg", per_channel=..., p_per_channel=...)``.
+
+    Args:
+        factor: (min, max) of the factor, or one value.
+        sampling: 'uniform' in ``factor``, or 'bg': half the draws below 1 and half above
+            (:func:`~delira.augment.transforms.base.draw_factor`).
+        per_channel: one factor per channel instead of one per sample.
+        p_per_channel: probability that a channel of a transformed sample is changed.
+    """
+
+    def __init__(
+        self,
+        factor: Any = (0.75, 1.25),
+        p: float = 1.0,
+        *,
+        sampling: str = "uniform",
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(p, **kwargs)
         self.factor = v.value_range(factor, "factor")
+        self.sampling = sampling_name(sampling)
+        self._set_channels(per_channel, p_per_channel)
 
-    def program(self, rng, n):
-        active = self.draw_active(rng, n)
-        return self._with_active(F.program_ops("multiply", n, factor=uniform(rng, self.factor, n)), active)
+    def program(self, rng, n, c=1):
+        factor, active = self._draw_rows(
+            rng, n, c, lambda r, size: draw_factor(r, self.factor, size, self.sampling)
+        )
+        return self._with_active(F.program_ops("multiply", factor.shape[0], factor=factor), active)
 
 
 class BrightnessAdditive(IntensityTransform):
-    """Add a value drawn per sample from N(mu, sigma) (batchgenerators' BrightnessTransform)."""
+    """Add a value drawn per sample from N(mu, sigma) (batchgenerators' BrightnessTransform).
 
-    def __init__(self, mu: float = 0.0, sigma: float = 0.1, p: float = 1.0, **kwargs: Any) -> None:
+    ``per_channel=True`` draws a value per channel, ``p_per_channel`` changes each channel of a
+    transformed sample with that probability.
+    """
+
+    def __init__(
+        self,
+        mu: float = 0.0,
+        sigma: float = 0.1,
+        p: float = 1.0,
+        *,
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(p, **kwargs)
         self.mu = v.finite(mu, "mu")
         self.sigma = v.finite(sigma, "sigma")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self._set_channels(per_channel, p_per_channel)
 
-    def program(self, rng, n):
-        active = self.draw_active(rng, n)
-        return self._with_active(F.program_ops("add", n, value=rng.normal(self.mu, self.sigma, n)), active)
+    def program(self, rng, n, c=1):
+        value, active = self._draw_rows(rng, n, c, lambda r, size: r.normal(self.mu, self.sigma, size))
+        return self._with_active(F.program_ops("add", value.shape[0], value=value), active)
 
 
 class Contrast(IntensityTransform):
-    """Scale deviations from the mean by a factor drawn per sample; optionally keep the value range."""
+    """Scale deviations from the mean by a factor drawn per sample; optionally keep the value range.
+
+    The mean (and the range kept) are per sample and channel. batchgeneratorsv2's
+    ``ContrastTransform(contrast_range=BGContrast(factor), preserve_range=...,
+    synchronize_channels=not per_channel, p_per_channel=...)`` is
+    ``Contrast(factor, preserve_range, sampling="bg", per_channel=..., p_per_channel=...)``.
+
+    Args:
+        factor: (min, max) of the factor, or one value.
+        preserve_range: clip the result to the channel's input range.
+        sampling: 'uniform' in ``factor``, or 'bg': half the draws below 1 and half above.
+        per_channel: one factor per channel instead of one per sample.
+        p_per_channel: probability that a channel of a transformed sample is changed.
+    """
 
     def __init__(
-        self, factor: Any = (0.75, 1.25), preserve_range: bool = True, p: float = 1.0, **kwargs: Any
+        self,
+        factor: Any = (0.75, 1.25),
+        preserve_range: bool = True,
+        p: float = 1.0,
+        *,
+        sampling: str = "uniform",
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(p, **kwargs)
         self.factor = v.value_range(factor, "factor")
         self.preserve_range = bool(preserve_range)
+        self.sampling = sampling_name(sampling)
+        self._set_channels(per_channel, p_per_channel)
 
-    def program(self, rng, n):
-        active = self.draw_active(rng, n)
-        prog = F.program_ops(
-            "contrast", n, factor=uniform(rng, self.factor, n), preserve_range=self.preserve_range
+    def program(self, rng, n, c=1):
+        factor, active = self._draw_rows(
+            rng, n, c, lambda r, size: draw_factor(r, self.factor, size, self.sampling)
         )
+        prog = F.program_ops("contrast", factor.shape[0], factor=factor, preserve_range=self.preserve_range)
         return self._with_active(prog, active)
 
 
@@ -137,8 +267,13 @@ class Gamma(IntensityTransform):
     """Gamma correction with gamma drawn per sample as batchgenerators does.
 
     When ``gamma[0] < 1``, half the samples draw from ``(gamma[0], 1)`` and half from
-    ``(max(gamma[0], 1), gamma[1])``, so darkening and brightening are equally likely. A fixed value
-    ``gamma=(g, g)`` (or ``g``) is used as it is.
+    ``(max(gamma[0], 1), gamma[1])``, so darkening and brightening are equally likely
+    (``sampling="bg"``, the default; ``sampling="uniform"`` draws uniformly in ``gamma``). A fixed
+    value ``gamma=(g, g)`` (or ``g``) is used as it is. ``per_channel=True`` draws a gamma per channel
+    and ``p_per_channel`` changes each channel of a transformed sample with that probability; the
+    retained statistics and the range are per sample and channel. batchgeneratorsv2's
+    ``GammaTransform(gamma=BGContrast(gamma), p_invert_image=0 or 1, synchronize_channels=not
+    per_channel, p_per_channel=..., p_retain_stats=0 or 1)``.
     """
 
     def __init__(
@@ -147,6 +282,10 @@ class Gamma(IntensityTransform):
         invert: bool = False,
         retain_stats: bool = True,
         p: float = 1.0,
+        *,
+        sampling: str = "bg",
+        per_channel: bool = False,
+        p_per_channel: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(p, **kwargs)
@@ -155,18 +294,17 @@ class Gamma(IntensityTransform):
             raise ValueError(f"gamma must be > 0, got {gamma}")
         self.invert = bool(invert)
         self.retain_stats = bool(retain_stats)
+        self.sampling = sampling_name(sampling)
+        self._set_channels(per_channel, p_per_channel)
 
-    def draw_gamma(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        lo, hi = self.gamma
-        if lo >= 1 or lo == hi:
-            return uniform(rng, (lo, hi), n)
-        below = rng.random(n) < 0.5
-        return np.where(below, uniform(rng, (lo, 1.0), n), uniform(rng, (max(lo, 1.0), hi), n))
+    def draw_gamma(self, rng: np.random.Generator, n: Any) -> np.ndarray:
+        """Gammas of shape ``n`` (an int or a shape), drawn with ``sampling``."""
+        return draw_factor(rng, self.gamma, n, self.sampling)
 
-    def program(self, rng, n):
-        active = self.draw_active(rng, n)
+    def program(self, rng, n, c=1):
+        gamma, active = self._draw_rows(rng, n, c, self.draw_gamma)
         prog = F.program_ops(
-            "gamma", n, gamma=self.draw_gamma(rng, n), invert=self.invert, retain_stats=self.retain_stats
+            "gamma", gamma.shape[0], gamma=gamma, invert=self.invert, retain_stats=self.retain_stats
         )
         return self._with_active(prog, active)
 
@@ -178,7 +316,7 @@ class ZScoreNormalize(IntensityTransform):
         super().__init__(p, **kwargs)
         self.eps = v.finite(eps, "eps")
 
-    def program(self, rng, n):
+    def program(self, rng, n, c=1):
         return self._with_active(F.program_ops("zscore", n, eps=self.eps), self.draw_active(rng, n))
 
 
@@ -193,7 +331,7 @@ class PercentileClip(IntensityTransform):
         super().__init__(p, **kwargs)
         self.lower, self.upper = v.value_range((lower, upper), "percentiles", low=0.0, high=100.0)
 
-    def program(self, rng, n):
+    def program(self, rng, n, c=1):
         prog = F.program_ops("percentile_clip", n, lower=self.lower, upper=self.upper)
         return self._with_active(prog, self.draw_active(rng, n))
 
