@@ -95,12 +95,14 @@ def test_nnunet_preset_has_nnunet_v2s_ops_and_probabilities():
     p_synchronize_scaling_across_axes=1); RandomTransform(GaussianNoiseTransform(noise_variance=(0, 0.1),
     synchronize_channels=True), 0.1); RandomTransform(GaussianBlurTransform(blur_sigma=(0.5, 1.),
     synchronize_channels=False, synchronize_axes=False, p_per_channel=0.5), 0.2);
-    RandomTransform(MultiplicativeBrightnessTransform(BGContrast((0.75, 1.25))), 0.15);
-    RandomTransform(ContrastTransform(BGContrast((0.75, 1.25)), preserve_range=True), 0.15);
+    RandomTransform(MultiplicativeBrightnessTransform(BGContrast((0.75, 1.25)), synchronize_channels=False,
+    p_per_channel=1), 0.15); RandomTransform(ContrastTransform(BGContrast((0.75, 1.25)), preserve_range=True,
+    synchronize_channels=False, p_per_channel=1), 0.15);
     RandomTransform(SimulateLowResolutionTransform(scale=(0.5, 1), synchronize_channels=False,
     synchronize_axes=True, p_per_channel=0.5), 0.25); RandomTransform(GammaTransform(BGContrast((0.7,
-    1.5)), p_invert_image=1, p_retain_stats=1), 0.1); RandomTransform(GammaTransform(BGContrast((0.7,
-    1.5)), p_invert_image=0, p_retain_stats=1), 0.3); MirrorTransform(allowed_axes=mirror_axes)."""
+    1.5)), p_invert_image=1, synchronize_channels=False, p_per_channel=1, p_retain_stats=1), 0.1);
+    RandomTransform(GammaTransform(BGContrast((0.7, 1.5)), p_invert_image=0, synchronize_channels=False,
+    p_per_channel=1, p_retain_stats=1), 0.3); MirrorTransform(allowed_axes=mirror_axes)."""
     shape = (16, 16, 16)
     config = _config("nnunet", shape, augmentation={"rotation": [-30.0, 30.0]})
     members = build_transforms(config, shape).transforms
@@ -134,9 +136,18 @@ def test_nnunet_preset_has_nnunet_v2s_ops_and_probabilities():
     assert (gamma.p, tuple(gamma.gamma), gamma.invert, gamma.retain_stats) == (0.3, (0.7, 1.5), False, True)
     assert (mirror.axes, mirror.p_per_axis) == ((0, 1, 2), 0.5)
     # per-channel draws where the class offers them (nnU-Net: synchronize_channels=False, p_per_channel 0.5)
-    for t, p_channel in ((blur, 0.5), (lowres, 0.5)):
-        if hasattr(t, "p_per_channel"):
-            assert (t.per_channel, t.p_per_channel) == (True, p_channel)
+    for t, p_channel in (
+        (blur, 0.5),
+        (lowres, 0.5),
+        (bright, 1.0),
+        (contrast, 1.0),
+        (inv_gamma, 1.0),
+        (gamma, 1.0),
+    ):
+        assert (t.per_channel, t.p_per_channel) == (True, p_channel)
+    assert noise.per_channel is False and noise.p_per_channel == 1.0  # synchronize_channels=True
+    # BGContrast: half the factors below 1, half above
+    assert [t.sampling for t in (bright, contrast, inv_gamma, gamma)] == ["bg"] * 4
     if hasattr(lowres, "per_axis"):
         assert lowres.per_axis is False  # synchronize_axes=True
 
@@ -358,6 +369,34 @@ def test_nested_entries_are_checked_with_their_path():
 def test_mirror_axes_are_checked_against_2d_data():
     (problem,) = _problems([{"name": "Mirror", "axes": [0, 2]}], shape=(16, 16))
     assert "do not fit 2D data; give axes in 0..1" in problem
+
+
+def test_rot90_and_transpose_axes_default_to_the_datas_spatial_axes():
+    """An entry without axes gets (0, 1) on 2D data (the classes' own default (0, 1, 2) is 3D only):
+    every output sample is a quarter turn / transpose of its input (numpy, by hand), seg alike."""
+    entries = [{"name": "Rot90"}, {"name": "TransposeAxes"}]
+    rot, transpose = build_transforms(_config(entries, (16, 16)), (16, 16)).transforms
+    assert rot.axes == (0, 1) and transpose.axes == (0, 1)
+    rot3, transpose3 = build_transforms(_config(entries), (16, 16, 16)).transforms
+    assert rot3.axes == (0, 1, 2) and transpose3.axes == (0, 1, 2)
+    for entry, candidates in (
+        (
+            {"name": "Rot90", "num_rot": [1, 2, 3]},
+            lambda a: [np.rot90(a, k, axes=(-2, -1)) for k in (1, 2, 3)],
+        ),
+        ({"name": "TransposeAxes"}, lambda a: [a, np.swapaxes(a, -1, -2)]),
+    ):
+        batch = _batch((16, 16))
+        out = _run(build_transforms(_config([entry], (16, 16)), (16, 16)), (16, 16))
+        for i in range(2):
+            hits = [
+                k
+                for k, (d, s) in enumerate(zip(candidates(batch["data"][i]), candidates(batch["seg"][i])))
+                if np.array_equal(out["data"][i], d) and np.array_equal(out["seg"][i], s)
+            ]
+            assert hits, f"{entry['name']}: sample {i} is no rotation/transpose of its input"
+    (problem,) = _problems([{"name": "Rot90", "axes": [0, 2]}], shape=(16, 16))
+    assert problem.startswith("data.transforms[0] (Rot90): axes [0, 2] do not fit 2D data")
 
 
 def test_a_preset_name_typo_and_a_wrong_type_are_reported():

@@ -11,7 +11,8 @@ public ``delira.augment`` transform class with its constructor's keyword argumen
 
 A ``SpatialTransform`` entry without ``patch_size`` gets the training shape (the patch, or the
 whole volume); a ``Mirror`` entry without ``axes`` mirrors ``data.augmentation.mirror_axes``
-(default: every spatial axis). :func:`check_transforms` checks a list when the configuration is
+(default: every spatial axis); ``Rot90`` and ``TransposeAxes`` entries without ``axes`` get every
+spatial axis of the data (``(0, 1)`` on 2D data). :func:`check_transforms` checks a list when the configuration is
 checked (every entry built once, cheaply: constructors only check their arguments);
 :func:`build_transforms` builds the ``delira.augment.Compose`` for a training shape.
 """
@@ -51,9 +52,10 @@ PRESETS: dict[str, str] = {
         "SpatialTransform with data.augmentation.rotation p 0.2 and zoom (0.7, 1.4) p 0.2, no elastic "
         "deformation; GaussianNoise std (0, 0.1) p 0.1; GaussianBlur sigma (0.5, 1) per axis and per "
         "channel (p 0.5 per channel) p 0.2; BrightnessMultiplicative (0.75, 1.25) p 0.15; Contrast "
-        "(0.75, 1.25) preserving the range p 0.15; SimulateLowResolution zoom (0.5, 1) per channel (p 0.5 "
-        "per channel) p 0.25; inverted Gamma (0.7, 1.5) p 0.1 and Gamma (0.7, 1.5) p 0.3, both retaining "
-        "mean and std; Mirror over data.augmentation.mirror_axes"
+        "(0.75, 1.25) preserving the range p 0.15 (both per channel, half the factors below 1 and half "
+        "above as nnU-Net's BGContrast); SimulateLowResolution zoom (0.5, 1) per channel (p 0.5 "
+        "per channel) p 0.25; inverted Gamma (0.7, 1.5) p 0.1 and Gamma (0.7, 1.5) p 0.3, both per channel "
+        "retaining mean and std; Mirror over data.augmentation.mirror_axes"
     ),
     "none": "no augmentation",
 }
@@ -145,7 +147,13 @@ def _entry_kwargs(
     if cls.__name__ == "Mirror" and "axes" not in kwargs:
         axes = _default_mirror_axes(config)
         kwargs["axes"] = axes if spatial_shape is None else tuple(a for a in axes if a < len(spatial_shape))
+    if cls.__name__ in _ALL_AXES and "axes" not in kwargs:  # their (0, 1, 2) default is 3D only
+        kwargs["axes"] = tuple(range(_dims(config) if spatial_shape is None else len(spatial_shape)))
     return kwargs
+
+
+# Listable transforms whose ``axes`` default to every spatial axis of the data when an entry gives none.
+_ALL_AXES = ("Rot90", "TransposeAxes")
 
 
 # Containers that may be listed: their argument holds nested entries (one, or a list of them).
@@ -225,11 +233,11 @@ def _make(
             message = f"{exc}; fix this entry's arguments"
         problems.append(f"{where} ({name}): {message}")
         return None
-    if name == "Mirror":
+    if name == "Mirror" or name in _ALL_AXES:
         dims = _dims(config) if shape is None else len(shape)
         if any(a < 0 or a >= dims for a in built.axes):
             problems.append(
-                f"{where} (Mirror): axes {list(built.axes)} do not fit {dims}D data; give axes in 0..{dims - 1}"
+                f"{where} ({name}): axes {list(built.axes)} do not fit {dims}D data; give axes in 0..{dims - 1}"
             )
             return None
     return built
@@ -242,7 +250,8 @@ def check_transforms(config: Mapping[str, Any]) -> list[str]:
     name is suggested), its other keys keyword arguments of that class (else the accepted ones are
     listed), and the class must accept their values: each entry is built once (no data is touched)
     and the constructor's own ``ValueError``/``TypeError`` is reported as
-    ``data.transforms[i] (Name): message``. ``Mirror`` axes must be spatial axes of the data.
+    ``data.transforms[i] (Name): message``. ``Mirror``, ``Rot90`` and ``TransposeAxes`` axes must be
+    spatial axes of the data.
     ``OneOf`` (``transforms``: a list of entries) and ``RandomApply`` (``transform``: one entry)
     hold nested entries, checked the same way (``data.transforms[i].transforms[j]``).
     """
@@ -359,9 +368,8 @@ def _nnunet(da: Any, aug: Mapping[str, Any], shape: tuple[int, ...]) -> list[Any
     Dummy 2D as nnU-Net decides it: a 3D patch whose longest axis is more than 3x its first axis is
     transformed in-plane only (about axis 0: ``data.augmentation.rotation``'s range for axis 0, as
     ``delira plan`` writes +-180 deg there, or its one range) and not resampled to low resolution
-    along axis 0. Approximated: brightness, contrast and gamma draw one value for all channels
-    where their classes have no ``per_channel``; brightness and contrast draw the factor uniformly
-    in (0.75, 1.25) where nnU-Net's ``BGContrast`` draws half the samples below 1 and half above.
+    along axis 0. Brightness, contrast and gamma draw per channel (``per_channel=True``) with
+    nnU-Net's ``BGContrast`` (``sampling="bg"``: half the draws below 1, half above).
     """
     rotation = _rotation(aug, shape)
     dummy_2d = len(shape) == 3 and max(shape) / shape[0] > _NNUNET_ANISO_THRESHOLD
@@ -402,13 +410,11 @@ def _nnunet(da: Any, aug: Mapping[str, Any], shape: tuple[int, ...]) -> list[Any
         spatial,
         da.GaussianNoise(std=(0.0, 0.1), p=0.1),  # bgv2 noise_variance is the std; channels synchronised
         blur,
-        da.BrightnessMultiplicative(
-            (0.75, 1.25), p=0.15, **_optional(da.BrightnessMultiplicative, **per_channel)
-        ),
-        da.Contrast((0.75, 1.25), preserve_range=True, p=0.15, **_optional(da.Contrast, **per_channel)),
+        da.BrightnessMultiplicative((0.75, 1.25), p=0.15, sampling="bg", **per_channel),
+        da.Contrast((0.75, 1.25), preserve_range=True, p=0.15, sampling="bg", **per_channel),
         lowres,
-        da.Gamma((0.7, 1.5), invert=True, retain_stats=True, p=0.1, **_optional(da.Gamma, **per_channel)),
-        da.Gamma((0.7, 1.5), invert=False, retain_stats=True, p=0.3, **_optional(da.Gamma, **per_channel)),
+        da.Gamma((0.7, 1.5), invert=True, retain_stats=True, p=0.1, sampling="bg", **per_channel),
+        da.Gamma((0.7, 1.5), invert=False, retain_stats=True, p=0.3, sampling="bg", **per_channel),
     ]
 
 
