@@ -20,15 +20,22 @@ __all__ = ["PatchDataset", "class_locations", "crop_patch"]
 
 
 def class_locations(
-    seg: np.ndarray, classes: Sequence[int] | None = None, max_per_class: int = 10000, seed: int = 0
+    seg: np.ndarray,
+    classes: Sequence[int] | None = None,
+    max_per_class: int = 10000,
+    seed: int = 0,
+    ignore_label: int | None = None,
 ) -> dict[int, np.ndarray]:
     """Voxel coordinates of each foreground class, subsampled to at most ``max_per_class``.
 
     Args:
         seg: ``(1, *spatial)`` integer segmentation (the sample convention).
-        classes: the classes to locate (default: every value > 0 present in ``seg``).
+        classes: the classes to locate (default: every value > 0 present in ``seg`` other than
+            ``ignore_label``).
         max_per_class: keep at most this many coordinates per class (chosen at random with ``seed``).
         seed: seeds the subsampling.
+        ignore_label: the label of unannotated voxels (``data.ignore_label``): not a foreground
+            class, left out of the default ``classes``.
 
     Returns:
         ``{class: (K, ndim) int64 array}`` of spatial coordinates; ``K`` is 0 for an absent class.
@@ -39,8 +46,9 @@ def class_locations(
             f"seg has shape {seg.shape}; expected (1, *spatial) (one channel first), e.g. seg[None]"
         )
     seg = seg[0]
+    ignore = _ignore_label(ignore_label)
     if classes is None:
-        classes = [int(c) for c in np.unique(seg) if c > 0]
+        classes = [int(c) for c in np.unique(seg) if c > 0 and c != ignore]
     rng = np.random.default_rng(seed)
     out: dict[int, np.ndarray] = {}
     for c in classes:
@@ -49,6 +57,15 @@ def class_locations(
             coords = coords[np.sort(rng.choice(len(coords), size=max_per_class, replace=False))]
         out[int(c)] = coords.astype(np.int64)
     return out
+
+
+def _ignore_label(value: Any) -> int | None:
+    """``value`` checked: None or an int (a label value)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"ignore_label={value!r} must be an int (the label of unannotated voxels) or None")
+    return int(value)
 
 
 def crop_patch(
@@ -91,6 +108,10 @@ class PatchDataset:
             with 0).
         locations_key: sample key holding ``{class: (K, ndim) coords}`` (see
             :func:`class_locations`); computed from ``seg`` when the sample does not have it.
+        ignore_label: the label of unannotated voxels (``data.ignore_label``): never a foreground
+            class, even where the locations (e.g. cached by :mod:`delira.data.preprocessing`, which
+            locates every label > 0) list it; a case whose only labels are background and the
+            ignore label gets a random patch.
 
     Keys: a :class:`~delira.data.samplers.PatchKey` ``(index, foreground, seed)``, or a plain int
     ``i`` (a random patch seeded with ``i``). A random patch has its lower corner uniform over the
@@ -109,6 +130,7 @@ class PatchDataset:
         patch_size: Sequence[int],
         pad_value: float = 0.0,
         locations_key: str = "class_locations",
+        ignore_label: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -116,6 +138,7 @@ class PatchDataset:
             raise ValueError(f"patch_size must be positive ints, got {tuple(patch_size)}")
         self.pad_value = pad_value
         self.locations_key = locations_key
+        self.ignore_label = _ignore_label(ignore_label)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -131,8 +154,12 @@ class PatchDataset:
         if key.foreground:
             locations = sample.get(self.locations_key)
             if locations is None and "seg" in sample:
-                locations = class_locations(sample["seg"])
-            present = [c for c, coords in sorted((locations or {}).items()) if len(coords)]
+                locations = class_locations(sample["seg"], ignore_label=self.ignore_label)
+            present = [
+                c
+                for c, coords in sorted((locations or {}).items())
+                if len(coords) and (self.ignore_label is None or int(c) != self.ignore_label)
+            ]
             if present:
                 cls = present[int(rng.integers(len(present)))]
                 coords = np.asarray(locations[cls])

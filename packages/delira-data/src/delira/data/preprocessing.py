@@ -2,7 +2,8 @@
 
 The steps, in nnU-Net's order: (optionally) reorient to a canonical orientation, crop to the
 non-zero region, normalise intensities per channel, resample to a target spacing, and record where
-each foreground class lies (for foreground oversampling):
+each foreground class lies (for foreground oversampling; every label > 0 is located, an ignore label
+too, and :class:`~delira.data.patches.PatchDataset` ``(ignore_label=...)`` leaves that one out):
 
 - reorientation (``Preprocessor(orientation="RAS")``, ``"LPS"`` or any orientation code): the
   spatial axes permuted and reversed to the closest layout of that code

@@ -588,7 +588,9 @@ class SegmentationTask(Task):
             seed=seed,
         )
         train_loader = DataLoader(
-            PatchDataset(train if cache is None else cache, patch),
+            PatchDataset(
+                train if cache is None else cache, patch, ignore_label=cfg["data"].get("ignore_label")
+            ),
             t["batch_size"],
             sampler=sampler,
             transforms=transforms or None,
