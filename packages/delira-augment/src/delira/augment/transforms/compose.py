@@ -12,7 +12,7 @@ from delira.augment import _arrays, _cuda, _engine
 from delira.augment import _validate as v
 from delira.augment._program import Program
 from delira.augment.transforms.base import Transform, as_generator, as_input
-from delira.augment.transforms.intensity import IntensityTransform
+from delira.augment.transforms.intensity import IntensityTransform, run_intensity
 from delira.augment.transforms.spatial import Mirror, SpatialTransform
 
 
@@ -55,7 +55,8 @@ class Compose(Transform):
     the order of the transforms, so the result does not depend on whether fusion happened, except for
     which voxel receives which noise value. Intensity transforms with per-channel draws
     (``per_channel`` / ``p_per_channel``) join a fused pass only when the data has one channel
-    (decided per call); otherwise they end the fused group and run on their own, in order.
+    (decided per call); otherwise they end the fused group and run after it, in order, consecutive
+    ones as one program on the batch viewed as ``(N * C, 1, *spatial)``.
 
     Args:
         transforms: the transforms, applied in order.
@@ -96,6 +97,18 @@ class Compose(Transform):
         ts = self.members()
         while i < len(ts):
             t = ts[i]
+            if self.fuse and isinstance(t, IntensityTransform) and not self._fusable_head(t, batch):
+                j = i + 1  # per-channel transforms on C > 1: consecutive ones share one (N * C) program
+                while (
+                    j < len(ts)
+                    and isinstance(ts[j], IntensityTransform)
+                    and ts[j].channelwise()
+                    and ts[j].data_key == t.data_key
+                ):
+                    j += 1
+                batch = run_intensity(batch, ts[i:j], rng, t.backend)
+                i = j
+                continue
             if not (self.fuse and self._fusable_head(t, batch)):
                 batch = t.apply(batch, rng) if isinstance(t, Transform) else t(rng=rng, **batch)
                 i += 1

@@ -52,20 +52,7 @@ class IntensityTransform(Transform):
         return not self.channelwise() or channels == 1
 
     def apply(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        x = batch.get(self.data_key)
-        if x is None:
-            return batch
-        n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(int(s) for s in x.shape[2:])
-        rows = self.channelwise() and c > 1
-        if rows:  # one program row per (sample, channel): the channels become samples
-            x = _arrays.reshape(x, (n * c, 1, *spatial))
-        host, wrap = as_input(x, self.data_key)  # CUDA arrays stay on the GPU
-        v.image_dtype(host, self.data_key)
-        prog = self.program(rng, n, c)
-        _cuda.check_percentile_input(host, prog)
-        out = wrap(_engine.run_program(host, prog, self.backend))
-        batch[self.data_key] = _arrays.reshape(out, (n, c, *spatial)) if rows else out
-        return batch
+        return run_intensity(batch, [self], rng, self.backend)
 
     def _with_active(self, prog: Program, active: np.ndarray) -> Program:
         for op in prog.ops:
@@ -94,6 +81,37 @@ class IntensityTransform(Transform):
         if self.p_per_channel < 1.0:
             keep &= rng.random((n, c)) < self.p_per_channel
         return np.ascontiguousarray(values).reshape(n * c), keep.reshape(n * c)
+
+
+def run_intensity(
+    batch: dict[str, Any], group: list[IntensityTransform], rng: np.random.Generator, backend: str
+) -> dict[str, Any]:
+    """Run ``group`` (same ``data_key``) as one program on ``batch``; parameters drawn in order.
+
+    Either every member is :meth:`~IntensityTransform.channelwise` (on data with ``C > 1`` the batch
+    is then viewed as ``(N * C, 1, *spatial)``, one program row per (sample, channel), and viewed
+    back) or the program has one row per sample. Host arrays run as numpy views, CUDA arrays stay
+    on the GPU.
+    """
+    key = group[0].data_key
+    x = batch.get(key)
+    if x is None:
+        return batch
+    n, c, spatial = int(x.shape[0]), int(x.shape[1]), tuple(int(s) for s in x.shape[2:])
+    rows = c > 1 and all(t.channelwise() for t in group)
+    if not rows and c > 1 and any(t.channelwise() for t in group):
+        raise ValueError("run_intensity: a group mixes per-channel and per-sample transforms on C > 1")
+    if rows:  # one program row per (sample, channel): the channels become samples
+        x = _arrays.reshape(x, (n * c, 1, *spatial))
+    host, wrap = as_input(x, key)  # CUDA arrays stay on the GPU
+    v.image_dtype(host, key)
+    prog = Program(n * c if rows else n)
+    for t in group:
+        prog.extend(t.program(rng, n, c))
+    _cuda.check_percentile_input(host, prog)
+    out = wrap(_engine.run_program(host, prog, backend))
+    batch[key] = _arrays.reshape(out, (n, c, *spatial)) if rows else out
+    return batch
 
 
 class GaussianNoise(IntensityTransform):
