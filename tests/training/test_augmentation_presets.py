@@ -57,6 +57,28 @@ def test_every_preset_builds_and_runs_on_a_tiny_batch(preset, shape):
     assert not np.array_equal(out["data"], _run(transform, shape, rng=8)["data"])
 
 
+def test_nnunet_runs_per_channel_on_multi_channel_batches():
+    """Two channels (brightness, contrast and gamma then run after the fused pass): deterministic per
+    seed, and the channels' brightness factors differ (an identical pair of channels drifts apart)."""
+    shape = (16, 16, 16)
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(8, 1, *shape)).astype(np.float32) + 3.0
+    batch = {"data": np.concatenate([one, one], axis=1), "seg": np.zeros((8, 1, *shape), np.int16)}
+    members = build_transforms(_config("nnunet", shape), shape).transforms
+    bright = next(t for t in members if type(t).__name__ == "BrightnessMultiplicative")
+    out = da.Compose([bright], seed=0)(**{k: v.copy() for k, v in batch.items()})
+    ratios = out["data"].reshape(8, 2, -1) / batch["data"].reshape(8, 2, -1)
+    changed = ~np.all(np.isclose(ratios, 1.0), axis=(1, 2))
+    assert changed.any() and not np.allclose(ratios[changed, 0], ratios[changed, 1])
+    full = build_transforms(_config("nnunet", shape), shape, seed=0)
+    a = full(rng=3, **{k: v.copy() for k, v in batch.items()})
+    b = build_transforms(_config("nnunet", shape), shape, seed=0)(
+        rng=3, **{k: v.copy() for k, v in batch.items()}
+    )
+    assert a["data"].shape == (8, 2, *shape) and np.all(np.isfinite(a["data"]))
+    np.testing.assert_array_equal(a["data"], b["data"])
+
+
 def test_canonical_is_the_pipeline_it_was():
     """``canonical`` unchanged: the objects the builder made before the presets, built by hand."""
     shape = (16, 16, 16)
